@@ -1,0 +1,281 @@
+//! The float model: a feed-forward stack of layers, as imported or trained.
+
+use crate::error::ModelError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Output modes of PROTOCOL §4.8 (and the model's default one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputMode {
+    /// The last layer's integer outputs at their scale.
+    Logits,
+    /// Softmax at scale `f_act` (models with 2+ outputs).
+    Probabilities,
+    /// The arg-max class (1 output: 1 iff the logit is positive). Default:
+    /// it tells the client least about the model.
+    Label,
+    /// Logistic sigmoid of the single output, at scale `f_act`.
+    Sigmoid,
+}
+
+impl OutputMode {
+    pub const ALL: [OutputMode; 4] =
+        [OutputMode::Logits, OutputMode::Probabilities, OutputMode::Label, OutputMode::Sigmoid];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputMode::Logits => "logits",
+            OutputMode::Probabilities => "probabilities",
+            OutputMode::Label => "label",
+            OutputMode::Sigmoid => "sigmoid",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|m| m.name() == s)
+    }
+
+    /// Modes a model with `outputs` outputs offers.
+    pub fn available(outputs: usize) -> Vec<OutputMode> {
+        if outputs == 1 {
+            vec![OutputMode::Label, OutputMode::Sigmoid, OutputMode::Logits]
+        } else {
+            vec![OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits]
+        }
+    }
+}
+
+impl fmt::Display for OutputMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Shape of the activation between layers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Shape {
+    Vector(usize),
+    /// Channels, height, width (stored flattened in CHW order).
+    Image(usize, usize, usize),
+}
+
+impl Shape {
+    pub fn len(&self) -> usize {
+        match *self {
+            Shape::Vector(d) => d,
+            Shape::Image(c, h, w) => c * h * w,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    pub fn from_dims(dims: &[usize]) -> Result<Shape, ModelError> {
+        match *dims {
+            [d] => Ok(Shape::Vector(d)),
+            [c, h, w] => Ok(Shape::Image(c, h, w)),
+            _ => Err(ModelError::Invalid(format!(
+                "input shape {dims:?}: expected [features] or [channels, height, width]"
+            ))),
+        }
+    }
+    pub fn dims(&self) -> Vec<usize> {
+        match *self {
+            Shape::Vector(d) => vec![d],
+            Shape::Image(c, h, w) => vec![c, h, w],
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    Relu,
+    Sigmoid,
+    Tanh,
+}
+
+impl ActivationKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationKind::Relu => "relu",
+            ActivationKind::Sigmoid => "sigmoid",
+            ActivationKind::Tanh => "tanh",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Layer {
+    /// `z = W·a + b`, `W` row-major `outputs × inputs`.
+    Dense { inputs: usize, outputs: usize, weights: Vec<f32>, bias: Vec<f32> },
+    /// Cross-correlation like PyTorch/ONNX; weights `[out][in][kh][kw]`.
+    Conv2d {
+        in_channels: usize,
+        out_channels: usize,
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+    },
+    /// Average over `kernel` windows, no padding.
+    AvgPool2d { kernel: [usize; 2], stride: [usize; 2] },
+    /// Image → vector (CHW order); a no-op on the data.
+    Flatten,
+    Activation(ActivationKind),
+}
+
+impl Layer {
+    pub fn describe(&self) -> String {
+        match self {
+            Layer::Dense { inputs, outputs, .. } => format!("dense {inputs}→{outputs}"),
+            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, .. } => format!(
+                "conv2d {in_channels}→{out_channels} kernel {}x{} stride {}x{} padding {}x{}",
+                kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]
+            ),
+            Layer::AvgPool2d { kernel, stride } => {
+                format!("avgpool2d {}x{} stride {}x{}", kernel[0], kernel[1], stride[0], stride[1])
+            }
+            Layer::Flatten => "flatten".into(),
+            Layer::Activation(k) => k.name().into(),
+        }
+    }
+
+    /// Output shape for `input`, or why the layer cannot take it.
+    pub fn output_shape(&self, input: Shape) -> Result<Shape, String> {
+        match (self, input) {
+            (Layer::Dense { inputs, outputs, weights, bias }, Shape::Vector(d)) => {
+                if *inputs != d {
+                    return Err(format!("takes {inputs} inputs but receives {d}"));
+                }
+                if weights.len() != inputs * outputs || bias.len() != *outputs {
+                    return Err(format!(
+                        "has {} weights and {} biases; expected {} and {}",
+                        weights.len(),
+                        bias.len(),
+                        inputs * outputs,
+                        outputs
+                    ));
+                }
+                Ok(Shape::Vector(*outputs))
+            }
+            (Layer::Dense { .. }, Shape::Image(..)) => {
+                Err("receives an image; insert a flatten layer before it".into())
+            }
+            (
+                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias },
+                Shape::Image(c, h, w),
+            ) => {
+                if *in_channels != c {
+                    return Err(format!("takes {in_channels} channels but receives {c}"));
+                }
+                if kernel.contains(&0) || stride.contains(&0) {
+                    return Err("kernel and stride must be positive".into());
+                }
+                if weights.len() != out_channels * in_channels * kernel[0] * kernel[1]
+                    || bias.len() != *out_channels
+                {
+                    return Err("weight or bias count does not match its shape".into());
+                }
+                let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
+                if hp < kernel[0] || wp < kernel[1] {
+                    return Err(format!("kernel larger than the padded {hp}x{wp} input"));
+                }
+                Ok(Shape::Image(
+                    *out_channels,
+                    (hp - kernel[0]) / stride[0] + 1,
+                    (wp - kernel[1]) / stride[1] + 1,
+                ))
+            }
+            (Layer::AvgPool2d { kernel, stride }, Shape::Image(c, h, w)) => {
+                if kernel.contains(&0) || stride.contains(&0) {
+                    return Err("kernel and stride must be positive".into());
+                }
+                if h < kernel[0] || w < kernel[1] {
+                    return Err(format!("kernel larger than the {h}x{w} input"));
+                }
+                Ok(Shape::Image(c, (h - kernel[0]) / stride[0] + 1, (w - kernel[1]) / stride[1] + 1))
+            }
+            (Layer::Conv2d { .. } | Layer::AvgPool2d { .. }, Shape::Vector(_)) => {
+                Err("needs an image input [channels, height, width]".into())
+            }
+            (Layer::Flatten, s) => Ok(Shape::Vector(s.len())),
+            (Layer::Activation(_), s) => Ok(s),
+        }
+    }
+
+    pub fn is_linear(&self) -> bool {
+        matches!(self, Layer::Dense { .. } | Layer::Conv2d { .. } | Layer::AvgPool2d { .. })
+    }
+}
+
+/// A float model with the metadata private inference needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    pub name: String,
+    pub input_shape: Shape,
+    /// Every input feature must lie in `[lo, hi]`; the bit budget (§7) is
+    /// computed for this range.
+    pub input_range: (f64, f64),
+    pub default_mode: OutputMode,
+    pub layers: Vec<Layer>,
+}
+
+impl Model {
+    /// Shapes after each layer; checks the stack is well formed: it starts
+    /// and ends with a linear layer (the protocol's output layer is linear),
+    /// activations follow linear layers, and the output is a vector.
+    pub fn shapes(&self) -> Result<Vec<Shape>, ModelError> {
+        let (lo, hi) = self.input_range;
+        if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
+            return Err(ModelError::Invalid(format!("input range [{lo}, {hi}] is not a finite interval")));
+        }
+        if self.input_shape.is_empty() {
+            return Err(ModelError::Invalid("input has no features".into()));
+        }
+        let mut shapes = Vec::with_capacity(self.layers.len());
+        let mut s = self.input_shape;
+        let mut prev_linear = false;
+        for (i, l) in self.layers.iter().enumerate() {
+            s = l.output_shape(s).map_err(|e| {
+                ModelError::Invalid(format!("layer {i} ({}) {e}", l.describe()))
+            })?;
+            if let Layer::Activation(_) = l {
+                if !prev_linear {
+                    return Err(ModelError::Invalid(format!(
+                        "layer {i} ({}) must follow a linear layer (dense, conv2d, avgpool2d)",
+                        l.describe()
+                    )));
+                }
+                prev_linear = false;
+            } else if l.is_linear() {
+                prev_linear = true;
+            }
+            shapes.push(s);
+        }
+        if !prev_linear {
+            return Err(ModelError::Invalid(
+                "the last layer must be linear (its outputs are the logits; the output head applies softmax/sigmoid/argmax)".into(),
+            ));
+        }
+        match s {
+            Shape::Vector(d) if d > 0 => {}
+            _ => {
+                return Err(ModelError::Invalid("the output must be a non-empty vector (add flatten)".into()))
+            }
+        }
+        if !OutputMode::available(s.len()).contains(&self.default_mode) {
+            return Err(ModelError::Invalid(format!(
+                "default mode {} is not available for {} outputs",
+                self.default_mode,
+                s.len()
+            )));
+        }
+        Ok(shapes)
+    }
+
+    pub fn output_len(&self) -> Result<usize, ModelError> {
+        Ok(self.shapes()?.last().map(|s| s.len()).unwrap_or(0))
+    }
+}

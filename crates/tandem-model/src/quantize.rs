@@ -1,0 +1,636 @@
+//! Quantization to the fixed-point semantics of PROTOCOL §2, the bit budget
+//! of §7, and the two evaluators: float and the integer reference.
+
+use crate::activation::{
+    argmax_first, binary_label, round_half_away, sigmoid_fixed, softmax_fixed, tanh_fixed,
+};
+use crate::error::ModelError;
+use crate::ir::{ActivationKind, Layer, Model, OutputMode, Shape};
+use num_bigint::BigInt;
+use num_traits::{FromPrimitive, Signed, Zero};
+use serde::{Deserialize, Serialize};
+
+/// Input features: `x_int = round(x·2^{f_in})`.
+pub const F_IN: u32 = 16;
+/// Sigmoid/tanh/softmax outputs are at scale `f_act`.
+pub const F_ACT: u32 = 16;
+/// ReLU blinding magnitudes are below `2^τ`.
+pub const TAU: u32 = 32;
+/// Statistical masking parameter for the additive masks `μ`.
+pub const KAPPA: u32 = 40;
+/// Ring sizes, smallest first.
+pub const RING_BITS: [u32; 2] = [128, 256];
+
+/// How float weights become integers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuantConfig {
+    /// Signed bits per weight: each layer's scale `f_w` is the largest with
+    /// `max|W_int| < 2^{weight_bits−1}`.
+    pub weight_bits: u32,
+}
+
+impl Default for QuantConfig {
+    fn default() -> Self {
+        QuantConfig { weight_bits: 12 }
+    }
+}
+
+/// A linear layer over integers: `z = W·a + b` with sparse rows.
+#[derive(Clone, Debug, PartialEq)]
+pub struct QLinear {
+    /// Which float layer(s) this came from, for error messages.
+    pub source: String,
+    pub in_dim: usize,
+    pub out_dim: usize,
+    /// Row `j`: `(i, W_ji)` for the non-zero weights.
+    pub rows: Vec<Vec<(u32, i64)>>,
+    /// `b = round(b_f·2^{s_ℓ})`.
+    pub bias: Vec<BigInt>,
+    pub f_w: u32,
+    pub in_scale: u32,
+    pub out_scale: u32,
+    /// `max_j Σ_i |W_ji|` — bounds `|W·D|` by `2^{bits(l1)}·max|D|`.
+    pub max_row_l1: u64,
+}
+
+impl QLinear {
+    pub fn apply(&self, a: &[BigInt]) -> Vec<BigInt> {
+        self.rows
+            .iter()
+            .zip(&self.bias)
+            .map(|(row, b)| {
+                let mut acc = b.clone();
+                for &(i, w) in row {
+                    acc += &a[i as usize] * w;
+                }
+                acc
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum QLayer {
+    Linear(QLinear),
+    /// Applied to the previous linear layer's output, whose scale is `scale`.
+    Activation { kind: ActivationKind, scale: u32, source: String },
+}
+
+/// Bits per step from the budget analysis (public metadata).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerBits {
+    pub layer: String,
+    /// `bits(max |z|)` over the declared input range.
+    pub value_bits: u32,
+    /// Bits the ring must have for this step (sign and blinding included).
+    pub needed_bits: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct QuantizedModel {
+    pub name: String,
+    pub input_shape: Shape,
+    pub input_range: (f64, f64),
+    pub default_mode: OutputMode,
+    pub output_len: usize,
+    pub f_in: u32,
+    pub f_act: u32,
+    /// `k`: 128 if every step fits, else 256 (§7).
+    pub ring_bits: u32,
+    pub layers: Vec<QLayer>,
+    pub budget: Vec<LayerBits>,
+    /// The float model, kept for float evaluation and comparisons.
+    pub float: Model,
+}
+
+/// The result of one inference in any mode; the private protocol and the
+/// integer reference produce this same type, so they compare with `==`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Signed integers at `scale`.
+    Logits { values: Vec<BigInt>, scale: u32 },
+    /// Softmax at `scale` (= f_act), in output order.
+    Probabilities { values: Vec<u64>, scale: u32 },
+    Label(usize),
+    /// `F_σ` of the single output at `scale` (= f_act).
+    Sigmoid { value: u64, scale: u32 },
+}
+
+impl Output {
+    /// Real-valued view (what a user reads).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            Output::Logits { values, scale } => values
+                .iter()
+                .map(|v| {
+                    let m = crate::activation::magnitude_to_f64(v.magnitude());
+                    let x = libm::scalbn(m, -(*scale as i32));
+                    if v.is_negative() { -x } else { x }
+                })
+                .collect(),
+            Output::Probabilities { values, scale } => {
+                values.iter().map(|&v| libm::scalbn(v as f64, -(*scale as i32))).collect()
+            }
+            Output::Label(l) => vec![*l as f64],
+            Output::Sigmoid { value, scale } => vec![libm::scalbn(*value as f64, -(*scale as i32))],
+        }
+    }
+
+    /// The predicted class.
+    pub fn label(&self) -> usize {
+        match self {
+            Output::Logits { values, .. } if values.len() == 1 => binary_label(&values[0]),
+            Output::Logits { values, .. } => argmax_first(values),
+            Output::Probabilities { values, .. } => {
+                argmax_first(&values.iter().map(|&v| BigInt::from(v)).collect::<Vec<_>>())
+            }
+            Output::Label(l) => *l,
+            Output::Sigmoid { value, scale } => usize::from(*value > 1u64 << (scale - 1)),
+        }
+    }
+
+    pub fn mode(&self) -> OutputMode {
+        match self {
+            Output::Logits { .. } => OutputMode::Logits,
+            Output::Probabilities { .. } => OutputMode::Probabilities,
+            Output::Label(_) => OutputMode::Label,
+            Output::Sigmoid { .. } => OutputMode::Sigmoid,
+        }
+    }
+}
+
+fn bigint_from_f64(x: f64) -> BigInt {
+    BigInt::from_f64(x).unwrap_or_else(BigInt::zero)
+}
+
+fn bits_of(v: &BigInt) -> u32 {
+    v.bits() as u32
+}
+
+/// `f_w` such that `max|W|·2^{f_w} < 2^{weight_bits−1}`.
+fn weight_scale(weights: &[f32], weight_bits: u32) -> u32 {
+    let m = weights.iter().fold(0f64, |m, &w| m.max((w as f64).abs()));
+    if m == 0.0 {
+        return 0;
+    }
+    let limit = ((1u64 << (weight_bits - 1)) - 1) as f64;
+    let f = (limit / m).log2().floor();
+    f.clamp(0.0, 40.0) as u32
+}
+
+fn quantize_weight(w: f32, f_w: u32) -> i64 {
+    round_half_away(libm::scalbn(w as f64, f_w as i32)) as i64
+}
+
+fn row_l1(rows: &[Vec<(u32, i64)>]) -> u64 {
+    rows.iter().map(|r| r.iter().map(|&(_, w)| w.unsigned_abs()).sum::<u64>()).max().unwrap_or(0)
+}
+
+impl QuantizedModel {
+    pub fn new(model: &Model, cfg: QuantConfig) -> Result<Self, ModelError> {
+        if !(2..=32).contains(&cfg.weight_bits) {
+            return Err(ModelError::Invalid(format!(
+                "weight_bits = {}; accepted 2..=32",
+                cfg.weight_bits
+            )));
+        }
+        let shapes = model.shapes()?;
+        let mut layers = Vec::new();
+        let mut scale = F_IN;
+        let mut shape = model.input_shape;
+        for (idx, layer) in model.layers.iter().enumerate() {
+            let source = format!("layer {idx} ({})", layer.describe());
+            let out_shape = shapes[idx];
+            match layer {
+                Layer::Dense { inputs, outputs, weights, bias } => {
+                    let f_w = weight_scale(weights, cfg.weight_bits);
+                    let rows: Vec<Vec<(u32, i64)>> = (0..*outputs)
+                        .map(|j| {
+                            (0..*inputs)
+                                .filter_map(|i| {
+                                    let w = quantize_weight(weights[j * inputs + i], f_w);
+                                    (w != 0).then_some((i as u32, w))
+                                })
+                                .collect()
+                        })
+                        .collect();
+                    layers.push(Self::linear(source, *inputs, rows, bias, f_w, scale));
+                }
+                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
+                    let f_w = weight_scale(weights, cfg.weight_bits);
+                    let Shape::Image(_, h, w) = shape else { unreachable!("checked by shapes()") };
+                    let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
+                    let [kh, kw] = *kernel;
+                    let mut rows = Vec::with_capacity(out_shape.len());
+                    for o in 0..*out_channels {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut row = Vec::new();
+                                for c in 0..*in_channels {
+                                    for ky in 0..kh {
+                                        for kx in 0..kw {
+                                            let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                                            let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                                            if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                                continue; // zero padding
+                                            }
+                                            let wi = ((o * in_channels + c) * kh + ky) * kw + kx;
+                                            let q = quantize_weight(weights[wi], f_w);
+                                            if q != 0 {
+                                                let col = (c * h + iy as usize) * w + ix as usize;
+                                                row.push((col as u32, q));
+                                            }
+                                        }
+                                    }
+                                }
+                                rows.push(row);
+                            }
+                        }
+                    }
+                    let bias: Vec<f32> =
+                        (0..*out_channels).flat_map(|o| std::iter::repeat_n(bias[o], oh * ow)).collect();
+                    layers.push(Self::linear(source, shape.len(), rows, &bias, f_w, scale));
+                }
+                Layer::AvgPool2d { kernel, stride } => {
+                    let Shape::Image(c, h, w) = shape else { unreachable!("checked by shapes()") };
+                    let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
+                    let area = kernel[0] * kernel[1];
+                    // A power-of-two window averages exactly: weight 1 at scale log2(area).
+                    let (f_w, q) = if area.is_power_of_two() {
+                        (area.trailing_zeros(), 1i64)
+                    } else {
+                        let f = cfg.weight_bits - 1;
+                        (f, round_half_away(libm::scalbn(1.0 / area as f64, f as i32)) as i64)
+                    };
+                    let mut rows = Vec::with_capacity(out_shape.len());
+                    for ch in 0..c {
+                        for oy in 0..oh {
+                            for ox in 0..ow {
+                                let mut row = Vec::with_capacity(area);
+                                for ky in 0..kernel[0] {
+                                    for kx in 0..kernel[1] {
+                                        let (iy, ix) = (oy * stride[0] + ky, ox * stride[1] + kx);
+                                        row.push((((ch * h + iy) * w + ix) as u32, q));
+                                    }
+                                }
+                                rows.push(row);
+                            }
+                        }
+                    }
+                    let bias = vec![0f32; rows.len()];
+                    layers.push(Self::linear(source, shape.len(), rows, &bias, f_w, scale));
+                }
+                Layer::Flatten => {}
+                Layer::Activation(kind) => {
+                    layers.push(QLayer::Activation { kind: *kind, scale, source });
+                    if *kind != ActivationKind::Relu {
+                        scale = F_ACT;
+                    }
+                }
+            }
+            if let Some(QLayer::Linear(l)) = layers.last() {
+                if layer.is_linear() {
+                    scale = l.out_scale;
+                }
+            }
+            shape = out_shape;
+        }
+        let mut q = QuantizedModel {
+            name: model.name.clone(),
+            input_shape: model.input_shape,
+            input_range: model.input_range,
+            default_mode: model.default_mode,
+            output_len: shape.len(),
+            f_in: F_IN,
+            f_act: F_ACT,
+            ring_bits: 0,
+            layers,
+            budget: Vec::new(),
+            float: model.clone(),
+        };
+        q.budget = q.analyze_budget();
+        let needed = q.budget.iter().map(|b| b.needed_bits).max().unwrap_or(0);
+        q.ring_bits = match RING_BITS.iter().find(|&&k| needed <= k) {
+            Some(&k) => k,
+            None => {
+                let worst = q.budget.iter().find(|b| b.needed_bits > RING_BITS[1]).expect("max exceeds");
+                return Err(ModelError::Budget {
+                    layer: worst.layer.clone(),
+                    bits_needed: worst.needed_bits,
+                    available: RING_BITS[1],
+                });
+            }
+        };
+        Ok(q)
+    }
+
+    fn linear(
+        source: String,
+        in_dim: usize,
+        rows: Vec<Vec<(u32, i64)>>,
+        bias: &[f32],
+        f_w: u32,
+        in_scale: u32,
+    ) -> QLayer {
+        let out_scale = in_scale + f_w;
+        let bias = bias.iter().map(|&b| bigint_from_f64(round_half_away(libm::scalbn(b as f64, out_scale as i32)))).collect();
+        QLayer::Linear(QLinear {
+            source,
+            in_dim,
+            out_dim: rows.len(),
+            max_row_l1: row_l1(&rows),
+            rows,
+            bias,
+            f_w,
+            in_scale,
+            out_scale,
+        })
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.input_shape.len()
+    }
+
+    pub fn output_scale(&self) -> u32 {
+        self.layers
+            .iter()
+            .rev()
+            .find_map(|l| match l {
+                QLayer::Linear(l) => Some(l.out_scale),
+                _ => None,
+            })
+            .expect("a model ends with a linear layer")
+    }
+
+    pub fn modes(&self) -> Vec<OutputMode> {
+        OutputMode::available(self.output_len)
+    }
+
+    pub fn check_mode(&self, mode: OutputMode) -> Result<(), ModelError> {
+        if self.modes().contains(&mode) {
+            Ok(())
+        } else {
+            Err(ModelError::UnsupportedMode {
+                mode: mode.name().into(),
+                available: self.modes().iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+            })
+        }
+    }
+
+    /// Worst-case bits per step over the declared input range, by interval
+    /// arithmetic on exact integers.
+    fn analyze_budget(&self) -> Vec<LayerBits> {
+        let (lo, hi) = self.input_range;
+        let qlo = bigint_from_f64(round_half_away(libm::scalbn(lo, F_IN as i32)));
+        let qhi = bigint_from_f64(round_half_away(libm::scalbn(hi, F_IN as i32)));
+        let mut lo_v = vec![qlo; self.input_len()];
+        let mut hi_v = vec![qhi; self.input_len()];
+        let mut out = Vec::new();
+        let max_abs = |l: &[BigInt], h: &[BigInt]| -> u32 {
+            l.iter().chain(h).map(bits_of).max().unwrap_or(0)
+        };
+        let n_layers = self.layers.len();
+        for (idx, layer) in self.layers.iter().enumerate() {
+            match layer {
+                QLayer::Linear(l) => {
+                    let (mut nlo, mut nhi) = (l.bias.clone(), l.bias.clone());
+                    for (j, row) in l.rows.iter().enumerate() {
+                        for &(i, w) in row {
+                            let (a, b) = (&lo_v[i as usize] * w, &hi_v[i as usize] * w);
+                            if w > 0 {
+                                nlo[j] += a;
+                                nhi[j] += b;
+                            } else {
+                                nlo[j] += b;
+                                nhi[j] += a;
+                            }
+                        }
+                    }
+                    lo_v = nlo;
+                    hi_v = nhi;
+                    let bits = max_abs(&lo_v, &hi_v);
+                    let is_output = idx + 1 == n_layers;
+                    // Every true pre-activation must read back correctly as a
+                    // signed ring value.
+                    let mut needed = bits + 1;
+                    if is_output {
+                        let n = self.output_len as u32;
+                        let n_bits = 32 - n.leading_zeros();
+                        // probabilities: |z + β| with |β| < 2^{k−3} → |z| < 2^{k−2};
+                        // label (n ≥ 2): |m·(n·z + n − 1) + β| → + τ + bits(n) + 1;
+                        // label (n = 1): |σ·m·(2z − 1)| < 2^{k−1}.
+                        let label = if n == 1 { bits + 1 + TAU + 1 } else { bits + n_bits + 1 + TAU + 2 };
+                        needed = needed.max(bits + 2).max(label);
+                    }
+                    out.push(LayerBits { layer: l.source.clone(), value_bits: bits, needed_bits: needed });
+                }
+                QLayer::Activation { kind, source, .. } => {
+                    let bits = max_abs(&lo_v, &hi_v);
+                    let needed = match kind {
+                        ActivationKind::Relu => bits + TAU + 1,
+                        _ => bits + 1,
+                    };
+                    out.push(LayerBits { layer: source.clone(), value_bits: bits, needed_bits: needed });
+                    let zero = BigInt::zero();
+                    match kind {
+                        ActivationKind::Relu => {
+                            for v in lo_v.iter_mut().chain(hi_v.iter_mut()) {
+                                if *v < zero {
+                                    *v = zero.clone();
+                                }
+                            }
+                        }
+                        ActivationKind::Sigmoid => {
+                            lo_v.iter_mut().for_each(|v| *v = zero.clone());
+                            hi_v.iter_mut().for_each(|v| *v = BigInt::from(1u64 << F_ACT));
+                        }
+                        ActivationKind::Tanh => {
+                            lo_v.iter_mut().for_each(|v| *v = -BigInt::from(1u64 << F_ACT));
+                            hi_v.iter_mut().for_each(|v| *v = BigInt::from(1u64 << F_ACT));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `x_int = round(x·2^{f_in})`, rejecting wrong lengths, non-finite and
+    /// out-of-range values.
+    pub fn quantize_input(&self, x: &[f64]) -> Result<Vec<i64>, ModelError> {
+        quantize_input(x, self.input_len(), self.input_range, self.f_in)
+    }
+
+    /// Plain integer evaluation up to the last linear layer: the logits.
+    pub fn reference_logits(&self, x_int: &[i64]) -> Vec<BigInt> {
+        let mut a: Vec<BigInt> = x_int.iter().map(|&v| BigInt::from(v)).collect();
+        for layer in &self.layers {
+            a = match layer {
+                QLayer::Linear(l) => l.apply(&a),
+                QLayer::Activation { kind, scale, .. } => a
+                    .iter()
+                    .map(|v| match kind {
+                        ActivationKind::Relu => {
+                            if v.is_negative() { BigInt::zero() } else { v.clone() }
+                        }
+                        ActivationKind::Sigmoid => sigmoid_fixed(v, *scale, self.f_act),
+                        ActivationKind::Tanh => tanh_fixed(v, *scale, self.f_act),
+                    })
+                    .collect(),
+            };
+        }
+        a
+    }
+
+    /// The integer reference (§2): what private inference must equal.
+    pub fn reference(&self, x_int: &[i64], mode: OutputMode) -> Result<Output, ModelError> {
+        self.check_mode(mode)?;
+        if x_int.len() != self.input_len() {
+            return Err(ModelError::InputLength { expected: self.input_len(), got: x_int.len() });
+        }
+        let z = self.reference_logits(x_int);
+        let s = self.output_scale();
+        Ok(head(&z, s, self.f_act, mode))
+    }
+
+    /// Float evaluation of the original model, head included.
+    pub fn float_output(&self, x: &[f64], mode: OutputMode) -> Vec<f64> {
+        let z = eval_f64(&self.float, x);
+        float_head(&z, mode)
+    }
+}
+
+/// Applies an output head to integer logits.
+pub fn head(z: &[BigInt], scale: u32, f_act: u32, mode: OutputMode) -> Output {
+    match mode {
+        OutputMode::Logits => Output::Logits { values: z.to_vec(), scale },
+        OutputMode::Probabilities => {
+            Output::Probabilities { values: softmax_fixed(z, scale, f_act), scale: f_act }
+        }
+        OutputMode::Label if z.len() == 1 => Output::Label(binary_label(&z[0])),
+        OutputMode::Label => Output::Label(argmax_first(z)),
+        OutputMode::Sigmoid => Output::Sigmoid {
+            value: sigmoid_fixed(&z[0], scale, f_act).try_into().expect("in [0, 2^f_act]"),
+            scale: f_act,
+        },
+    }
+}
+
+pub fn quantize_input(x: &[f64], len: usize, range: (f64, f64), f_in: u32) -> Result<Vec<i64>, ModelError> {
+    if x.len() != len {
+        return Err(ModelError::InputLength { expected: len, got: x.len() });
+    }
+    x.iter()
+        .enumerate()
+        .map(|(i, &v)| {
+            if !(v.is_finite() && v >= range.0 && v <= range.1) {
+                return Err(ModelError::InputOutOfRange { index: i, value: v, lo: range.0, hi: range.1 });
+            }
+            Ok(round_half_away(libm::scalbn(v, f_in as i32)) as i64)
+        })
+        .collect()
+}
+
+/// Float forward pass up to the logits.
+pub fn eval_f64(model: &Model, x: &[f64]) -> Vec<f64> {
+    let mut a = x.to_vec();
+    let mut shape = model.input_shape;
+    for layer in &model.layers {
+        let out_shape = layer.output_shape(shape).expect("model validated");
+        a = match layer {
+            Layer::Dense { inputs, outputs, weights, bias } => (0..*outputs)
+                .map(|j| {
+                    bias[j] as f64
+                        + (0..*inputs).map(|i| weights[j * inputs + i] as f64 * a[i]).sum::<f64>()
+                })
+                .collect(),
+            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
+                let Shape::Image(_, h, w) = shape else { unreachable!() };
+                let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
+                let mut out = vec![0f64; out_shape.len()];
+                for o in 0..*out_channels {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = bias[o] as f64;
+                            for c in 0..*in_channels {
+                                for ky in 0..kernel[0] {
+                                    for kx in 0..kernel[1] {
+                                        let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                                        let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                                        if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
+                                            continue;
+                                        }
+                                        let wi = ((o * in_channels + c) * kernel[0] + ky) * kernel[1] + kx;
+                                        acc += weights[wi] as f64 * a[(c * h + iy as usize) * w + ix as usize];
+                                    }
+                                }
+                            }
+                            out[(o * oh + oy) * ow + ox] = acc;
+                        }
+                    }
+                }
+                out
+            }
+            Layer::AvgPool2d { kernel, stride } => {
+                let Shape::Image(c, h, w) = shape else { unreachable!() };
+                let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
+                let area = (kernel[0] * kernel[1]) as f64;
+                let mut out = Vec::with_capacity(out_shape.len());
+                for ch in 0..c {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            let mut acc = 0.0;
+                            for ky in 0..kernel[0] {
+                                for kx in 0..kernel[1] {
+                                    acc += a[(ch * h + oy * stride[0] + ky) * w + ox * stride[1] + kx];
+                                }
+                            }
+                            out.push(acc / area);
+                        }
+                    }
+                }
+                out
+            }
+            Layer::Flatten => a,
+            Layer::Activation(k) => a
+                .iter()
+                .map(|&v| match k {
+                    ActivationKind::Relu => v.max(0.0),
+                    ActivationKind::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+                    ActivationKind::Tanh => v.tanh(),
+                })
+                .collect(),
+        };
+        shape = out_shape;
+    }
+    a
+}
+
+/// Float output head.
+pub fn float_head(z: &[f64], mode: OutputMode) -> Vec<f64> {
+    match mode {
+        OutputMode::Logits => z.to_vec(),
+        OutputMode::Probabilities => {
+            let m = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            let e: Vec<f64> = z.iter().map(|v| (v - m).exp()).collect();
+            let s: f64 = e.iter().sum();
+            e.iter().map(|v| v / s).collect()
+        }
+        OutputMode::Label if z.len() == 1 => vec![if z[0] > 0.0 { 1.0 } else { 0.0 }],
+        OutputMode::Label => {
+            let mut best = 0;
+            for (i, v) in z.iter().enumerate() {
+                if *v > z[best] {
+                    best = i;
+                }
+            }
+            vec![best as f64]
+        }
+        OutputMode::Sigmoid => vec![1.0 / (1.0 + (-z[0]).exp())],
+    }
+}
+
+/// Predicted class from float logits.
+pub fn float_label(z: &[f64]) -> usize {
+    float_head(z, OutputMode::Label)[0] as usize
+}
