@@ -1,0 +1,162 @@
+//! The thin client (PROTOCOL §4.1, §4.8 "C computes"): one Paillier
+//! encryption, one PRG expansion and one AEAD open per query.
+
+use crate::convert::signed_num;
+use crate::error::{ProtocolError, Result};
+use crate::messages::*;
+use serde::{Deserialize, Serialize};
+use tandem_crypto::{PublicKey, Ring, Seed};
+use tandem_model::{quantize_input, ModelError, Output, OutputMode, QuantizedModel};
+
+/// What a client must know about a model: public metadata S1 publishes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    pub id: String,
+    pub input_shape: Vec<usize>,
+    pub input_range: (f64, f64),
+    pub f_in: u32,
+    pub f_act: u32,
+    pub ring_bits: u32,
+    pub output_len: usize,
+    pub output_scale: u32,
+    pub modes: Vec<OutputMode>,
+    pub default_mode: OutputMode,
+}
+
+impl ModelInfo {
+    pub fn of(id: &str, m: &QuantizedModel) -> Self {
+        ModelInfo {
+            id: id.into(),
+            input_shape: m.input_shape.dims(),
+            input_range: m.input_range,
+            f_in: m.f_in,
+            f_act: m.f_act,
+            ring_bits: m.ring_bits,
+            output_len: m.output_len,
+            output_scale: m.output_scale(),
+            modes: m.modes(),
+            default_mode: m.default_mode,
+        }
+    }
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
+    }
+    pub fn check_mode(&self, mode: OutputMode) -> Result<()> {
+        if self.modes.contains(&mode) {
+            Ok(())
+        } else {
+            Err(ModelError::UnsupportedMode {
+                mode: mode.name().into(),
+                available: self.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", "),
+            }
+            .into())
+        }
+    }
+}
+
+/// A client bound to one activation-server key (pin it: see SECURITY.md).
+pub struct Client {
+    pk: PublicKey,
+}
+
+/// The client's secret state between request and response.
+pub struct PendingQuery<R> {
+    seed: Seed,
+    info: ModelInfo,
+    mode: OutputMode,
+    _r: std::marker::PhantomData<R>,
+}
+
+impl Client {
+    pub fn new(pk: PublicKey) -> Self {
+        Client { pk }
+    }
+    pub fn public_key(&self) -> &PublicKey {
+        &self.pk
+    }
+
+    /// Quantizes, masks and encrypts the seed: the whole online cost.
+    pub fn prepare<R: Ring>(&self, info: &ModelInfo, x: &[f64], mode: OutputMode) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
+        if info.ring_bits != R::BITS {
+            return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
+        }
+        info.check_mode(mode)?;
+        let x_int = quantize_input(x, info.input_len(), info.input_range, info.f_in)?;
+        let seed = Seed::random();
+        let r: Vec<R> = seed.input_mask(x_int.len());
+        let masked_input = x_int.iter().zip(&r).map(|(&x, &r)| R::from_i64(x).add(r)).collect();
+        let enc_seed = self.pk.encrypt(&seed.to_bigint());
+        let req = QueryRequest { model_id: info.id.clone(), mode, masked_input, enc_seed };
+        Ok((PendingQuery { seed, info: info.clone(), mode, _r: std::marker::PhantomData }, req))
+    }
+}
+
+fn bad(msg: impl Into<String>) -> ProtocolError {
+    ProtocolError::BadMessage(msg.into())
+}
+
+fn check_perm(perm: &[u32], n: usize) -> Result<()> {
+    let mut seen = vec![false; n];
+    if perm.len() != n {
+        return Err(bad(format!("permutation of length {} for {n} outputs", perm.len())));
+    }
+    for &p in perm {
+        let p = p as usize;
+        if p >= n || std::mem::replace(&mut seen[p], true) {
+            return Err(bad("the permutation is not a permutation"));
+        }
+    }
+    Ok(())
+}
+
+impl<R: Ring> PendingQuery<R> {
+    /// Opens S2's sealed part and combines it with S1's aux.
+    pub fn finish(self, resp: QueryResponse<R>) -> Result<Output> {
+        let plain = self.seed.open(&resp.session_id, &resp.sealed)?;
+        let n = self.info.output_len;
+        let f_act = self.info.f_act;
+        let u64s = |b: &[u8]| -> Vec<u64> { b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect() };
+        match (self.mode, resp.aux) {
+            (OutputMode::Logits, OutputAux::Logits(u_mu)) => {
+                let c = tandem_crypto::ring::decode_vec::<R>(&plain).ok_or_else(|| bad("sealed logits have a bad length"))?;
+                if c.len() != n || u_mu.len() != n {
+                    return Err(bad("logit count does not match the model"));
+                }
+                let values = u_mu.iter().zip(&c).map(|(a, c)| signed_num(a.sub(*c))).collect();
+                Ok(Output::Logits { values, scale: self.info.output_scale })
+            }
+            (OutputMode::Probabilities, OutputAux::Permutation(perm)) => {
+                check_perm(&perm, n)?;
+                if plain.len() != 8 * n {
+                    return Err(bad("sealed probabilities have a bad length"));
+                }
+                let by_pos = u64s(&plain);
+                let mut values = vec![0u64; n];
+                for (p, &j) in perm.iter().enumerate() {
+                    values[j as usize] = by_pos[p];
+                }
+                Ok(Output::Probabilities { values, scale: f_act })
+            }
+            (OutputMode::Label, OutputAux::Permutation(perm)) if n > 1 => {
+                check_perm(&perm, n)?;
+                let p = u32::from_le_bytes(plain.as_slice().try_into().map_err(|_| bad("sealed label has a bad length"))?);
+                let j = perm.get(p as usize).ok_or_else(|| bad("sealed label position out of range"))?;
+                Ok(Output::Label(*j as usize))
+            }
+            (OutputMode::Label, OutputAux::Negated(neg)) if n == 1 => match plain.as_slice() {
+                [bit @ (0 | 1)] => Ok(Output::Label(usize::from((*bit == 1) ^ neg))),
+                _ => Err(bad("sealed binary label is not one bit")),
+            },
+            (OutputMode::Sigmoid, OutputAux::Negated(neg)) => {
+                let v = u64::from_le_bytes(plain.as_slice().try_into().map_err(|_| bad("sealed sigmoid has a bad length"))?);
+                let one = 1u64 << f_act;
+                if v > one {
+                    return Err(bad("sealed sigmoid above 1"));
+                }
+                // F_σ(−v) = 2^{f_act} − F_σ(v) (§3)
+                Ok(Output::Sigmoid { value: if neg { one - v } else { v }, scale: f_act })
+            }
+            (mode, _) => Err(bad(format!("the response does not fit {mode} mode"))),
+        }
+    }
+}
