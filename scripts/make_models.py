@@ -608,7 +608,8 @@ def verify(log):
             if o.domain in ("", "ai.onnx"):
                 assert 13 <= o.version <= 17, (name, o.version)
         for init in model.graph.initializer:
-            assert init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64), (name, init.name)
+            assert init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.INT64,
+                                      onnx.TensorProto.INT32), (name, init.name)
         X, y = read_features_csv(os.path.join(ROOT, meta["test_csv"]))
         shape = [len(X)] + [d for d in meta["input_shape"][1:]]
         X = X.reshape(shape)
