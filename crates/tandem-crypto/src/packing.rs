@@ -38,7 +38,7 @@ impl PackingParams {
 
     /// Checks parameters that arrived over the wire against the key.
     pub fn validate(&self, key_bits: u32) -> Result<(), CryptoError> {
-        let ok = self.slot_bits > self.offset_bits + 1
+        let ok = self.slot_bits as u64 > self.offset_bits as u64 + 1
             && self.slots_per_ciphertext >= 1
             && (self.slot_bits as u64) * (self.slots_per_ciphertext as u64) <= key_bits as u64 - 2;
         if ok {

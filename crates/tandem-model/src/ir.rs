@@ -52,6 +52,13 @@ impl fmt::Display for OutputMode {
     }
 }
 
+/// Largest activation (values per layer) a model may have: bounds every
+/// allocation made for a model read from an untrusted file.
+pub const MAX_VALUES: usize = 1 << 24;
+/// Largest number of multiply-adds in one linear layer (a layer that size
+/// already takes minutes per private query).
+pub const MAX_MACS: usize = 1 << 25;
+
 /// Shape of the activation between layers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Shape {
@@ -64,7 +71,7 @@ impl Shape {
     pub fn len(&self) -> usize {
         match *self {
             Shape::Vector(d) => d,
-            Shape::Image(c, h, w) => c * h * w,
+            Shape::Image(c, h, w) => c.saturating_mul(h).saturating_mul(w),
         }
     }
     pub fn is_empty(&self) -> bool {
@@ -149,7 +156,7 @@ impl Layer {
                 if *inputs != d {
                     return Err(format!("takes {inputs} inputs but receives {d}"));
                 }
-                if weights.len() != inputs * outputs || bias.len() != *outputs {
+                if inputs.checked_mul(*outputs) != Some(weights.len()) || bias.len() != *outputs {
                     return Err(format!(
                         "has {} weights and {} biases; expected {} and {}",
                         weights.len(),
@@ -173,10 +180,15 @@ impl Layer {
                 if kernel.contains(&0) || stride.contains(&0) {
                     return Err("kernel and stride must be positive".into());
                 }
-                if weights.len() != out_channels * in_channels * kernel[0] * kernel[1]
-                    || bias.len() != *out_channels
-                {
+                let count = out_channels
+                    .checked_mul(*in_channels)
+                    .and_then(|v| v.checked_mul(kernel[0]))
+                    .and_then(|v| v.checked_mul(kernel[1]));
+                if count != Some(weights.len()) || bias.len() != *out_channels {
                     return Err("weight or bias count does not match its shape".into());
+                }
+                if padding[0] >= kernel[0] || padding[1] >= kernel[1] {
+                    return Err("padding must be smaller than the kernel".into());
                 }
                 let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
                 if hp < kernel[0] || wp < kernel[1] {
@@ -231,8 +243,16 @@ impl Model {
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Err(ModelError::Invalid(format!("input range [{lo}, {hi}] is not a finite interval")));
         }
-        if self.input_shape.is_empty() {
-            return Err(ModelError::Invalid("input has no features".into()));
+        let dims_ok = self.input_shape.dims().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+        match dims_ok {
+            Some(0) => return Err(ModelError::Invalid("input has no features".into())),
+            Some(n) if n <= MAX_VALUES => {}
+            _ => {
+                return Err(ModelError::Invalid(format!(
+                    "input shape {:?} has more than {MAX_VALUES} values",
+                    self.input_shape.dims()
+                )))
+            }
         }
         let mut shapes = Vec::with_capacity(self.layers.len());
         let mut s = self.input_shape;
@@ -241,6 +261,28 @@ impl Model {
             s = l.output_shape(s).map_err(|e| {
                 ModelError::Invalid(format!("layer {i} ({}) {e}", l.describe()))
             })?;
+            let macs = match l {
+                Layer::Dense { weights, .. } => weights.len(),
+                Layer::Conv2d { in_channels, kernel, .. } => {
+                    s.len().saturating_mul(in_channels * kernel[0] * kernel[1])
+                }
+                Layer::AvgPool2d { kernel, .. } => s.len().saturating_mul(kernel[0].saturating_mul(kernel[1])),
+                _ => 0,
+            };
+            if macs > MAX_MACS {
+                return Err(ModelError::Invalid(format!(
+                    "layer {i} ({}) needs {macs} multiply-adds; the limit is {MAX_MACS}",
+                    l.describe()
+                )));
+            }
+            let n = s.dims().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
+            if !matches!(n, Some(n) if n > 0 && n <= MAX_VALUES) {
+                return Err(ModelError::Invalid(format!(
+                    "layer {i} ({}) outputs {:?}: empty or more than {MAX_VALUES} values",
+                    l.describe(),
+                    s.dims()
+                )));
+            }
             if let Layer::Activation(_) = l {
                 if !prev_linear {
                     return Err(ModelError::Invalid(format!(
