@@ -1,0 +1,208 @@
+//! Server-side costs (GitHub issue 5, item 2/3), 2048-bit Paillier:
+//!
+//!     cargo bench --bench server_cost
+//!
+//! - S1: `matvec` (Straus, tandem's) vs `matvec_naive` (one `mod_pow` per
+//!   weight) on a 128×128 layer of 12-bit quantized weights: layer 2 of the
+//!   trained MNIST MLP (models/mnist_mlp.onnx), or random weights if it does
+//!   not import. `matvec` runs its rows in parallel, so it is measured both
+//!   on the 2-core global pool and on one thread; the naive product is
+//!   sequential. The two products return the same group elements (asserted).
+//! - S2 per ciphertext: `SecretKey::decrypt_raw` (CRT; its two halves run in
+//!   parallel via `rayon::join`, so also measured on one thread),
+//!   `NoiseSource::encrypt` (DJN noise, fixed-base table; S2's source from
+//!   `SecretKey::noise_source` and the public-key one S1 uses) vs
+//!   `PublicKey::encrypt` (full `r^N`, the client's).
+//! - A full in-process query of the MNIST MLP 784-128-128-10 (trained
+//!   weights and MNIST test rows when they import, else random; ReLU, `label`
+//!   mode), all three roles, result asserted equal to the integer reference.
+//!
+//! Criterion reports wall clock. The summary printed at the end gives, from
+//! the same samples, the median wall time and — for single-threaded work —
+//! the median CPU time of the thread (robust to other load on the machine),
+//! and the ratios.
+
+mod common;
+
+use common::models::{load, Loaded};
+use common::{client_pool, fmt_d, ratio, thread_cpu, Samples};
+use criterion::{black_box, Criterion, SamplingMode};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::{Duration, Instant};
+use tandem_crypto::bigint_traits::Converter;
+use tandem_crypto::matvec::{matvec, matvec_naive};
+use tandem_crypto::{BigInt, NoiseSource, SecretKey};
+use tandem_model::{OutputMode, QLayer};
+
+static SAMPLES: Samples = Samples::new();
+const KEY_BITS: u32 = 2048;
+const PER_CT_SAMPLES: usize = 20;
+
+/// `iters` runs of `f`, wall time; records the per-iteration mean, and the
+/// calling thread's CPU time per iteration under `"{key}/cpu"` (meaningful
+/// for single-threaded work only: it is robust to other load on the machine).
+fn timed(key: &str, iters: u64, mut f: impl FnMut()) -> Duration {
+    let (t, c) = (Instant::now(), thread_cpu());
+    for _ in 0..iters {
+        f();
+    }
+    let (d, cpu) = (t.elapsed(), thread_cpu() - c);
+    SAMPLES.record(key, d / iters as u32);
+    SAMPLES.record(&format!("{key}/cpu"), cpu / iters as u32);
+    d
+}
+
+fn bench_matvec(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
+    let pk = sk.public();
+    let noise = NoiseSource::new(pk);
+    let mut rng = StdRng::seed_from_u64(7);
+    let QLayer::Linear(layer) = &mnist.q.layers[2] else { unreachable!("784-128-128-10 ReLU MLP") };
+    assert_eq!((layer.in_dim, layer.out_dim), (128, 128));
+    let rows = layer.rows.clone();
+    let max_w = rows.iter().flatten().map(|&(_, w)| w.unsigned_abs()).max().unwrap();
+    let weights: usize = rows.iter().map(|r| r.len()).sum();
+    println!(
+        "matvec layer: MNIST layer 2, 128x128, {weights} non-zero weights, max |W| = {max_w} (12-bit signed quantization)"
+    );
+    // [D] values as in tandem: up to ~k = 128 bits.
+    let inputs: Vec<_> = (0..128)
+        .map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>())))
+        .collect();
+    let fast = matvec(pk, &rows, &inputs);
+    let naive = matvec_naive(pk, &rows, &inputs);
+    assert_eq!(fast, naive, "matvec and matvec_naive disagree");
+
+    let mut g = c.benchmark_group("server_cost/s1_matvec_128x128");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(2));
+    g.bench_function("straus_2_threads", |b| {
+        b.iter_custom(|n| timed("matvec/straus_2t", n, || drop(black_box(matvec(pk, &rows, &inputs)))))
+    });
+    g.bench_function("straus_1_thread", |b| {
+        b.iter_custom(|n| {
+            client_pool().install(|| timed("matvec/straus_1t", n, || drop(black_box(matvec(pk, &rows, &inputs)))))
+        })
+    });
+    g.measurement_time(Duration::from_millis(1));
+    g.bench_function("naive_1_thread", |b| {
+        b.iter_custom(|n| timed("matvec/naive_1t", n, || drop(black_box(matvec_naive(pk, &rows, &inputs)))))
+    });
+    g.finish();
+}
+
+fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
+    let pk = sk.public();
+    // S1's noise source (public key only) and S2's (`SecretKey::noise_source`,
+    // which may use the factors).
+    let noise = NoiseSource::new(pk);
+    let noise_s2 = sk.noise_source();
+    let m = BigInt::from_bytes(&[0x5a; 16]);
+    let ct = pk.encrypt(&m);
+    assert_eq!(sk.decrypt_raw(&ct), m);
+    assert_eq!(sk.decrypt_raw(&noise.encrypt(pk, &m)), m);
+    assert_eq!(sk.decrypt_raw(&noise_s2.encrypt(pk, &m)), m);
+
+    let mut g = c.benchmark_group("server_cost/s2_per_ciphertext");
+    g.sample_size(PER_CT_SAMPLES).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
+    g.bench_function("decrypt_raw", |b| b.iter_custom(|n| timed("ct/decrypt_2t", n, || drop(black_box(sk.decrypt_raw(&ct))))));
+    g.bench_function("decrypt_raw_1_thread", |b| {
+        b.iter_custom(|n| client_pool().install(|| timed("ct/decrypt_1t", n, || drop(black_box(sk.decrypt_raw(&ct))))))
+    });
+    g.bench_function("noise_source_encrypt_s2", |b| {
+        b.iter_custom(|n| timed("ct/noise_encrypt_s2", n, || drop(black_box(noise_s2.encrypt(pk, &m)))))
+    });
+    g.bench_function("noise_source_encrypt_public", |b| {
+        b.iter_custom(|n| timed("ct/noise_encrypt", n, || drop(black_box(noise.encrypt(pk, &m)))))
+    });
+    g.bench_function("public_key_encrypt", |b| {
+        b.iter_custom(|n| timed("ct/full_encrypt", n, || drop(black_box(pk.encrypt(&m)))))
+    });
+    g.finish();
+}
+
+fn bench_query(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut h = tandem::Harness::new(&mnist.m, sk).expect("harness");
+    let mut g = c.benchmark_group("server_cost/query");
+    g.sampling_mode(SamplingMode::Flat)
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_millis(1));
+    g.bench_function("mnist_784-128-128-10_label", |b| {
+        b.iter_custom(|n| {
+            let mut total = Duration::ZERO;
+            for _ in 0..n {
+                let x = mnist.input(&mut rng);
+                let want = h.reference(&x, OutputMode::Label);
+                let t = Instant::now();
+                let got = h.infer(&x, OutputMode::Label).expect("query");
+                let d = t.elapsed();
+                assert_eq!(got, want, "tandem != integer reference");
+                SAMPLES.record("query/mnist", d);
+                total += d;
+            }
+            total
+        })
+    });
+    g.finish();
+}
+
+fn summary() {
+    // Criterion sample sizes, per key prefix (the warm-up calls come first and are not counted).
+    let n_of = |k: &str| if k.starts_with("ct/") { PER_CT_SAMPLES } else { 10 };
+    let med = |k: &str| SAMPLES.median_last(k, n_of(k));
+    println!("\n## Server costs ({KEY_BITS}-bit Paillier), medians of criterion's samples of this run (wall time)\n");
+    println!("| operation | samples | median wall | median CPU (single-threaded rows) |");
+    println!("|---|---:|---:|---:|");
+    let rows = [
+        ("S1 matvec 128×128, Straus, 2 threads", "matvec/straus_2t", false),
+        ("S1 matvec 128×128, Straus, 1 thread", "matvec/straus_1t", true),
+        ("S1 matvec 128×128, naive (mod_pow per weight), 1 thread", "matvec/naive_1t", true),
+        ("S2 `decrypt_raw` (CRT halves in parallel)", "ct/decrypt_2t", false),
+        ("S2 `decrypt_raw`, 1 thread", "ct/decrypt_1t", true),
+        ("S2 `NoiseSource::encrypt`, S2's source (`SecretKey::noise_source`)", "ct/noise_encrypt_s2", true),
+        ("`NoiseSource::encrypt`, public-key source (`NoiseSource::new`, S1's)", "ct/noise_encrypt", true),
+        ("`PublicKey::encrypt` (full r^N)", "ct/full_encrypt", true),
+        ("full query MNIST 784-128-128-10, label, in-process", "query/mnist", false),
+    ];
+    for (name, k, single) in rows {
+        if let Some((d, n)) = med(k) {
+            let cpu = match med(&format!("{k}/cpu")) {
+                Some((c, _)) if single => fmt_d(c),
+                _ => "—".into(),
+            };
+            println!("| {name} | {n} | {} | {cpu} |", fmt_d(d));
+        }
+    }
+    println!();
+    let r = |a: &str, b: &str, what: &str| {
+        if let (Some((a, _)), Some((b, _))) = (med(a), med(b)) {
+            println!("RATIO {what}: {:.1}x", ratio(a, b));
+        }
+    };
+    r("matvec/naive_1t", "matvec/straus_1t", "matvec naive / Straus, both 1 thread (wall)");
+    r("matvec/naive_1t/cpu", "matvec/straus_1t/cpu", "matvec naive / Straus, both 1 thread (CPU)");
+    r("matvec/naive_1t", "matvec/straus_2t", "matvec naive (1 thread) / Straus (2 threads)");
+    r("matvec/straus_1t", "matvec/straus_2t", "Straus 1 thread / 2 threads");
+    r("ct/full_encrypt/cpu", "ct/noise_encrypt_s2/cpu", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (CPU)");
+    r("ct/full_encrypt/cpu", "ct/noise_encrypt/cpu", "PublicKey::encrypt / NoiseSource::encrypt, public-key source (CPU)");
+    r("ct/full_encrypt", "ct/noise_encrypt_s2", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (wall)");
+    r("ct/decrypt_1t", "ct/decrypt_2t", "decrypt_raw 1 thread / 2 threads");
+}
+
+fn main() {
+    let t = Instant::now();
+    let sk = SecretKey::generate(KEY_BITS).expect("key size");
+    println!("key generation ({KEY_BITS} bits): {}", fmt_d(t.elapsed()));
+    let mnist = load("data/mnist_mlp/meta.json", &[784, 128, 128, 10], OutputMode::Label, 1);
+    println!("MNIST MLP: {}; ring k = {}", mnist.source, mnist.q.ring_bits);
+    let mut c = Criterion::default().nresamples(10_000).configure_from_args();
+    bench_matvec(&mut c, &sk, &mnist);
+    bench_per_ciphertext(&mut c, &sk);
+    bench_query(&mut c, &sk, &mnist);
+    c.final_summary();
+    summary();
+}
