@@ -1,1 +1,354 @@
+//! The thin tandem client over gRPC.
+//!
+//! Per query the client does one Paillier encryption (of its fresh seed),
+//! one PRG expansion (the input mask) and one AEAD open — all inside
+//! [`tandem_protocol::Client`] / [`tandem_protocol::PendingQuery`]; this
+//! crate only moves their messages over the network, checks the activation
+//! server's key against a pinned fingerprint, and measures costs.
 
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use tandem_crypto::{PublicKey, Ring, U256};
+use tandem_model::{Output, OutputMode};
+use tandem_proto::v1 as pb;
+use tandem_proto::v1::model_service_client::ModelServiceClient;
+use tandem_proto::wire_len;
+use tandem_protocol::{Client, ModelInfo, ProtocolError};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Status};
+
+pub mod cpu;
+pub mod input;
+
+/// Everything that can go wrong in a query, from the client's side.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server refused or failed the request.
+    #[error("server: {} ({})", .0.message(), code_name(.0.code()))]
+    Status(#[from] Status),
+    /// Local validation (input length or range, mode) or a bad response.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+    #[error("the activation server's key has fingerprint {got}, but {pinned} is pinned: refusing to encrypt to any other key")]
+    KeyMismatch { pinned: String, got: String },
+    #[error("cannot connect to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("{0}")]
+    Config(String),
+    #[error("the server's model info is unusable: {0}")]
+    BadModelInfo(String),
+}
+
+impl ClientError {
+    /// The gRPC status, when the error came from the server.
+    pub fn status(&self) -> Option<&Status> {
+        match self {
+            ClientError::Status(s) => Some(s),
+            _ => None,
+        }
+    }
+}
+
+/// `UNAVAILABLE` etc. as gRPC spells them.
+pub fn code_name(c: Code) -> &'static str {
+    match c {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+/// How to reach the model server.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// `https://host:port`, or `http://host:port` with `insecure`.
+    pub server: String,
+    /// CA certificate to verify the server with (default: the web PKI roots).
+    pub tls_ca: Option<PathBuf>,
+    /// Name to verify in the server's certificate (default: the URL's host).
+    pub tls_domain: Option<String>,
+    /// Allow plaintext `http://` URLs.
+    pub insecure: bool,
+    /// Hex fingerprint of the activation server's key; any other key is refused.
+    pub pinned_fingerprint: Option<String>,
+    /// Deadline of each call.
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    /// Largest response accepted.
+    pub max_response_bytes: usize,
+}
+
+impl ClientOptions {
+    pub fn new(server: impl Into<String>) -> Self {
+        ClientOptions {
+            server: server.into(),
+            tls_ca: None,
+            tls_domain: None,
+            insecure: false,
+            pinned_fingerprint: None,
+            timeout: Duration::from_secs(300),
+            connect_timeout: Duration::from_secs(10),
+            max_response_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A model as the server describes it, with the key to encrypt to.
+#[derive(Clone, Debug)]
+pub struct RemoteModel {
+    pub info: ModelInfo,
+    pub name: String,
+    pub key: PublicKey,
+    /// Recomputed from the key itself, never taken from the server's word.
+    pub fingerprint: String,
+    /// Whether the fingerprint was checked against a pinned one.
+    pub pinned: bool,
+    pub max_request_bytes: u64,
+}
+
+/// What one query cost the client.
+#[derive(Clone, Debug, Default)]
+pub struct Cost {
+    /// Thread CPU time of quantizing, masking, encrypting the seed and encoding.
+    pub prepare_cpu: Duration,
+    /// Thread CPU time of decoding, opening the sealed result and finishing.
+    pub finish_cpu: Duration,
+    /// Protobuf bytes of the `Infer` request and response, with gRPC framing
+    /// (TLS and HTTP/2 overhead not included).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Wall time of the `Infer` call (request sent → response received).
+    pub round_trip: Duration,
+    /// Wall time of the whole query at the client.
+    pub wall: Duration,
+    /// The model server's own account of the query.
+    pub server: Option<pb::QueryStats>,
+}
+
+impl Cost {
+    pub fn client_cpu(&self) -> Duration {
+        self.prepare_cpu + self.finish_cpu
+    }
+}
+
+/// The result of a private inference.
+#[derive(Clone, Debug)]
+pub struct Inference {
+    pub output: Output,
+    pub mode: OutputMode,
+    pub cost: Cost,
+}
+
+/// A connection to one model server.
+#[derive(Clone)]
+pub struct TandemClient {
+    svc: ModelServiceClient<Channel>,
+    pinned: Option<String>,
+    timeout: Duration,
+}
+
+fn normalize_fp(s: &str) -> String {
+    s.trim().trim_start_matches("sha256:").replace(':', "").to_ascii_lowercase()
+}
+
+impl TandemClient {
+    pub async fn connect(opts: &ClientOptions) -> Result<Self, ClientError> {
+        let (url, tls) = tandem_proto::tls::normalize_url(&opts.server);
+        if !tls && !opts.insecure {
+            return Err(ClientError::Config(format!(
+                "{url} is plaintext http: use an https:// URL, or pass --insecure to send unencrypted traffic"
+            )));
+        }
+        let mut ep = Endpoint::from_shared(url.clone())
+            .map_err(|e| ClientError::Config(format!("bad server URL {url:?}: {e}")))?
+            .connect_timeout(opts.connect_timeout)
+            .timeout(opts.timeout)
+            .tcp_nodelay(true);
+        if tls {
+            let mut cfg = tandem_proto::tls::client_tls(opts.tls_ca.as_deref(), None, opts.tls_domain.as_deref())
+                .map_err(ClientError::Config)?;
+            if opts.tls_ca.is_none() {
+                cfg = cfg.with_webpki_roots();
+            }
+            ep = ep.tls_config(cfg).map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
+        }
+        let channel = ep.connect().await.map_err(|e| ClientError::Connect { url: url.clone(), reason: error_chain(&e) })?;
+        Ok(TandemClient {
+            svc: ModelServiceClient::new(channel).max_decoding_message_size(opts.max_response_bytes),
+            pinned: opts.pinned_fingerprint.as_deref().map(normalize_fp),
+            timeout: opts.timeout,
+        })
+    }
+
+    /// The generated gRPC client, for callers that need raw access.
+    pub fn raw(&self) -> ModelServiceClient<Channel> {
+        self.svc.clone()
+    }
+
+    fn request<T>(&self, msg: T) -> Request<T> {
+        let mut r = Request::new(msg);
+        r.set_timeout(self.timeout);
+        r
+    }
+
+    /// Every model the server offers (keys are parsed but not checked
+    /// against the pin; [`TandemClient::model`] does that).
+    pub async fn list_models(&mut self) -> Result<Vec<RemoteModel>, ClientError> {
+        let r = self.svc.list_models(self.request(pb::ListModelsRequest {})).await?.into_inner();
+        r.models.iter().map(|m| remote_model(m, None)).collect()
+    }
+
+    /// One model's metadata; refuses a key other than the pinned one.
+    pub async fn model(&mut self, id: &str) -> Result<RemoteModel, ClientError> {
+        let r = self.svc.get_model_info(self.request(pb::GetModelInfoRequest { model_id: id.into() })).await?.into_inner();
+        remote_model(&r, self.pinned.as_deref())
+    }
+
+    /// Fetches the model's metadata, then runs one private inference.
+    /// `mode = None` uses the model's default mode.
+    pub async fn infer(&mut self, model_id: &str, x: &[f64], mode: Option<OutputMode>) -> Result<Inference, ClientError> {
+        let model = self.model(model_id).await?;
+        self.infer_with(&model, x, mode).await
+    }
+
+    /// One private inference for a model whose metadata is already known.
+    pub async fn infer_with(&mut self, model: &RemoteModel, x: &[f64], mode: Option<OutputMode>) -> Result<Inference, ClientError> {
+        if let Some(pin) = &self.pinned {
+            if *pin != model.fingerprint {
+                return Err(ClientError::KeyMismatch { pinned: pin.clone(), got: model.fingerprint.clone() });
+            }
+        }
+        let mode = mode.unwrap_or(model.info.default_mode);
+        model.info.check_mode(mode)?;
+        match model.info.ring_bits {
+            128 => self.run::<u128>(model, x, mode).await,
+            256 => self.run::<U256>(model, x, mode).await,
+            k => Err(ClientError::BadModelInfo(format!("ring size k = {k}; this client supports 128 and 256"))),
+        }
+    }
+
+    async fn run<R: Ring>(&mut self, model: &RemoteModel, x: &[f64], mode: OutputMode) -> Result<Inference, ClientError> {
+        let t0 = Instant::now();
+        let client = Client::new(model.key.clone());
+        let info = model.info.clone();
+        let x = x.to_vec();
+        let (pending, req, prepare_cpu) = tokio::task::spawn_blocking(move || {
+            let c0 = cpu::thread_cpu_time();
+            let (pending, q) = client.prepare::<R>(&info, &x, mode)?;
+            let req = tandem_proto::query_request_to_proto(client.public_key(), &q);
+            Ok::<_, ProtocolError>((pending, req, cpu::thread_cpu_time().saturating_sub(c0)))
+        })
+        .await
+        .map_err(|e| ClientError::Config(format!("client worker failed: {e}")))??;
+        let bytes_sent = wire_len(&req);
+        let t_rpc = Instant::now();
+        let resp = self.svc.infer(self.request(req)).await?.into_inner();
+        let round_trip = t_rpc.elapsed();
+        let bytes_received = wire_len(&resp);
+        let server = resp.stats;
+        let (output, finish_cpu) = tokio::task::spawn_blocking(move || {
+            let c0 = cpu::thread_cpu_time();
+            let r = tandem_proto::query_response_from_proto::<R>(&resp)
+                .map_err(|s| ProtocolError::BadMessage(format!("the server's response: {}", s.message())))?;
+            let out = pending.finish(r)?;
+            Ok::<_, ProtocolError>((out, cpu::thread_cpu_time().saturating_sub(c0)))
+        })
+        .await
+        .map_err(|e| ClientError::Config(format!("client worker failed: {e}")))??;
+        Ok(Inference {
+            output,
+            mode,
+            cost: Cost { prepare_cpu, finish_cpu, bytes_sent, bytes_received, round_trip, wall: t0.elapsed(), server },
+        })
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// Converts and checks the server's description of a model.
+pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteModel, ClientError> {
+    let bad = |s: String| ClientError::BadModelInfo(format!("model {:?}: {s}", m.id));
+    let key_pb = m.activation_key.as_ref().ok_or_else(|| bad("no activation key".into()))?;
+    let key = tandem_proto::public_key_from_proto(key_pb).map_err(|s| bad(s.message().to_string()))?;
+    let fingerprint = key.fingerprint();
+    if let Some(pin) = pinned {
+        let pin = normalize_fp(pin);
+        if pin != fingerprint {
+            return Err(ClientError::KeyMismatch { pinned: pin, got: fingerprint });
+        }
+    }
+    let mode = |v: i32| tandem_proto::mode_from_proto(v).map_err(|s| bad(s.message().to_string()));
+    let modes = m
+        .modes
+        .iter()
+        .map(|&v| mode(v)?.ok_or_else(|| bad("unspecified mode in the mode list".into())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let default_mode = mode(m.default_mode)?.ok_or_else(|| bad("no default mode".into()))?;
+    if m.input_shape.is_empty() || m.input_shape.contains(&0) {
+        return Err(bad(format!("input shape {:?}", m.input_shape)));
+    }
+    if !(m.input_min.is_finite() && m.input_max.is_finite() && m.input_min <= m.input_max) {
+        return Err(bad(format!("input range [{}, {}]", m.input_min, m.input_max)));
+    }
+    if m.f_in > 62 || m.f_act > 62 || m.output_len == 0 {
+        return Err(bad("fixed-point parameters out of range".into()));
+    }
+    Ok(RemoteModel {
+        info: ModelInfo {
+            id: m.id.clone(),
+            input_shape: m.input_shape.iter().map(|&d| d as usize).collect(),
+            input_range: (m.input_min, m.input_max),
+            f_in: m.f_in,
+            f_act: m.f_act,
+            ring_bits: m.ring_bits,
+            output_len: m.output_len as usize,
+            output_scale: m.output_scale,
+            modes,
+            default_mode,
+        },
+        name: m.name.clone(),
+        key,
+        fingerprint,
+        pinned: pinned.is_some(),
+        max_request_bytes: m.max_request_bytes,
+    })
+}
+
+/// A person-readable rendering of a result.
+pub fn describe_output(out: &Output) -> String {
+    let reals = out.to_f64();
+    let list = |v: &[f64]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(", ");
+    match out {
+        Output::Label(l) => format!("label: {l}"),
+        Output::Probabilities { .. } => format!("probabilities: [{}] (label {})", list(&reals), out.label()),
+        Output::Logits { .. } => format!("logits: [{}] (label {})", list(&reals), out.label()),
+        Output::Sigmoid { .. } => format!("sigmoid: {:.6} (label {})", reals[0], out.label()),
+    }
+}
+
+pub fn parse_mode(s: &str) -> Result<OutputMode, String> {
+    OutputMode::parse(s).ok_or_else(|| format!("unknown mode {s:?}; accepted: label, probabilities, logits, sigmoid"))
+}

@@ -1,1 +1,458 @@
+//! S1, the model server, as a gRPC service (`tandem.v1.ModelService`).
+//!
+//! A thin shell: requests are decoded into [`tandem_protocol`] structs, the
+//! [`tandem_protocol::ModelQuery`] state machine is driven over one
+//! `ActivationService.Session` stream per query ([`query`]), and the result
+//! is encoded back. No protocol math lives here.
 
+use anyhow::{bail, Context};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tandem_crypto::PublicKey;
+use tandem_model::{QuantConfig, QuantizedModel};
+use tandem_proto::v1 as pb;
+use tandem_proto::v1::activation_service_client::ActivationServiceClient;
+use tandem_proto::v1::model_service_server::{ModelService, ModelServiceServer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+use tracing::{error, info, warn};
+
+pub mod models;
+pub mod query;
+
+pub use models::{Engine, Registry, Served};
+
+/// Command-line / environment configuration of `model-server`.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(
+    name = "model-server",
+    version,
+    about = "tandem model server (S1): serves private inference on its models to clients",
+    long_about = "tandem model server (S1). Loads every model in --models, quantizes it, checks its bit \
+                  budget, and serves private inference to clients, driving the activation server (S2) \
+                  for the non-linear layers. Clients connect with TLS (--tls-cert, --tls-key); the link to \
+                  S2 is mutual TLS with the same certificate and --tls-ca. Every flag can also be set by the \
+                  environment variable shown."
+)]
+pub struct Config {
+    /// Address to listen on for clients (port 0: pick a free port; the bound address is printed).
+    #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:50051")]
+    pub listen: SocketAddr,
+    /// Directory of models: every `*.tandem` file is served under its file
+    /// name without the extension (`*.onnx`: see the ONNX importer).
+    #[arg(long, env = "TANDEM_MODELS")]
+    pub models: PathBuf,
+    /// URL of the activation server: https://host:port (mutual TLS) or
+    /// http://host:port (with --insecure).
+    #[arg(long, env = "TANDEM_ACTIVATION_SERVER", default_value = "https://127.0.0.1:50052")]
+    pub activation_server: String,
+    /// Name to verify in the activation server's certificate (default: the URL's host).
+    #[arg(long, env = "TANDEM_ACTIVATION_TLS_DOMAIN")]
+    pub activation_tls_domain: Option<String>,
+    /// Fail at startup if any model cannot be loaded or fails the bit budget
+    /// (default: log the reason and skip it).
+    #[arg(long, env = "TANDEM_STRICT")]
+    pub strict: bool,
+    /// Signed bits per quantized weight.
+    #[arg(long, env = "TANDEM_WEIGHT_BITS", default_value_t = QuantConfig::default().weight_bits)]
+    pub weight_bits: u32,
+    /// PEM certificate: the server certificate for clients and the client
+    /// certificate for mutual TLS with the activation server.
+    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate that the activation server's certificate must chain to.
+    #[arg(long, env = "TANDEM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Plaintext gRPC without TLS, to clients and to the activation server
+    /// (development only: traffic is unencrypted).
+    #[arg(long, env = "TANDEM_INSECURE")]
+    pub insecure: bool,
+    /// Largest number of concurrent queries; more are refused with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TANDEM_MAX_QUERIES", default_value_t = 32)]
+    pub max_queries: usize,
+    /// Deadline for a whole query, in seconds.
+    #[arg(long, env = "TANDEM_QUERY_TIMEOUT_SECS", default_value_t = 300)]
+    pub query_timeout_secs: u64,
+    /// Deadline for each answer from the activation server, in seconds.
+    #[arg(long, env = "TANDEM_ACTIVATION_TIMEOUT_SECS", default_value_t = 120)]
+    pub activation_timeout_secs: u64,
+    /// Attempts to fetch the activation server's key at startup (1 s apart).
+    #[arg(long, env = "TANDEM_CONNECT_RETRIES", default_value_t = 30)]
+    pub connect_retries: u32,
+    /// Largest request accepted from a client, in bytes.
+    #[arg(long, env = "TANDEM_MAX_REQUEST_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES)]
+    pub max_request_bytes: usize,
+    /// Largest message exchanged with the activation server, in bytes.
+    #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
+    pub max_internal_message_bytes: usize,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "TANDEM_LOG_JSON")]
+    pub log_json: bool,
+}
+
+/// Settings of a running model service (the parts of [`Config`] the service uses).
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub strict: bool,
+    pub max_queries: usize,
+    pub deadlines: query::Deadlines,
+    pub max_request_bytes: usize,
+    pub max_internal_message_bytes: usize,
+}
+
+impl Settings {
+    pub fn from_config(cfg: &Config) -> Self {
+        Settings {
+            strict: cfg.strict,
+            max_queries: cfg.max_queries.max(1),
+            deadlines: query::Deadlines {
+                step: Duration::from_secs(cfg.activation_timeout_secs.max(1)),
+                query: Duration::from_secs(cfg.query_timeout_secs.max(1)),
+            },
+            max_request_bytes: cfg.max_request_bytes,
+            max_internal_message_bytes: cfg.max_internal_message_bytes,
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            strict: false,
+            max_queries: 32,
+            deadlines: query::Deadlines { step: Duration::from_secs(120), query: Duration::from_secs(300) },
+            max_request_bytes: tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES,
+            max_internal_message_bytes: tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
+        }
+    }
+}
+
+/// The model service's shared state.
+pub struct ModelState {
+    quantized: Vec<(String, Arc<QuantizedModel>)>,
+    registry: RwLock<Arc<Registry>>,
+    s2: ActivationServiceClient<Channel>,
+    queries: Arc<Semaphore>,
+    settings: Settings,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl ModelState {
+    /// Fetches S2's key (with `retries` attempts) and builds the models for it.
+    pub async fn new(
+        quantized: Vec<(String, Arc<QuantizedModel>)>,
+        s2: ActivationServiceClient<Channel>,
+        settings: Settings,
+        retries: u32,
+    ) -> anyhow::Result<Arc<Self>> {
+        let key = fetch_key(&s2, retries, settings.deadlines.step).await?;
+        info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
+        let registry = build_registry(quantized.clone(), key, &settings).await?;
+        if registry.models.is_empty() {
+            warn!("no model is being served");
+        }
+        Ok(Arc::new(ModelState {
+            quantized,
+            registry: RwLock::new(Arc::new(registry)),
+            s2,
+            queries: Arc::new(Semaphore::new(settings.max_queries)),
+            settings,
+            refreshing: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.read().expect("registry lock").clone()
+    }
+
+    /// After S2 reported a different key: fetch it and rebuild the models.
+    async fn refresh_key(self: Arc<Self>) {
+        let Ok(_guard) = self.refreshing.try_lock() else { return };
+        let old = self.registry().key.fingerprint();
+        let key = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!("could not refetch the activation server's key: {e:#}");
+                return;
+            }
+        };
+        if key.fingerprint() == old {
+            return;
+        }
+        warn!(old = %old, new = %key.fingerprint(), "the activation server's key changed; rebuilding the models for the new key (clients must fetch the model info again)");
+        match build_registry(self.quantized.clone(), key, &self.settings).await {
+            Ok(r) => *self.registry.write().expect("registry lock") = Arc::new(r),
+            Err(e) => error!("cannot serve the models under the new key: {e:#}"),
+        }
+    }
+}
+
+async fn build_registry(
+    quantized: Vec<(String, Arc<QuantizedModel>)>,
+    key: PublicKey,
+    settings: &Settings,
+) -> anyhow::Result<Registry> {
+    let (strict, max) = (settings.strict, settings.max_request_bytes);
+    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max)).await?
+}
+
+/// `GetPublicKey` with a deadline, `attempts` times one second apart.
+pub async fn fetch_key(
+    s2: &ActivationServiceClient<Channel>,
+    attempts: u32,
+    deadline: Duration,
+) -> anyhow::Result<PublicKey> {
+    let mut last = String::new();
+    for attempt in 1..=attempts.max(1) {
+        let mut c = s2.clone();
+        let mut req = Request::new(pb::GetPublicKeyRequest {});
+        req.set_timeout(deadline);
+        match tokio::time::timeout(deadline, c.get_public_key(req)).await {
+            Ok(Ok(r)) => {
+                return tandem_proto::public_key_from_proto(&r.into_inner()).map_err(|s| anyhow::anyhow!("{}", s.message()))
+            }
+            Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
+            Err(_) => last = format!("no answer within {} s", deadline.as_secs()),
+        }
+        if attempt < attempts {
+            warn!(attempt, attempts, "activation server not reachable yet ({last}); retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    bail!("cannot fetch the activation server's public key after {attempts} attempt(s): {last}")
+}
+
+/// A channel to S2 (lazy: it reconnects by itself after S2 restarts).
+pub fn activation_channel(url: &str, tls: Option<ClientTlsConfig>, step: Duration) -> anyhow::Result<Channel> {
+    let mut ep = Endpoint::from_shared(url.to_string())
+        .with_context(|| format!("bad activation server URL {url:?}"))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(step)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true);
+    if let Some(tls) = tls {
+        ep = ep.tls_config(tls).context("TLS configuration for the activation server")?;
+    }
+    Ok(ep.connect_lazy())
+}
+
+pub fn activation_client(channel: Channel, max_message_bytes: usize) -> ActivationServiceClient<Channel> {
+    ActivationServiceClient::new(channel)
+        .max_decoding_message_size(max_message_bytes)
+        .max_encoding_message_size(max_message_bytes)
+}
+
+/// The tonic service.
+#[derive(Clone)]
+pub struct ModelSvc {
+    state: Arc<ModelState>,
+}
+
+pub fn service(state: Arc<ModelState>) -> ModelServiceServer<ModelSvc> {
+    let max = state.settings.max_request_bytes;
+    ModelServiceServer::new(ModelSvc { state })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX)
+}
+
+impl ModelSvc {
+    fn lookup(&self, id: &str) -> Result<Arc<Served>, Status> {
+        let reg = self.state.registry();
+        reg.get(id).cloned().ok_or_else(|| {
+            Status::not_found(format!("unknown model {id:?}; this server serves: {}", reg.ids()))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl ModelService for ModelSvc {
+    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+        let reg = self.state.registry();
+        Ok(Response::new(pb::ListModelsResponse { models: reg.models.values().map(|m| m.proto.clone()).collect() }))
+    }
+
+    async fn get_model_info(&self, req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        Ok(Response::new(self.lookup(&req.get_ref().model_id)?.proto.clone()))
+    }
+
+    async fn infer(&self, req: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
+        let t0 = Instant::now();
+        let state = &self.state;
+        let req = req.into_inner();
+        let served = self.lookup(&req.model_id).inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
+        let mode = models::resolve_mode(&served, req.mode)
+            .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
+        let _permit = state.queries.clone().try_acquire_owned().map_err(|_| {
+            warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
+            Status::resource_exhausted(format!(
+                "the model server is at its limit of {} concurrent queries; retry later",
+                state.settings.max_queries
+            ))
+        })?;
+        let mut costs = query::Costs::default();
+        let dl = state.settings.deadlines;
+        let s2 = state.s2.clone();
+        let fut = async {
+            match &served.engine {
+                Engine::K128(s1) => query::run(s1.clone(), s2, req, mode, dl, &mut costs).await,
+                Engine::K256(s1) => query::run(s1.clone(), s2, req, mode, dl, &mut costs).await,
+            }
+        };
+        let result = match tokio::time::timeout(dl.query, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the query did not finish within the model server's {} s deadline",
+                dl.query.as_secs()
+            ))
+            .into()),
+        };
+        let wall = t0.elapsed();
+        match result {
+            Ok(mut resp) => {
+                info!(
+                    model = %served.id, %mode, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
+                    s1_compute_ms = costs.s1_compute.as_millis() as u64, s2_compute_ms = costs.s2_compute_micros / 1000,
+                    to_s2_bytes = costs.to_s2, from_s2_bytes = costs.from_s2, "query served"
+                );
+                resp.stats = Some(pb::QueryStats {
+                    s1_wall_micros: wall.as_micros() as u64,
+                    s1_compute_micros: costs.s1_compute.as_micros() as u64,
+                    s2_compute_micros: costs.s2_compute_micros,
+                    s1_to_s2_bytes: costs.to_s2,
+                    s2_to_s1_bytes: costs.from_s2,
+                    rounds: costs.rounds,
+                });
+                Ok(Response::new(resp))
+            }
+            Err(f) => {
+                warn!(model = %served.id, %mode, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "query failed: {}", f.status.message());
+                if f.key_changed {
+                    tokio::spawn(self.state.clone().refresh_key());
+                }
+                Err(f.status)
+            }
+        }
+    }
+}
+
+/// Serves `svc` on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    svc: ModelServiceServer<ModelSvc>,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()> {
+    let mut builder = Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(20)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls).context("TLS configuration")?;
+    }
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
+    Ok(())
+}
+
+pub fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let _ = if json { b.json().try_init() } else { b.try_init() };
+}
+
+/// TLS for clients (server side) and for the activation server (client
+/// side, mutual), or neither with `--insecure`.
+pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>, Option<ClientTlsConfig>)> {
+    let (url, url_tls) = tandem_proto::tls::normalize_url(&cfg.activation_server);
+    let _ = url;
+    let server = match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(c), Some(k)) => Some(tandem_proto::tls::server_tls(c, k, None).map_err(anyhow::Error::msg)?),
+        _ if cfg.insecure => {
+            warn!("--insecure: serving clients plaintext gRPC WITHOUT TLS; client traffic is unencrypted (development only)");
+            None
+        }
+        _ => bail!("no TLS configured for clients: pass --tls-cert and --tls-key, or --insecure for unencrypted development use"),
+    };
+    let client = if url_tls {
+        let identity = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => bail!("the activation server URL is https: pass --tls-cert and --tls-key (the client certificate for mutual TLS) and --tls-ca"),
+        };
+        if cfg.tls_ca.is_none() {
+            bail!("--tls-ca is required to verify the activation server's certificate");
+        }
+        Some(
+            tandem_proto::tls::client_tls(cfg.tls_ca.as_deref(), identity, cfg.activation_tls_domain.as_deref())
+                .map_err(anyhow::Error::msg)?,
+        )
+    } else if cfg.insecure {
+        warn!("--insecure: talking to the activation server over plaintext http; traffic between the servers is unencrypted (development only)");
+        None
+    } else {
+        bail!("the activation server URL {:?} is plaintext http: use https:// with mutual TLS, or pass --insecure", cfg.activation_server)
+    };
+    Ok((server, client))
+}
+
+/// The `model-server` program.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let (server_tls, client_tls) = tls_from_config(&cfg)?;
+    let settings = Settings::from_config(&cfg);
+    let qcfg = QuantConfig { weight_bits: cfg.weight_bits };
+    let dir = cfg.models.clone();
+    let strict = cfg.strict;
+    let quantized = tokio::task::spawn_blocking(move || models::load_dir(&dir, qcfg, strict)).await??;
+    if quantized.is_empty() {
+        if cfg.strict {
+            bail!("no model could be loaded from {}", cfg.models.display());
+        }
+        warn!(dir = %cfg.models.display(), "no model could be loaded");
+    }
+    let (url, _) = tandem_proto::tls::normalize_url(&cfg.activation_server);
+    let channel = activation_channel(&url, client_tls, settings.deadlines.step)?;
+    let s2 = activation_client(channel, settings.max_internal_message_bytes);
+    let state = ModelState::new(quantized, s2, settings, cfg.connect_retries).await?;
+    for m in state.registry().models.values() {
+        println!("serving model {} ({} mode by default)", m.id, m.info.default_mode);
+    }
+    let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, tls = server_tls.is_some(), models = state.registry().models.len(), "model server listening");
+    println!("listening on {addr}");
+    serve(listener, service(state), server_tls, shutdown_signal()).await
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    info!("shutting down");
+}

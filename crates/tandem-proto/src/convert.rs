@@ -95,7 +95,7 @@ pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> R
             R::BITS,
             n * w
         ))),
-        None if b.len() % w != 0 => Err(invalid(format!(
+        None if !b.len().is_multiple_of(w) => Err(invalid(format!(
             "{field} has {} bytes, not a multiple of {w} (one ring value is k/8 = {w} bytes)",
             b.len()
         ))),
@@ -130,7 +130,7 @@ pub fn decode_ciphertexts(
                 n * w
             )))
         }
-        None if b.len() % w != 0 => {
+        None if !b.len().is_multiple_of(w) => {
             return Err(invalid(format!(
                 "{field} has {} bytes, not a multiple of {w} (one ciphertext under this {}-bit key)",
                 b.len(),

@@ -10,6 +10,7 @@
 
 pub mod convert;
 pub mod status;
+pub mod tls;
 
 /// Generated protobuf messages and tonic clients/servers.
 pub mod v1 {

@@ -1,0 +1,15 @@
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cfg = tandem_activation_server::Config::parse();
+    tandem_activation_server::init_logging(cfg.log_json);
+    match tandem_activation_server::run(cfg).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("activation-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

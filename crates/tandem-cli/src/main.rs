@@ -1,0 +1,135 @@
+//! `tandem`: the one-command demo and development certificates.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use tandem_cli::{demo, dev_certs};
+
+/// The bundled demo model and sample (see `tandem_cli::demo_model`), embedded
+/// so `tandem demo` works from any directory.
+static DEMO_MODEL: &[u8] = include_bytes!("../../../models/demo/demo.tandem");
+static DEMO_SAMPLE: &[u8] = include_bytes!("../../../models/demo/sample.json");
+
+#[derive(Parser)]
+#[command(name = "tandem", version, about = "tandem: private neural-network inference with two non-colluding servers")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start both servers in this process on loopback and run private inferences
+    /// through the real gRPC path, compared with the plaintext model.
+    Demo {
+        /// Paillier key size for the fresh activation-server key (2048 or 3072).
+        #[arg(long, default_value_t = 2048)]
+        key_bits: u32,
+        /// A .tandem model instead of the bundled one (with --input).
+        #[arg(long, requires = "input")]
+        model: Option<PathBuf>,
+        /// Input for --model: CSV or JSON.
+        #[arg(long, requires = "model")]
+        input: Option<PathBuf>,
+        /// Run only this output mode (default: every mode of the model).
+        #[arg(long, value_parser = tandem_client::parse_mode)]
+        mode: Option<tandem_model::OutputMode>,
+        /// Use TLS and mutual TLS with throw-away certificates.
+        #[arg(long)]
+        tls: bool,
+        /// Show the servers' logs.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Generate an activation-server Paillier key file (mode 0600) and print its fingerprint.
+    Keygen {
+        /// Output file (must not exist).
+        #[arg(long, default_value = "activation-key.json")]
+        out: PathBuf,
+        /// Modulus size: 2048 or 3072.
+        #[arg(long, default_value_t = 2048)]
+        key_bits: u32,
+    },
+    /// Write a development CA and certificates for both servers (keys 0600).
+    DevCerts {
+        /// Output directory.
+        #[arg(long, default_value = "certs")]
+        out: PathBuf,
+        /// DNS names / IP addresses the server certificates are valid for.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        names: Vec<String>,
+        /// Validity in days.
+        #[arg(long, default_value_t = 90)]
+        days: i64,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn init_logging(verbose: bool) {
+    let default = if verbose { "info,h2=warn,tower=warn,hyper=warn" } else { "error" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Demo { key_bits, model, input, mode, tls, verbose } => {
+            init_logging(verbose);
+            if ![2048, 3072, 1024].contains(&key_bits) {
+                anyhow::bail!("--key-bits {key_bits}: accepted 2048 or 3072");
+            }
+            let opts = demo::DemoOptions { key_bits, model, input, mode, tls };
+            demo::run(opts, demo::Bundled { model: DEMO_MODEL, sample: DEMO_SAMPLE }).await
+        }
+        Cmd::Keygen { out, key_bits } => {
+            init_logging(false);
+            if ![2048, 3072].contains(&key_bits) {
+                anyhow::bail!("--key-bits {key_bits}: accepted 2048 or 3072");
+            }
+            if out.exists() {
+                anyhow::bail!("{} already exists; refusing to overwrite a key", out.display());
+            }
+            let sk = tokio::task::spawn_blocking(move || tandem_crypto::SecretKey::generate(key_bits))
+                .await?
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            tandem_activation_server::keyfile::write_new(&out, &sk)?;
+            println!("wrote {} (mode 0600)", out.display());
+            println!("activation key fingerprint: {}", sk.public().fingerprint());
+            Ok(())
+        }
+        Cmd::DevCerts { out, names, days, force } => {
+            init_logging(false);
+            let certs = dev_certs::generate(&names, days)?;
+            let files = dev_certs::write(&out, &certs, force)?;
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            println!("development certificates valid {days} days for {}; NOT for production.", names.join(", "));
+            println!("activation-server --tls-cert {0}/activation-server.pem --tls-key {0}/activation-server-key.pem --tls-ca {0}/ca.pem", out.display());
+            println!("model-server --tls-cert {0}/model-server.pem --tls-key {0}/model-server-key.pem --tls-ca {0}/ca.pem", out.display());
+            println!("tandem-client ... --tls-ca {0}/ca.pem", out.display());
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tandem: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tandem: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

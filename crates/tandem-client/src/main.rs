@@ -1,0 +1,166 @@
+//! `tandem-client`: private inference from the command line.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use tandem_client::{cpu, describe_output, input, parse_mode, ClientOptions, TandemClient};
+
+#[derive(Parser)]
+#[command(name = "tandem-client", version, about = "Private neural-network inference against a tandem model server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run one private inference and print the result.
+    Infer(InferArgs),
+    /// List the models the server offers.
+    Models(Conn),
+}
+
+#[derive(Args, Clone)]
+struct Conn {
+    /// Model server URL: https://host:port (or http://host:port with --insecure).
+    #[arg(long, env = "TANDEM_SERVER")]
+    server: String,
+    /// PEM CA certificate to verify the server (default: the web PKI roots).
+    #[arg(long, env = "TANDEM_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Name to verify in the server's certificate (default: the URL's host).
+    #[arg(long, env = "TANDEM_TLS_DOMAIN")]
+    tls_domain: Option<String>,
+    /// Allow a plaintext http:// server URL (traffic is unencrypted).
+    #[arg(long, env = "TANDEM_INSECURE")]
+    insecure: bool,
+    /// Deadline of each call, in seconds.
+    #[arg(long, env = "TANDEM_TIMEOUT_SECS", default_value_t = 300)]
+    timeout_secs: u64,
+}
+
+#[derive(Args)]
+struct InferArgs {
+    #[command(flatten)]
+    conn: Conn,
+    /// Model id (see `tandem-client models`).
+    #[arg(long, env = "TANDEM_MODEL")]
+    model: String,
+    /// Input file: CSV (one row, optional header) or JSON (array, or {"input": [...]}).
+    #[arg(long)]
+    input: PathBuf,
+    /// Output mode: label, probabilities, logits or sigmoid (default: the model's default).
+    #[arg(long, value_parser = parse_mode)]
+    mode: Option<tandem_model::OutputMode>,
+    /// Hex SHA-256 fingerprint of the activation server's key; the client
+    /// refuses to encrypt to any other key.
+    #[arg(long, env = "TANDEM_ACTIVATION_KEY_FINGERPRINT")]
+    activation_key_fingerprint: Option<String>,
+    /// Also print costs: the client's CPU time and bytes sent/received.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn options(c: &Conn, pin: Option<String>) -> ClientOptions {
+    let mut o = ClientOptions::new(c.server.clone());
+    o.tls_ca = c.tls_ca.clone();
+    o.tls_domain = c.tls_domain.clone();
+    o.insecure = c.insecure;
+    o.pinned_fingerprint = pin;
+    o.timeout = Duration::from_secs(c.timeout_secs.max(1));
+    o
+}
+
+fn warn_insecure(c: &Conn) {
+    if c.server.starts_with("http://") && c.insecure {
+        eprintln!("WARN: --insecure: talking to {} over plaintext http; the traffic is unencrypted", c.server);
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn kib(b: u64) -> String {
+    format!("{b} B ({:.1} KiB)", b as f64 / 1024.0)
+}
+
+async fn infer(a: InferArgs) -> Result<(), String> {
+    let x = input::read_input_file(&a.input)?;
+    warn_insecure(&a.conn);
+    let cpu0 = cpu::process_cpu_time();
+    let mut client = TandemClient::connect(&options(&a.conn, a.activation_key_fingerprint.clone()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let model = client.model(&a.model).await.map_err(|e| e.to_string())?;
+    if !model.pinned {
+        eprintln!(
+            "WARN: the activation server's key is not pinned (fingerprint {}); pass --activation-key-fingerprint to refuse any other key",
+            model.fingerprint
+        );
+    }
+    let r = client.infer_with(&model, &x, a.mode).await.map_err(|e| e.to_string())?;
+    let cpu_total = cpu::process_cpu_time().saturating_sub(cpu0);
+    println!("{}", describe_output(&r.output));
+    if a.verbose {
+        let c = &r.cost;
+        println!("model: {} ({}), mode {}, ring k = {}", model.info.id, model.name, r.mode, model.info.ring_bits);
+        println!("activation key: {} ({} bits{})", model.fingerprint, model.key.bits(), if model.pinned { ", pinned" } else { "" });
+        println!(
+            "client CPU: {} (prepare {} + finish {}); whole process incl. TLS/gRPC: {}",
+            ms(c.client_cpu()),
+            ms(c.prepare_cpu),
+            ms(c.finish_cpu),
+            ms(cpu_total)
+        );
+        println!("bytes sent: {}, received: {} (Infer call, protobuf + gRPC framing)", kib(c.bytes_sent), kib(c.bytes_received));
+        println!("latency: {} (Infer round trip), {} (whole query)", ms(c.round_trip), ms(c.wall));
+        if let Some(s) = &c.server {
+            println!(
+                "server: model server wall {} (compute {}), activation server compute {}, {} rounds, S1->S2 {}, S2->S1 {}",
+                ms(Duration::from_micros(s.s1_wall_micros)),
+                ms(Duration::from_micros(s.s1_compute_micros)),
+                ms(Duration::from_micros(s.s2_compute_micros)),
+                s.rounds,
+                kib(s.s1_to_s2_bytes),
+                kib(s.s2_to_s1_bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn models(c: Conn) -> Result<(), String> {
+    warn_insecure(&c);
+    let mut client = TandemClient::connect(&options(&c, None)).await.map_err(|e| e.to_string())?;
+    let models = client.list_models().await.map_err(|e| e.to_string())?;
+    if models.is_empty() {
+        println!("(no models)");
+    }
+    for m in models {
+        let i = &m.info;
+        let modes = i.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
+        println!(
+            "{}\t{}\tinput {:?} in [{}, {}]\t{} outputs\tk = {}\tmodes: {} (default {})\tactivation key {}",
+            i.id, m.name, i.input_shape, i.input_range.0, i.input_range.1, i.output_len, i.ring_bits, modes, i.default_mode, m.fingerprint
+        );
+    }
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Infer(a) => infer(a).await,
+        Cmd::Models(c) => models(c).await,
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,565 @@
+//! The gRPC services end to end: the real `activation-server`,
+//! `model-server`, `tandem-client` and `tandem` binaries on free loopback
+//! ports, driven with the thin client library (and raw gRPC for requests the
+//! library would never send). 1024-bit keys keep it fast.
+
+mod common;
+
+use common::*;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tandem_client::{ClientError, ClientOptions, TandemClient};
+use tandem_crypto::{PublicKey, Seed};
+use tandem_model::testing::{random_cnn, random_input, random_mlp};
+use tandem_model::{ActivationKind, Model, OutputMode, QuantConfig, QuantizedModel};
+use tandem_proto::v1 as pb;
+use tandem_proto::v1::activation_service_client::ActivationServiceClient;
+use tandem_proto::v1::model_service_client::ModelServiceClient;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+fn models() -> Vec<(String, Model)> {
+    use ActivationKind::{Relu, Sigmoid, Tanh};
+    use OutputMode::{Label, Probabilities};
+    let mut rng = StdRng::seed_from_u64(2024);
+    let mut v = vec![
+        ("mlp_relu", random_mlp(&mut rng, &[6, 8, 5], &[Relu], 1.0, Label)),
+        ("mlp_sigmoid", random_mlp(&mut rng, &[5, 6, 4, 3], &[Sigmoid], 1.0, Probabilities)),
+        ("mlp_tanh", random_mlp(&mut rng, &[4, 7, 2], &[Tanh], 1.0, Label)),
+        ("mlp_mixed_binary", random_mlp(&mut rng, &[5, 6, 6, 1], &[Relu, Tanh], 1.0, OutputMode::Sigmoid)),
+        ("mlp_deep_k256", random_mlp(&mut rng, &[4, 6, 6, 6, 6, 6, 6, 3], &[Relu], 1.0, Label)),
+        ("cnn", random_cnn(&mut rng, Relu, 3, Label)),
+    ];
+    v.iter_mut().for_each(|(_, m)| m.name = "test model".into());
+    v.into_iter().map(|(id, m)| (id.to_string(), m)).collect()
+}
+
+/// A medium model whose queries take long enough to interrupt.
+fn slow_model() -> Model {
+    let mut rng = StdRng::seed_from_u64(7);
+    random_mlp(&mut rng, &[32, 128, 128, 4], &[ActivationKind::Relu], 1.0, OutputMode::Label)
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+    key: PathBuf,
+    models_dir: PathBuf,
+}
+
+fn env(models: &[(String, Model)]) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let models_dir = dir.path().join("models");
+    std::fs::create_dir(&models_dir).unwrap();
+    for (id, m) in models {
+        tandem_model::format::save(m, &models_dir.join(format!("{id}.tandem"))).unwrap();
+    }
+    // Not a model: ignored by the loader.
+    std::fs::write(models_dir.join("README.txt"), "not a model").unwrap();
+    let key = dir.path().join("activation-key.json");
+    Env { dir, key, models_dir }
+}
+
+fn fingerprint(s2: &Proc) -> String {
+    s2.banner
+        .iter()
+        .find_map(|l| l.strip_prefix("activation key fingerprint: "))
+        .expect("the activation server prints its fingerprint")
+        .trim()
+        .to_string()
+}
+
+async fn client(url: &str, pin: Option<&str>) -> TandemClient {
+    let mut o = ClientOptions::new(url);
+    o.insecure = true;
+    o.pinned_fingerprint = pin.map(str::to_string);
+    o.timeout = Duration::from_secs(60);
+    TandemClient::connect(&o).await.expect("connect")
+}
+
+fn reference(m: &Model, x: &[f64], mode: OutputMode) -> tandem_model::Output {
+    let q = QuantizedModel::new(m, QuantConfig::default()).unwrap();
+    q.reference(&q.quantize_input(x).unwrap(), mode).unwrap()
+}
+
+fn status(e: ClientError) -> tonic::Status {
+    match e {
+        ClientError::Status(s) => s,
+        other => panic!("expected a gRPC status, got {other}"),
+    }
+}
+
+fn assert_status(r: Result<impl std::fmt::Debug, tonic::Status>, code: Code, needle: &str) {
+    let s = r.expect_err("the call should fail");
+    assert_eq!(s.code(), code, "wrong code for {:?}", s.message());
+    assert!(s.message().contains(needle), "message {:?} should mention {needle:?}", s.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_model_and_mode_matches_the_integer_reference() {
+    let ms = models();
+    let e = env(&ms);
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--strict"]);
+    let fp = fingerprint(&s2);
+    let mut c = client(&s1.url(), Some(&fp)).await;
+
+    let listed: Vec<String> = c.list_models().await.unwrap().into_iter().map(|m| m.info.id).collect();
+    let mut ids: Vec<String> = ms.iter().map(|(id, _)| id.clone()).collect();
+    ids.sort();
+    assert_eq!(listed, ids);
+
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut rings = Vec::new();
+    for (id, m) in &ms {
+        let q = QuantizedModel::new(m, QuantConfig::default()).unwrap();
+        let remote = c.model(id).await.unwrap();
+        assert_eq!(remote.info.ring_bits, q.ring_bits, "{id}");
+        assert_eq!(remote.fingerprint, fp);
+        assert!(remote.pinned);
+        rings.push(q.ring_bits);
+        for mode in q.modes() {
+            let x = random_input(&mut rng, m);
+            let got = c.infer_with(&remote, &x, Some(mode)).await.unwrap_or_else(|e| panic!("{id} {mode}: {e}"));
+            assert_eq!(got.output, reference(m, &x, mode), "{id} in {mode} mode");
+            assert_eq!(got.mode, mode);
+            assert!(got.cost.bytes_sent > 0 && got.cost.bytes_received > 0);
+            let stats = got.cost.server.expect("server stats");
+            assert!(stats.rounds >= 2 && stats.s1_to_s2_bytes > 0 && stats.s2_to_s1_bytes > 0);
+        }
+        // The default mode, as the library picks it.
+        let x = random_input(&mut rng, m);
+        let got = c.infer(id, &x, None).await.unwrap();
+        assert_eq!(got.output, reference(m, &x, m.default_mode), "{id} default mode");
+    }
+    assert!(rings.contains(&128) && rings.contains(&256), "rings {rings:?}");
+
+    // Concurrent queries on one connection.
+    let (id, m) = &ms[0];
+    let remote = c.model(id).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let mut c = c.clone();
+        let remote = remote.clone();
+        let x = random_input(&mut StdRng::seed_from_u64(1000 + i), m);
+        tasks.push(tokio::spawn(async move { (c.infer_with(&remote, &x, Some(OutputMode::Logits)).await, x) }));
+    }
+    for t in tasks {
+        let (r, x) = t.await.unwrap();
+        assert_eq!(r.unwrap().output, reference(m, &x, OutputMode::Logits));
+    }
+}
+
+/// A well-formed request for `model`, built with the protocol's own client.
+fn valid_request(pk: &PublicKey, info: &tandem_protocol::ModelInfo, x: &[f64], mode: OutputMode) -> pb::InferRequest {
+    let (_, q) = tandem_protocol::Client::new(pk.clone()).prepare::<u128>(info, x, mode).unwrap();
+    tandem_proto::query_request_to_proto(pk, &q)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_statuses() {
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu" || id == "mlp_mixed_binary").collect();
+    let e = env(&ms);
+    // A model that fails the bit budget is skipped, with the reason logged.
+    let mut wide = ms[0].1.clone();
+    wide.input_range = (-1e60, 1e60);
+    tandem_model::format::save(&wide, &e.models_dir.join("too_wide.tandem")).unwrap();
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--max-request-bytes", "65536"]);
+    assert!(s1.log_text().contains("does not fit the bit budget"), "{}", s1.log_text());
+    let fp = fingerprint(&s2);
+    let mut c = client(&s1.url(), Some(&fp)).await;
+    let m = &ms.iter().find(|(id, _)| id == "mlp_relu").unwrap().1;
+    let remote = c.model("mlp_relu").await.unwrap();
+    let x = random_input(&mut StdRng::seed_from_u64(5), m);
+    let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
+
+    // Unknown model.
+    assert_status(c.model("nope").await.map_err(status), Code::NotFound, "unknown model \"nope\"; this server serves: mlp_mixed_binary, mlp_relu");
+    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    req.model_id = "nope".into();
+    assert_status(raw.infer(req).await, Code::NotFound, "unknown model");
+
+    // Unsupported mode: caught by the library, and by the server.
+    let err = c.infer_with(&remote, &x, Some(OutputMode::Sigmoid)).await.unwrap_err();
+    assert!(err.to_string().contains("output mode sigmoid is not available for this model; available: label, probabilities, logits"), "{err}");
+    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    req.mode = pb::OutputMode::Sigmoid as i32;
+    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "output mode sigmoid is not available");
+    req.mode = 42;
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "unknown output mode 42");
+
+    // Wrong input length.
+    let err = c.infer_with(&remote, &x[..5], None).await.unwrap_err();
+    assert!(err.to_string().contains("input has 5 values; this model takes exactly 6"), "{err}");
+    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    req.masked_input.truncate(5 * 16);
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input has 80 bytes; expected 6 ring values of 16 bytes");
+
+    // Values outside the declared range (only the client can see them).
+    let mut bad = x.clone();
+    bad[2] = 7.5;
+    let err = c.infer_with(&remote, &bad, None).await.unwrap_err();
+    assert!(err.to_string().contains("input value 2 is 7.5, outside the model's declared range [-1, 1]"), "{err}");
+    bad[2] = f64::NAN;
+    assert!(c.infer_with(&remote, &bad, None).await.is_err());
+
+    // Malformed ciphertexts.
+    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    req.enc_seed = vec![0xff; req.enc_seed.len()];
+    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "enc_seed: malformed ciphertext: value is not in (0, N²)");
+    req.enc_seed = vec![1; 10];
+    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "a ciphertext under this 1024-bit key is exactly 256 bytes");
+    // A valid ciphertext of something that is not a seed: refused by S2.
+    req.enc_seed = remote.key.ciphertext_to_bytes(&remote.key.encrypt(&(tandem_crypto::BigInt::from(1u32) << 300)));
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "does not decrypt to a 256-bit value");
+
+    // Oversize request (the server was started with a 64 KiB limit).
+    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    req.masked_input = vec![0; 100_000];
+    assert_status(raw.infer(req).await, Code::OutOfRange, "the limit is: 65536 bytes");
+
+    // Replayed request: S2 refuses the seed the second time.
+    let req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    raw.infer(req.clone()).await.expect("first use of the seed");
+    assert_status(raw.infer(req).await, Code::AlreadyExists, "this seed was already used");
+
+    // A client pinned to another key refuses to encrypt.
+    let mut pinned = client(&s1.url(), Some(&"ab".repeat(32))).await;
+    match pinned.infer("mlp_relu", &x, None).await {
+        Err(ClientError::KeyMismatch { got, .. }) => assert_eq!(got, fp),
+        other => panic!("expected a key mismatch, got {other:?}"),
+    }
+    // Plaintext only when asked for.
+    let mut o = ClientOptions::new(s1.url());
+    o.insecure = false;
+    assert!(TandemClient::connect(&o).await.err().unwrap().to_string().contains("pass --insecure"));
+
+    // The servers still work after all that.
+    let ok = c.infer_with(&remote, &x, None).await.unwrap();
+    assert_eq!(ok.output, reference(m, &x, m.default_mode));
+    let log = s1.log_text() + &s2.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+async fn s2_client(url: String) -> ActivationServiceClient<tonic::transport::Channel> {
+    ActivationServiceClient::connect(url).await.unwrap()
+}
+
+struct RawSession {
+    tx: mpsc::Sender<pb::S1ToS2>,
+    rx: tonic::Streaming<pb::S2ToS1>,
+}
+
+async fn open_raw(s2: &mut ActivationServiceClient<tonic::transport::Channel>, start: pb::SessionStart) -> Result<RawSession, tonic::Status> {
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Start(start)) }).await.unwrap();
+    let rx = s2.session(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(RawSession { tx, rx })
+}
+
+fn start_msg(pk: &PublicKey, d: u32) -> pb::SessionStart {
+    pb::SessionStart {
+        session_id: vec![7; 16],
+        enc_seed: pk.ciphertext_to_bytes(&pk.encrypt(&Seed::random().to_bigint())),
+        input_len: d,
+        ring_bits: 128,
+        key_fingerprint: pk.fingerprint(),
+    }
+}
+
+async fn active_sessions(s2: &mut ActivationServiceClient<tonic::transport::Channel>) -> u32 {
+    s2.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner().active_sessions
+}
+
+async fn wait_sessions(s2: &mut ActivationServiceClient<tonic::transport::Channel>, want: u32, within: Duration) {
+    let t = Instant::now();
+    loop {
+        let n = active_sessions(s2).await;
+        if n == want {
+            return;
+        }
+        assert!(t.elapsed() < within, "{n} active sessions after {within:?}; expected {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_server_sessions_are_bounded_and_cleaned_up() {
+    let e = env(&[]);
+    let s2p = activation_server(e.dir.path(), &e.key, &["--max-sessions", "2", "--session-timeout-secs", "4"], "127.0.0.1:0");
+    let mut s2 = s2_client(s2p.url()).await;
+    let pk = tandem_proto::public_key_from_proto(&s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner()).unwrap();
+    assert_eq!(pk.fingerprint(), fingerprint(&s2p));
+
+    // Protocol violations.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Finish(pb::OutputRequest::default())) }).await.unwrap();
+    let mut st = s2.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert_status(st.message().await, Code::InvalidArgument, "the first message of a session must be SessionStart");
+    let mut wrong = start_msg(&pk, 3);
+    wrong.key_fingerprint = "00".repeat(32);
+    let mut s = open_raw(&mut s2, wrong).await.unwrap();
+    assert_status(s.rx.message().await, Code::FailedPrecondition, "this activation server's key is");
+    let mut bad = start_msg(&pk, 3);
+    bad.enc_seed[0] ^= 0xff;
+    bad.enc_seed = vec![0xff; bad.enc_seed.len()];
+    let mut s = open_raw(&mut s2, bad).await.unwrap();
+    assert_status(s.rx.message().await, Code::InvalidArgument, "enc_seed: malformed ciphertext");
+    let mut k = start_msg(&pk, 3);
+    k.ring_bits = 64;
+    let mut s = open_raw(&mut s2, k).await.unwrap();
+    assert_status(s.rx.message().await, Code::InvalidArgument, "ring_bits = 64; accepted 128 or 256");
+    let mut big = start_msg(&pk, 3);
+    big.input_len = 5_000_000;
+    let mut s = open_raw(&mut s2, big).await.unwrap();
+    assert_status(s.rx.message().await, Code::InvalidArgument, "input length 5000000 outside");
+
+    // Replay at S2.
+    let start = start_msg(&pk, 3);
+    let mut a = open_raw(&mut s2, start.clone()).await.unwrap();
+    assert!(matches!(a.rx.message().await.unwrap().unwrap().msg, Some(pb::s2_to_s1::Msg::Masks(_))));
+    let mut again = open_raw(&mut s2, start).await.unwrap();
+    assert_status(again.rx.message().await, Code::AlreadyExists, "replay refused");
+
+    // A stream that stops mid-session frees its state.
+    wait_sessions(&mut s2, 1, Duration::from_secs(5)).await;
+    drop(a);
+    wait_sessions(&mut s2, 0, Duration::from_secs(5)).await;
+
+    // At most 2 sessions; idle ones time out.
+    let mut a = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
+    let mut b = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
+    a.rx.message().await.unwrap().unwrap();
+    b.rx.message().await.unwrap().unwrap();
+    assert_status(open_raw(&mut s2, start_msg(&pk, 3)).await.map(|_| ()), Code::ResourceExhausted, "limit of 2 concurrent sessions");
+    assert_status(a.rx.message().await, Code::DeadlineExceeded, "4 s session timeout");
+    assert_status(b.rx.message().await, Code::DeadlineExceeded, "session timeout");
+    wait_sessions(&mut s2, 0, Duration::from_secs(5)).await;
+    let ok = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
+    drop((ok, a.tx, b.tx));
+    assert!(!s2p.log_text().contains("panicked"));
+}
+
+fn signal(p: &Proc, sig: i32) {
+    // SAFETY: signals a child this test started, by its pid.
+    unsafe {
+        libc::kill(p.child.id() as i32, sig);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_server_outages_become_statuses() {
+    let model = slow_model();
+    let e = env(&[("slow".to_string(), model.clone())]);
+    let mut s2p = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s2_addr = s2p.addr.to_string();
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2p.url(), &["--activation-timeout-secs", "2"]);
+    let mut c = client(&s1.url(), None).await;
+    let remote = c.model("slow").await.unwrap();
+    let x = random_input(&mut StdRng::seed_from_u64(3), &model);
+    let t = Instant::now();
+    let ok = c.infer_with(&remote, &x, None).await.unwrap();
+    assert_eq!(ok.output, reference(&model, &x, OutputMode::Label));
+    eprintln!("slow model query: {:?}", t.elapsed());
+    let mut s2 = s2_client(s2p.url()).await;
+
+    // Frozen mid-query: the model server's deadline fires, and once S2 runs
+    // again it drops the abandoned session.
+    let mut interrupted = false;
+    for _ in 0..5 {
+        let mut cc = c.clone();
+        let (r, xx) = (remote.clone(), x.clone());
+        let q = tokio::spawn(async move { cc.infer_with(&r, &xx, None).await });
+        wait_sessions(&mut s2, 1, Duration::from_secs(10)).await;
+        signal(&s2p, libc::SIGSTOP);
+        let r = q.await.unwrap();
+        signal(&s2p, libc::SIGCONT);
+        match r {
+            Ok(_) => continue, // finished before the freeze; try again
+            Err(e) => {
+                let s = status(e);
+                assert_eq!(s.code(), Code::DeadlineExceeded, "{}", s.message());
+                assert!(s.message().contains("within 2 s"), "{}", s.message());
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    assert!(interrupted, "could not interrupt a query");
+    wait_sessions(&mut s2, 0, Duration::from_secs(10)).await;
+
+    // Killed mid-query.
+    let mut interrupted = false;
+    for _ in 0..5 {
+        let mut cc = c.clone();
+        let (r, xx) = (remote.clone(), x.clone());
+        let q = tokio::spawn(async move { cc.infer_with(&r, &xx, None).await });
+        wait_sessions(&mut s2, 1, Duration::from_secs(10)).await;
+        signal(&s2p, libc::SIGSTOP);
+        if q.is_finished() {
+            signal(&s2p, libc::SIGCONT);
+            let _ = q.await;
+            continue;
+        }
+        s2p.kill();
+        let s = status(q.await.unwrap().unwrap_err());
+        assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
+        assert!(s.message().contains("unavailable or was restarted mid-query"), "{}", s.message());
+        interrupted = true;
+        break;
+    }
+    assert!(interrupted, "could not interrupt a query");
+
+    // Down: every query fails fast with UNAVAILABLE.
+    let s = status(c.infer_with(&remote, &x, None).await.unwrap_err());
+    assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
+
+    // Back with the same key on the same port: queries work again.
+    let s2p = activation_server(e.dir.path(), &e.key, &[], &s2_addr);
+    let mut ok = false;
+    for _ in 0..20 {
+        match c.infer_with(&remote, &x, None).await {
+            Ok(r) => {
+                assert_eq!(r.output, reference(&model, &x, OutputMode::Label));
+                ok = true;
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    assert!(ok, "no successful query after the activation server came back");
+    drop(s2p);
+
+    // Back with a new key: the query under the old key is refused, the model
+    // server picks up the new key, and a client that refetches succeeds.
+    let new_key = e.dir.path().join("new-key.json");
+    let s2p = activation_server(e.dir.path(), &new_key, &[], &s2_addr);
+    let new_fp = fingerprint(&s2p);
+    assert_ne!(new_fp, remote.fingerprint);
+    let mut refused = None;
+    for _ in 0..20 {
+        match c.infer_with(&remote, &x, None).await {
+            Err(e) => {
+                let s = status(e);
+                if s.code() == Code::FailedPrecondition {
+                    refused = Some(s);
+                    break;
+                }
+            }
+            Ok(_) => panic!("a seed encrypted to the old key must not work"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(refused.expect("key change detected").message().contains("key changed"));
+    let mut fresh = None;
+    for _ in 0..50 {
+        let m = c.model("slow").await.unwrap();
+        if m.fingerprint == new_fp {
+            fresh = Some(m);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let fresh = fresh.expect("the model server refetched the key");
+    let r = c.infer_with(&fresh, &x, None).await.unwrap();
+    assert_eq!(r.output, reference(&model, &x, OutputMode::Label));
+    // A client pinned to the old key refuses the new one.
+    let mut pinned = client(&s1.url(), Some(&remote.fingerprint)).await;
+    assert!(matches!(pinned.infer("slow", &x, None).await, Err(ClientError::KeyMismatch { .. })));
+    assert!(!s1.log_text().contains("panicked"));
+}
+
+fn run_bin(name: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(bin(name)).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_mutual_tls_and_the_client_binary() {
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_sigmoid").collect();
+    let m = ms[0].1.clone();
+    let e = env(&ms);
+    let certs = e.dir.path().join("certs");
+    let out = run_bin("tandem", &["dev-certs", "--out", certs.to_str().unwrap(), "--days", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let p = |n: &str| certs.join(n).to_str().unwrap().to_string();
+
+    // Without TLS and without --insecure, the servers refuse to start.
+    let out = run_bin("model-server", &["--models", e.models_dir.to_str().unwrap(), "--activation-server", "http://127.0.0.1:1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no TLS configured"));
+    let out = run_bin("activation-server", &["--key-file", e.key.to_str().unwrap(), "--tls-cert", &p("activation-server.pem"), "--tls-key", &p("activation-server-key.pem")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is required"));
+
+    let s2 = Proc::start(
+        &bin("activation-server"),
+        &s(&[
+            "--listen", "127.0.0.1:0", "--key-file", e.key.to_str().unwrap(), "--key-bits", "1024", "--allow-test-key-sizes",
+            "--tls-cert", &p("activation-server.pem"), "--tls-key", &p("activation-server-key.pem"), "--tls-ca", &p("ca.pem"),
+        ]),
+        &e.dir.path().join("s2-tls.log"),
+        Duration::from_secs(60),
+    );
+    let s1 = Proc::start(
+        &bin("model-server"),
+        &s(&[
+            "--listen", "127.0.0.1:0", "--models", e.models_dir.to_str().unwrap(),
+            "--activation-server", &format!("https://{}", s2.addr),
+            "--tls-cert", &p("model-server.pem"), "--tls-key", &p("model-server-key.pem"), "--tls-ca", &p("ca.pem"),
+        ]),
+        &e.dir.path().join("s1-tls.log"),
+        Duration::from_secs(60),
+    );
+    let fp = fingerprint(&s2);
+    let url = format!("https://{}", s1.addr);
+    let mut o = ClientOptions::new(url.clone());
+    o.tls_ca = Some(PathBuf::from(p("ca.pem")));
+    o.pinned_fingerprint = Some(fp.clone());
+    let mut c = TandemClient::connect(&o).await.unwrap();
+    let x = random_input(&mut StdRng::seed_from_u64(11), &m);
+    let r = c.infer("mlp_sigmoid", &x, Some(OutputMode::Probabilities)).await.unwrap();
+    assert_eq!(r.output, reference(&m, &x, OutputMode::Probabilities));
+
+    // Without trusting the dev CA, the client cannot connect.
+    let o2 = ClientOptions::new(url.clone());
+    assert!(TandemClient::connect(&o2).await.is_err());
+    // S2 refuses a TLS client without a client certificate.
+    let tls = tandem_proto::tls::client_tls(Some(Path::new(&p("ca.pem"))), None, None).unwrap();
+    let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", s2.addr)).unwrap().tls_config(tls).unwrap();
+    let refused = match ch.connect().await {
+        Err(_) => true,
+        Ok(ch) => ActivationServiceClient::new(ch).get_public_key(pb::GetPublicKeyRequest {}).await.is_err(),
+    };
+    assert!(refused, "the activation server must require a client certificate");
+
+    // The client binary.
+    let input = e.dir.path().join("x.json");
+    std::fs::write(&input, serde_json::json!({ "input": x }).to_string()).unwrap();
+    let out = run_bin(
+        "tandem-client",
+        &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", input.to_str().unwrap(), "--mode", "logits", "--activation-key-fingerprint", &fp, "--verbose"],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let want = tandem_client::describe_output(&reference(&m, &x, OutputMode::Logits));
+    assert!(stdout.contains(&want), "{stdout} should contain {want}");
+    assert!(stdout.contains("client CPU:") && stdout.contains("bytes sent:"), "{stdout}");
+    let csv = e.dir.path().join("x.csv");
+    let header: Vec<String> = (0..x.len()).map(|i| format!("f{i}")).collect();
+    let row: Vec<String> = x.iter().map(|v| v.to_string()).collect();
+    std::fs::write(&csv, format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
+    let out = run_bin("tandem-client", &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", csv.to_str().unwrap(), "--activation-key-fingerprint", &fp]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains(&tandem_client::describe_output(&reference(&m, &x, OutputMode::Probabilities))), "{stdout}");
+    // Wrong pin → refusal, non-zero exit.
+    let out = run_bin("tandem-client", &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", csv.to_str().unwrap(), "--activation-key-fingerprint", &"cd".repeat(32)]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to encrypt"));
+    let out = run_bin("tandem-client", &["models", "--server", &url, "--tls-ca", &p("ca.pem")]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mlp_sigmoid\t"));
+}
