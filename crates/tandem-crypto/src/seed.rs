@@ -16,6 +16,8 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const INPUT_MASK_INFO: &[u8] = b"tandem/v1/input-mask";
 pub const RESULT_INFO: &[u8] = b"tandem/v1/result";
+/// Bytes of the random nonce in front of a sealed result.
+pub const NONCE_BYTES: usize = 12;
 
 /// 32 random bytes, fresh per query, never reused.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
@@ -83,17 +85,31 @@ impl Seed {
         c
     }
 
-    /// ChaCha20-Poly1305 under the single-use key HKDF(seed, "tandem/v1/result"),
-    /// nonce 0, associated data = session id.
+    /// ChaCha20-Poly1305 under the key HKDF(seed, "tandem/v1/result"),
+    /// associated data = session id, output `nonce ‖ ciphertext`.
+    ///
+    /// The nonce is random rather than 0: S2's replay set does not survive a
+    /// restart, so a seed may be presented twice, and two results sealed
+    /// under one key and nonce would leak their XOR to whoever relays them.
     pub fn seal(&self, session_id: &[u8], plaintext: &[u8]) -> Vec<u8> {
-        self.cipher()
-            .encrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: plaintext, aad: session_id })
-            .expect("ChaCha20-Poly1305 encryption does not fail for in-memory buffers")
+        let mut nonce = [0u8; NONCE_BYTES];
+        OsRng.fill_bytes(&mut nonce);
+        let ct = self
+            .cipher()
+            .encrypt(Nonce::from_slice(&nonce), Payload { msg: plaintext, aad: session_id })
+            .expect("ChaCha20-Poly1305 encryption does not fail for in-memory buffers");
+        let mut out = nonce.to_vec();
+        out.extend(ct);
+        out
     }
 
     pub fn open(&self, session_id: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
+        if sealed.len() < NONCE_BYTES {
+            return Err(CryptoError::SealedResultRejected);
+        }
+        let (nonce, ct) = sealed.split_at(NONCE_BYTES);
         self.cipher()
-            .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: sealed, aad: session_id })
+            .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad: session_id })
             .map_err(|_| CryptoError::SealedResultRejected)
     }
 }
@@ -146,5 +162,9 @@ mod tests {
         bad[0] ^= 1;
         assert!(matches!(s.open(b"session-1", &bad), Err(CryptoError::SealedResultRejected)));
         assert!(Seed::random().open(b"session-1", &sealed).is_err());
+        assert!(s.open(b"session-1", &sealed[..5]).is_err());
+        // Sealing twice under one seed never repeats a nonce.
+        let again = s.seal(b"session-1", b"hello");
+        assert_ne!(sealed[..NONCE_BYTES], again[..NONCE_BYTES]);
     }
 }
