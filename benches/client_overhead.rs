@@ -210,9 +210,14 @@ fn summary(loaded: &[Loaded]) {
     println!();
     println!("Medians over criterion's samples of this run (one query each; the warm-up query is not counted);");
     println!("client CPU = CPU time of the client's one thread. Bytes: ring values k/8, ciphertexts");
-    println!("2|N|/8 = {} B, sealed payload + 16-B tag, aux, tandem's 16-B session id; no model id, mode", 2 * KEY_BITS / 8);
+    println!(
+        "2|N|/8 = {} B, sealed payload + 16-B tag, aux, tandem's 16-B session id; no model id, mode",
+        2 * KEY_BITS / 8
+    );
     println!("or framing.\n");
-    println!("| model | scheme | queries | client CPU | client wall | sent (B) | received (B) | total (B) | round trips |");
+    println!(
+        "| model | scheme | queries | client CPU | client wall | sent (B) | received (B) | total (B) | round trips |"
+    );
     println!("|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut ratios = Vec::new();
     for case in CASES {

@@ -66,9 +66,7 @@ fn bench_matvec(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
         "matvec layer: MNIST layer 2, 128x128, {weights} non-zero weights, max |W| = {max_w} (12-bit signed quantization)"
     );
     // [D] values as in tandem: up to ~k = 128 bits.
-    let inputs: Vec<_> = (0..128)
-        .map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>())))
-        .collect();
+    let inputs: Vec<_> = (0..128).map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>()))).collect();
     let fast = matvec(pk, &rows, &inputs);
     let naive = matvec_naive(pk, &rows, &inputs);
     assert_eq!(fast, naive, "matvec and matvec_naive disagree");
@@ -107,7 +105,9 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
 
     let mut g = c.benchmark_group("server_cost/s2_per_ciphertext");
     g.sample_size(PER_CT_SAMPLES).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
-    g.bench_function("decrypt_raw", |b| b.iter_custom(|n| timed("ct/decrypt_2t", n, || drop(black_box(sk.decrypt_raw(&ct))))));
+    g.bench_function("decrypt_raw", |b| {
+        b.iter_custom(|n| timed("ct/decrypt_2t", n, || drop(black_box(sk.decrypt_raw(&ct)))))
+    });
     g.bench_function("decrypt_raw_1_thread", |b| {
         b.iter_custom(|n| client_pool().install(|| timed("ct/decrypt_1t", n, || drop(black_box(sk.decrypt_raw(&ct))))))
     });
@@ -188,7 +188,11 @@ fn summary() {
     r("matvec/naive_1t", "matvec/straus_2t", "matvec naive (1 thread) / Straus (2 threads)");
     r("matvec/straus_1t", "matvec/straus_2t", "Straus 1 thread / 2 threads");
     r("ct/full_encrypt/cpu", "ct/noise_encrypt_s2/cpu", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (CPU)");
-    r("ct/full_encrypt/cpu", "ct/noise_encrypt/cpu", "PublicKey::encrypt / NoiseSource::encrypt, public-key source (CPU)");
+    r(
+        "ct/full_encrypt/cpu",
+        "ct/noise_encrypt/cpu",
+        "PublicKey::encrypt / NoiseSource::encrypt, public-key source (CPU)",
+    );
     r("ct/full_encrypt", "ct/noise_encrypt_s2", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (wall)");
     r("ct/decrypt_1t", "ct/decrypt_2t", "decrypt_raw 1 thread / 2 threads");
 }

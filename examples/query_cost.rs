@@ -62,7 +62,11 @@ fn main() {
                 ToActivation::Activate(r) => {
                     let t = Instant::now();
                     let resp = sess.activate(&r).unwrap();
-                    time(format!("S2 activation {layer}: decrypt {} packed, encrypt {} rho", r.packed.len(), r.e.len()), &mut steps, t);
+                    time(
+                        format!("S2 activation {layer}: decrypt {} packed, encrypt {} rho", r.packed.len(), r.e.len()),
+                        &mut steps,
+                        t,
+                    );
                     let t = Instant::now();
                     step = mq.on_activation(resp).unwrap();
                     layer += 1;

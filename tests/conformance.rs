@@ -145,10 +145,8 @@ fn label_ties_break_like_the_reference() {
         assert_eq!(h.infer(&[0.3, -0.2], OutputMode::Label).unwrap(), tandem_model::Output::Label(0));
     }
     // An all-zero logit vector is a three-way tie.
-    let zero = Model {
-        layers: vec![Layer::Dense { inputs: 2, outputs: 3, weights: vec![0.0; 6], bias: vec![0.0; 3] }],
-        ..m
-    };
+    let zero =
+        Model { layers: vec![Layer::Dense { inputs: 2, outputs: 3, weights: vec![0.0; 6], bias: vec![0.0; 3] }], ..m };
     let mut h = Harness::new(&zero, test_key_1024()).unwrap();
     for _ in 0..6 {
         assert_eq!(h.infer(&[0.3, -0.2], OutputMode::Label).unwrap(), tandem_model::Output::Label(0));
@@ -159,7 +157,8 @@ fn label_ties_break_like_the_reference() {
 #[test]
 fn transcripts_are_fresh() {
     let mut rng = StdRng::seed_from_u64(3);
-    let m = random_mlp(&mut rng, &[5, 4, 4, 3], &[ActivationKind::Relu, ActivationKind::Sigmoid], 1.0, OutputMode::Label);
+    let m =
+        random_mlp(&mut rng, &[5, 4, 4, 3], &[ActivationKind::Relu, ActivationKind::Sigmoid], 1.0, OutputMode::Label);
     let mut h = Harness::new(&m, test_key_1024()).unwrap();
     let x = random_input(&mut rng, &m);
     for mode in h.model.modes() {
@@ -302,7 +301,8 @@ fn end_to_end_at_2048_bits() {
     let sk = tandem_crypto::SecretKey::generate(2048).unwrap();
     assert_eq!(sk.public().bits(), 2048);
     let mut rng = StdRng::seed_from_u64(2048);
-    let m = random_mlp(&mut rng, &[16, 12, 8, 4], &[ActivationKind::Relu, ActivationKind::Tanh], 1.0, OutputMode::Label);
+    let m =
+        random_mlp(&mut rng, &[16, 12, 8, 4], &[ActivationKind::Relu, ActivationKind::Tanh], 1.0, OutputMode::Label);
     let mut h = Harness::new(&m, &sk).unwrap();
     let x = random_input(&mut rng, &m);
     for mode in h.model.modes() {

@@ -1,9 +1,9 @@
 //! tandem-eval on the small splits of tests/fixtures/eval (made by
 //! tests/fixtures/make_onnx_fixtures.py), with a cached 1024-bit key.
 
-use tandem_eval::Parser;
 use std::path::PathBuf;
 use tandem::test_key_1024;
+use tandem_eval::Parser;
 use tandem_eval::{run_with_key, Args, Report};
 
 fn fixtures() -> PathBuf {
@@ -159,21 +159,30 @@ fn native_tandem_model_and_errors() {
         "--compare-onnxruntime",
         &path("eval/torch_mlp_onnxruntime.csv"),
     ]);
-    assert_eq!((r.summary.evaluated, r.summary.private_reference_bit_exact, r.summary.private_onnxruntime_label_agree), (3, 3, 3));
+    assert_eq!(
+        (r.summary.evaluated, r.summary.private_reference_bit_exact, r.summary.private_onnxruntime_label_agree),
+        (3, 3, 3)
+    );
     assert!(r.summary.max_abs_diff_private_onnxruntime.unwrap() < 1e-2);
 
     let sk = || test_key_1024().clone();
     // No input range anywhere.
-    let e = run_with_key(&args(&["--model", &path("onnx/skl_mlp_binary.onnx"), "--data", &path("eval/skl_mlp_binary.csv")]), sk())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = run_with_key(
+        &args(&["--model", &path("onnx/skl_mlp_binary.onnx"), "--data", &path("eval/skl_mlp_binary.csv")]),
+        sk(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("--input-range"), "{e}");
     // Feature count mismatch.
-    let e = run_with_key(&args(&["--model", &path("onnx/torch_mlp.onnx"), "--data", &path("eval/skl_mlp_binary.csv")]), sk())
-        .err()
-        .unwrap()
-        .to_string();
+    let e = run_with_key(
+        &args(&["--model", &path("onnx/torch_mlp.onnx"), "--data", &path("eval/skl_mlp_binary.csv")]),
+        sk(),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(e.contains("6 feature columns") && e.contains("10 inputs"), "{e}");
     // Unknown label column named explicitly.
     let e = run_with_key(
@@ -219,6 +228,7 @@ fn skip_and_limit_select_rows_and_keep_indices() {
     assert_eq!(idx, vec![9, 10]);
     let (_, ort) = labels("torch_mlp");
     assert_eq!(r.samples[1].onnxruntime_label, Some(ort[10]));
-    let (r, _) = eval(&["--model", &path("onnx/torch_mlp.onnx"), "--data", &path("eval/torch_mlp.csv"), "--skip", "11"]);
+    let (r, _) =
+        eval(&["--model", &path("onnx/torch_mlp.onnx"), "--data", &path("eval/torch_mlp.csv"), "--skip", "11"]);
     assert_eq!((r.summary.rows, r.samples[0].index), (1, 11));
 }

@@ -61,14 +61,15 @@ fn every_fixture_imports_and_matches_onnxruntime() {
     assert!(cases.len() >= 15, "fixtures missing");
     for e in cases {
         let file = e["file"].as_str().unwrap();
-        let imp = import_file_with_report(fixtures().join(file), &opts_of(e))
-            .unwrap_or_else(|err| panic!("{file}: {err}"));
+        let imp =
+            import_file_with_report(fixtures().join(file), &opts_of(e)).unwrap_or_else(|err| panic!("{file}: {err}"));
         let m = &imp.model;
         assert_eq!(imp.report.tensor, e["output"].as_str().unwrap(), "{file}: followed tensor");
         assert_eq!(m.default_mode.name(), e["default_mode"].as_str().unwrap(), "{file}: default mode");
         assert_eq!(head_name(imp.report.head), e["head"].as_str().unwrap(), "{file}: head");
         let layers: Vec<String> = m.layers.iter().map(|l| l.describe()).collect();
-        let want: Vec<String> = e["layers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
+        let want: Vec<String> =
+            e["layers"].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect();
         assert_eq!(layers, want, "{file}: layers");
         let r = floats(&e["input_range"]);
         assert_eq!(m.input_range, (r[0], r[1]), "{file}: input range");
@@ -157,14 +158,18 @@ fn options_override_metadata_and_pick_outputs() {
         ..Default::default()
     };
     let m = import_file_with_report(&f, &o).unwrap();
-    assert_eq!((m.model.input_range, m.model.name.as_str(), m.model.default_mode), ((-0.5, 2.0), "named", OutputMode::Label));
+    assert_eq!(
+        (m.model.input_range, m.model.name.as_str(), m.model.default_mode),
+        ((-0.5, 2.0), "named", OutputMode::Label)
+    );
     let bad = ImportOptions { input_range: Some((1.0, -1.0)), ..Default::default() };
     assert!(import_file_with_report(&f, &bad).unwrap_err().to_string().contains("interval"));
 
     // skl2onnx: the probabilities output is followed by default; the label
     // output (ArgMax -> ArrayFeatureExtractor -> Reshape -> Cast) on request.
     let exp = expected();
-    let e = exp["import"].as_array().unwrap().iter().find(|e| e["file"] == "onnx/skl_mlp_multiclass.onnx").unwrap().clone();
+    let e =
+        exp["import"].as_array().unwrap().iter().find(|e| e["file"] == "onnx/skl_mlp_multiclass.onnx").unwrap().clone();
     let sk = fixtures().join("onnx/skl_mlp_multiclass.onnx");
     let probs = import_file_with_report(&sk, &opts_of(&e)).unwrap();
     assert_eq!(probs.report.output_name, "probabilities");
@@ -199,7 +204,10 @@ fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut lines = text.lines();
     let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    let rows = lines.filter(|l| !l.trim().is_empty()).map(|l| l.split(',').map(|v| v.trim().parse().unwrap()).collect()).collect();
+    let rows = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').map(|v| v.trim().parse().unwrap()).collect())
+        .collect();
     (header, rows)
 }
 
@@ -212,7 +220,8 @@ fn bundled(name: &str) -> Option<(PathBuf, Value, Split)> {
     let meta: Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     let (header, rows) = read_csv(&root().join(meta["test_csv"].as_str().unwrap()));
     let label_col = header.iter().position(|h| h == "label").unwrap();
-    let x = rows.iter().map(|r| r.iter().enumerate().filter(|(i, _)| *i != label_col).map(|(_, v)| *v).collect()).collect();
+    let x =
+        rows.iter().map(|r| r.iter().enumerate().filter(|(i, _)| *i != label_col).map(|(_, v)| *v).collect()).collect();
     let (_, ort) = read_csv(&root().join(meta["onnxruntime_csv"].as_str().unwrap()));
     let ort_label = ort.iter().map(|r| r[0] as usize).collect();
     let ort_out = ort.iter().map(|r| r[1..].to_vec()).collect();
@@ -221,7 +230,8 @@ fn bundled(name: &str) -> Option<(PathBuf, Value, Split)> {
 
 fn import_bundled(model: &Path, meta: &Value) -> Imported {
     let r = meta["input_range"].as_array().unwrap();
-    let opts = ImportOptions { input_range: Some((r[0].as_f64().unwrap(), r[1].as_f64().unwrap())), ..Default::default() };
+    let opts =
+        ImportOptions { input_range: Some((r[0].as_f64().unwrap(), r[1].as_f64().unwrap())), ..Default::default() };
     import_file_with_report(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()))
 }
 
@@ -244,7 +254,9 @@ fn bundled_models_import_and_float_matches_onnxruntime() {
             max_diff = got.iter().zip(&split.ort_out[i]).fold(max_diff, |m, (a, b)| m.max((a - b).abs()));
             agree += usize::from(label_of(&imp.model, &split.x[i]) == split.ort_label[i]);
         }
-        eprintln!("{name}: float model vs onnxruntime on {n} rows: labels agree {agree}/{n}, max |diff| {max_diff:.2e}");
+        eprintln!(
+            "{name}: float model vs onnxruntime on {n} rows: labels agree {agree}/{n}, max |diff| {max_diff:.2e}"
+        );
         assert!(max_diff < 1e-4, "{name}: max |diff| {max_diff}");
         assert!(agree * 1000 >= n * 999, "{name}: {agree}/{n}");
     }

@@ -160,7 +160,8 @@ fn valid_request(pk: &PublicKey, info: &tandem_protocol::ModelInfo, x: &[f64], m
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_clear_statuses() {
-    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu" || id == "mlp_mixed_binary").collect();
+    let ms: Vec<(String, Model)> =
+        models().into_iter().filter(|(id, _)| id == "mlp_relu" || id == "mlp_mixed_binary").collect();
     let e = env(&ms);
     // A model that fails the bit budget is skipped, with the reason logged.
     let mut wide = ms[0].1.clone();
@@ -177,14 +178,22 @@ async fn bad_requests_get_clear_statuses() {
     let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
 
     // Unknown model.
-    assert_status(c.model("nope").await.map_err(status), Code::NotFound, "unknown model \"nope\"; this server serves: mlp_mixed_binary, mlp_relu");
+    assert_status(
+        c.model("nope").await.map_err(status),
+        Code::NotFound,
+        "unknown model \"nope\"; this server serves: mlp_mixed_binary, mlp_relu",
+    );
     let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
     req.model_id = "nope".into();
     assert_status(raw.infer(req).await, Code::NotFound, "unknown model");
 
     // Unsupported mode: caught by the library, and by the server.
     let err = c.infer_with(&remote, &x, Some(OutputMode::Sigmoid)).await.unwrap_err();
-    assert!(err.to_string().contains("output mode sigmoid is not available for this model; available: label, probabilities, logits"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("output mode sigmoid is not available for this model; available: label, probabilities, logits"),
+        "{err}"
+    );
     let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
     req.mode = pb::OutputMode::Sigmoid as i32;
     assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "output mode sigmoid is not available");
@@ -196,7 +205,11 @@ async fn bad_requests_get_clear_statuses() {
     assert!(err.to_string().contains("input has 5 values; this model takes exactly 6"), "{err}");
     let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
     req.masked_input.truncate(5 * 16);
-    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input has 80 bytes; expected 6 ring values of 16 bytes");
+    assert_status(
+        raw.infer(req).await,
+        Code::InvalidArgument,
+        "masked_input has 80 bytes; expected 6 ring values of 16 bytes",
+    );
 
     // Values outside the declared range (only the client can see them).
     let mut bad = x.clone();
@@ -209,9 +222,17 @@ async fn bad_requests_get_clear_statuses() {
     // Malformed ciphertexts.
     let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
     req.enc_seed = vec![0xff; req.enc_seed.len()];
-    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "enc_seed: malformed ciphertext: value is not in (0, N²)");
+    assert_status(
+        raw.infer(req.clone()).await,
+        Code::InvalidArgument,
+        "enc_seed: malformed ciphertext: value is not in (0, N²)",
+    );
     req.enc_seed = vec![1; 10];
-    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "a ciphertext under this 1024-bit key is exactly 256 bytes");
+    assert_status(
+        raw.infer(req.clone()).await,
+        Code::InvalidArgument,
+        "a ciphertext under this 1024-bit key is exactly 256 bytes",
+    );
     // A valid ciphertext of something that is not a seed: refused by S2.
     req.enc_seed = remote.key.ciphertext_to_bytes(&remote.key.encrypt(&(tandem_crypto::BigInt::from(1u32) << 300)));
     assert_status(raw.infer(req).await, Code::InvalidArgument, "does not decrypt to a 256-bit value");
@@ -253,7 +274,10 @@ struct RawSession {
     rx: tonic::Streaming<pb::S2ToS1>,
 }
 
-async fn open_raw(s2: &mut ActivationServiceClient<tonic::transport::Channel>, start: pb::SessionStart) -> Result<RawSession, tonic::Status> {
+async fn open_raw(
+    s2: &mut ActivationServiceClient<tonic::transport::Channel>,
+    start: pb::SessionStart,
+) -> Result<RawSession, tonic::Status> {
     let (tx, rx) = mpsc::channel(4);
     tx.send(pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Start(start)) }).await.unwrap();
     let rx = s2.session(ReceiverStream::new(rx)).await?.into_inner();
@@ -289,9 +313,12 @@ async fn wait_sessions(s2: &mut ActivationServiceClient<tonic::transport::Channe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     let e = env(&[]);
-    let s2p = activation_server(e.dir.path(), &e.key, &["--max-sessions", "2", "--session-timeout-secs", "4"], "127.0.0.1:0");
+    let s2p =
+        activation_server(e.dir.path(), &e.key, &["--max-sessions", "2", "--session-timeout-secs", "4"], "127.0.0.1:0");
     let mut s2 = s2_client(s2p.url()).await;
-    let pk = tandem_proto::public_key_from_proto(&s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner()).unwrap();
+    let pk =
+        tandem_proto::public_key_from_proto(&s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner())
+            .unwrap();
     assert_eq!(pk.fingerprint(), fingerprint(&s2p));
 
     // Protocol violations.
@@ -334,7 +361,11 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     let mut b = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
     a.rx.message().await.unwrap().unwrap();
     b.rx.message().await.unwrap().unwrap();
-    assert_status(open_raw(&mut s2, start_msg(&pk, 3)).await.map(|_| ()), Code::ResourceExhausted, "limit of 2 concurrent sessions");
+    assert_status(
+        open_raw(&mut s2, start_msg(&pk, 3)).await.map(|_| ()),
+        Code::ResourceExhausted,
+        "limit of 2 concurrent sessions",
+    );
     assert_status(a.rx.message().await, Code::DeadlineExceeded, "4 s session timeout");
     assert_status(b.rx.message().await, Code::DeadlineExceeded, "session timeout");
     wait_sessions(&mut s2, 0, Duration::from_secs(5)).await;
@@ -487,18 +518,42 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let p = |n: &str| certs.join(n).to_str().unwrap().to_string();
 
     // Without TLS and without --insecure, the servers refuse to start.
-    let out = run_bin("model-server", &["--models", e.models_dir.to_str().unwrap(), "--activation-server", "http://127.0.0.1:1"]);
+    let out = run_bin(
+        "model-server",
+        &["--models", e.models_dir.to_str().unwrap(), "--activation-server", "http://127.0.0.1:1"],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no TLS configured"));
-    let out = run_bin("activation-server", &["--key-file", e.key.to_str().unwrap(), "--tls-cert", &p("activation-server.pem"), "--tls-key", &p("activation-server-key.pem")]);
+    let out = run_bin(
+        "activation-server",
+        &[
+            "--key-file",
+            e.key.to_str().unwrap(),
+            "--tls-cert",
+            &p("activation-server.pem"),
+            "--tls-key",
+            &p("activation-server-key.pem"),
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-ca is required"));
 
     let s2 = Proc::start(
         &bin("activation-server"),
         &s(&[
-            "--listen", "127.0.0.1:0", "--key-file", e.key.to_str().unwrap(), "--key-bits", "1024", "--allow-test-key-sizes",
-            "--tls-cert", &p("activation-server.pem"), "--tls-key", &p("activation-server-key.pem"), "--tls-ca", &p("ca.pem"),
+            "--listen",
+            "127.0.0.1:0",
+            "--key-file",
+            e.key.to_str().unwrap(),
+            "--key-bits",
+            "1024",
+            "--allow-test-key-sizes",
+            "--tls-cert",
+            &p("activation-server.pem"),
+            "--tls-key",
+            &p("activation-server-key.pem"),
+            "--tls-ca",
+            &p("ca.pem"),
         ]),
         &e.dir.path().join("s2-tls.log"),
         Duration::from_secs(60),
@@ -506,9 +561,18 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let s1 = Proc::start(
         &bin("model-server"),
         &s(&[
-            "--listen", "127.0.0.1:0", "--models", e.models_dir.to_str().unwrap(),
-            "--activation-server", &format!("https://{}", s2.addr),
-            "--tls-cert", &p("model-server.pem"), "--tls-key", &p("model-server-key.pem"), "--tls-ca", &p("ca.pem"),
+            "--listen",
+            "127.0.0.1:0",
+            "--models",
+            e.models_dir.to_str().unwrap(),
+            "--activation-server",
+            &format!("https://{}", s2.addr),
+            "--tls-cert",
+            &p("model-server.pem"),
+            "--tls-key",
+            &p("model-server-key.pem"),
+            "--tls-ca",
+            &p("ca.pem"),
         ]),
         &e.dir.path().join("s1-tls.log"),
         Duration::from_secs(60),
@@ -540,7 +604,22 @@ async fn tls_mutual_tls_and_the_client_binary() {
     std::fs::write(&input, serde_json::json!({ "input": x }).to_string()).unwrap();
     let out = run_bin(
         "tandem-client",
-        &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", input.to_str().unwrap(), "--mode", "logits", "--activation-key-fingerprint", &fp, "--verbose"],
+        &[
+            "infer",
+            "--server",
+            &url,
+            "--tls-ca",
+            &p("ca.pem"),
+            "--model",
+            "mlp_sigmoid",
+            "--input",
+            input.to_str().unwrap(),
+            "--mode",
+            "logits",
+            "--activation-key-fingerprint",
+            &fp,
+            "--verbose",
+        ],
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
@@ -551,12 +630,45 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let header: Vec<String> = (0..x.len()).map(|i| format!("f{i}")).collect();
     let row: Vec<String> = x.iter().map(|v| v.to_string()).collect();
     std::fs::write(&csv, format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
-    let out = run_bin("tandem-client", &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", csv.to_str().unwrap(), "--activation-key-fingerprint", &fp]);
+    let out = run_bin(
+        "tandem-client",
+        &[
+            "infer",
+            "--server",
+            &url,
+            "--tls-ca",
+            &p("ca.pem"),
+            "--model",
+            "mlp_sigmoid",
+            "--input",
+            csv.to_str().unwrap(),
+            "--activation-key-fingerprint",
+            &fp,
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&tandem_client::describe_output(&reference(&m, &x, OutputMode::Probabilities))), "{stdout}");
+    assert!(
+        stdout.contains(&tandem_client::describe_output(&reference(&m, &x, OutputMode::Probabilities))),
+        "{stdout}"
+    );
     // Wrong pin → refusal, non-zero exit.
-    let out = run_bin("tandem-client", &["infer", "--server", &url, "--tls-ca", &p("ca.pem"), "--model", "mlp_sigmoid", "--input", csv.to_str().unwrap(), "--activation-key-fingerprint", &"cd".repeat(32)]);
+    let out = run_bin(
+        "tandem-client",
+        &[
+            "infer",
+            "--server",
+            &url,
+            "--tls-ca",
+            &p("ca.pem"),
+            "--model",
+            "mlp_sigmoid",
+            "--input",
+            csv.to_str().unwrap(),
+            "--activation-key-fingerprint",
+            &"cd".repeat(32),
+        ],
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to encrypt"));
     let out = run_bin("tandem-client", &["models", "--server", &url, "--tls-ca", &p("ca.pem")]);

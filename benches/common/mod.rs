@@ -18,9 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tandem_crypto::Ring;
-use tandem_protocol::{
-    ActivationServer, ModelServer, OutputAux, QueryRequest, QueryResponse, ToActivation,
-};
+use tandem_protocol::{ActivationServer, ModelServer, OutputAux, QueryRequest, QueryResponse, ToActivation};
 
 /// CPU time consumed so far by the calling thread.
 pub fn thread_cpu() -> Duration {

@@ -9,7 +9,13 @@ use std::sync::Arc;
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, Model, OutputMode, QLayer, QuantConfig, QuantizedModel};
 
-pub fn model_for(dims: &[usize], acts: &[ActivationKind], scale: f32, mode: OutputMode, seed: u64) -> (Model, Arc<QuantizedModel>) {
+pub fn model_for(
+    dims: &[usize],
+    acts: &[ActivationKind],
+    scale: f32,
+    mode: OutputMode,
+    seed: u64,
+) -> (Model, Arc<QuantizedModel>) {
     let mut rng = StdRng::seed_from_u64(seed);
     let m = random_mlp(&mut rng, dims, acts, scale, mode);
     let q = Arc::new(QuantizedModel::new(&m, QuantConfig::default()).expect("fits the bit budget"));

@@ -168,7 +168,13 @@ impl Stats {
 
 /// One baseline query. Client steps run on the one-thread client pool (their
 /// CPU time is measured); server steps run on the global pool, untimed.
-pub fn run_query(client: &Client, server: &Server, model: &QuantizedModel, x: &[f64], mode: OutputMode) -> (Output, Stats) {
+pub fn run_query(
+    client: &Client,
+    server: &Server,
+    model: &QuantizedModel,
+    x: &[f64],
+    mode: OutputMode,
+) -> (Output, Stats) {
     let mut st = Stats::default();
     let (mut cts, c) = on_client(|| client.encrypt_input(model, x));
     st.encrypt_input = c;

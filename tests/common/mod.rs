@@ -54,8 +54,14 @@ fn build_binaries() -> PathBuf {
             || k.starts_with("CARGO_BIN_EXE_")
             || matches!(
                 k.as_str(),
-                "CARGO_MANIFEST_DIR" | "CARGO_MANIFEST_PATH" | "CARGO_MANIFEST_LINKS" | "CARGO_CRATE_NAME"
-                    | "CARGO_BIN_NAME" | "CARGO_PRIMARY_PACKAGE" | "CARGO_TARGET_TMPDIR" | "CARGO_RUSTC_CURRENT_DIR"
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_MANIFEST_LINKS"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_BIN_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
                     | "OUT_DIR"
             );
         if per_package {
@@ -181,15 +187,8 @@ pub fn activation_server(dir: &Path, key_file: &Path, extra: &[&str], listen: &s
 
 /// A model server for the models in `models`, plaintext on loopback.
 pub fn model_server(dir: &Path, models: &Path, s2: &str, extra: &[&str]) -> Proc {
-    let mut args = s(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--models",
-        models.to_str().unwrap(),
-        "--activation-server",
-        s2,
-        "--insecure",
-    ]);
+    let mut args =
+        s(&["--listen", "127.0.0.1:0", "--models", models.to_str().unwrap(), "--activation-server", s2, "--insecure"]);
     args.extend(s(extra));
     let log = dir.join(format!("s1-{}.log", unique()));
     Proc::start(&bin("model-server"), &args, &log, Duration::from_secs(120))

@@ -133,7 +133,10 @@ type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::S2ToS1, Status>> + Sen
 
 #[tonic::async_trait]
 impl ActivationService for ActivationSvc {
-    async fn get_public_key(&self, _: Request<pb::GetPublicKeyRequest>) -> Result<Response<pb::PaillierPublicKey>, Status> {
+    async fn get_public_key(
+        &self,
+        _: Request<pb::GetPublicKeyRequest>,
+    ) -> Result<Response<pb::PaillierPublicKey>, Status> {
         Ok(Response::new(tandem_proto::public_key_to_proto(self.state.keys.public_key())))
     }
 
@@ -176,7 +179,9 @@ impl ActivationService for ActivationSvc {
             };
             let ms = t0.elapsed().as_millis() as u64;
             match result {
-                Ok(()) => info!(session = %log.id, ring_bits = log.ring_bits, input_len = log.input_len, rounds = log.rounds, compute_ms = log.compute.as_millis() as u64, wall_ms = ms, "session finished"),
+                Ok(()) => {
+                    info!(session = %log.id, ring_bits = log.ring_bits, input_len = log.input_len, rounds = log.rounds, compute_ms = log.compute.as_millis() as u64, wall_ms = ms, "session finished")
+                }
                 Err(status) => {
                     if status.code() == tonic::Code::Cancelled {
                         info!(session = %log.id, rounds = log.rounds, wall_ms = ms, ?peer, "session abandoned by the model server: {}", status.message());
@@ -209,12 +214,10 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<(T, Duration), Status> {
     let t = Instant::now();
-    let r = tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| {
-            error!("a session worker failed: {e}");
-            Status::internal("internal error in the activation server (worker failed)")
-        })??;
+    let r = tokio::task::spawn_blocking(f).await.map_err(|e| {
+        error!("a session worker failed: {e}");
+        Status::internal("internal error in the activation server (worker failed)")
+    })??;
     let d = t.elapsed();
     log.compute += d;
     Ok((r, d))
@@ -223,13 +226,21 @@ async fn blocking<T: Send + 'static>(
 async fn next(inbound: &mut Streaming<pb::S1ToS2>, expecting: &str) -> Result<pb::s1_to_s2::Msg, Status> {
     match inbound.message().await {
         Ok(Some(pb::S1ToS2 { msg: Some(m) })) => Ok(m),
-        Ok(Some(pb::S1ToS2 { msg: None })) => Err(Status::invalid_argument(format!("empty message; expected {expecting}"))),
+        Ok(Some(pb::S1ToS2 { msg: None })) => {
+            Err(Status::invalid_argument(format!("empty message; expected {expecting}")))
+        }
         Ok(None) => Err(Status::cancelled(format!("the model server closed the stream before sending {expecting}"))),
-        Err(s) => Err(Status::cancelled(format!("the model server's stream failed before {expecting}: {}", s.message()))),
+        Err(s) => {
+            Err(Status::cancelled(format!("the model server's stream failed before {expecting}: {}", s.message())))
+        }
     }
 }
 
-async fn send(tx: &mpsc::Sender<Result<pb::S2ToS1, Status>>, msg: pb::s2_to_s1::Msg, compute: Duration) -> Result<(), Status> {
+async fn send(
+    tx: &mpsc::Sender<Result<pb::S2ToS1, Status>>,
+    msg: pb::s2_to_s1::Msg,
+    compute: Duration,
+) -> Result<(), Status> {
     let m = pb::S2ToS1 { msg: Some(msg), compute_micros: compute.as_micros() as u64 };
     debug!(bytes = wire_len(&m), "sending");
     tx.send(Ok(m)).await.map_err(|_| Status::cancelled("the model server went away"))
@@ -327,7 +338,10 @@ async fn drive_ring<R: Ring>(
     }
 }
 
-fn finish<R: Ring>(session: ActivationSession<R>, req: &tandem_protocol::OutputRequest<R>) -> Result<pb::OutputResponse, Status> {
+fn finish<R: Ring>(
+    session: ActivationSession<R>,
+    req: &tandem_protocol::OutputRequest<R>,
+) -> Result<pb::OutputResponse, Status> {
     let out = session.finish(req).map_err(|e| status_from_protocol(&e))?;
     Ok(pb::OutputResponse { sealed: out.sealed })
 }

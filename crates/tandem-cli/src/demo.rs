@@ -54,7 +54,9 @@ fn describe_float(v: &[f64], mode: OutputMode) -> String {
     let list = |v: &[f64]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(", ");
     match mode {
         OutputMode::Label => format!("label: {}", v[0] as usize),
-        OutputMode::Probabilities => format!("probabilities: [{}] (label {})", list(v), tandem_model::quantize::float_label(v)),
+        OutputMode::Probabilities => {
+            format!("probabilities: [{}] (label {})", list(v), tandem_model::quantize::float_label(v))
+        }
         OutputMode::Logits => format!("logits: [{}] (label {})", list(v), tandem_model::quantize::float_label(v)),
         OutputMode::Sigmoid => format!("sigmoid: {:.6} (label {})", v[0], usize::from(v[0] > 0.5)),
     }
@@ -80,17 +82,20 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
     let (model, x) = match (&opts.model, &opts.input) {
         (None, None) => {
             let model = tandem_model::format::from_bytes(bundled.model).context("the bundled demo model")?;
-            let x = tandem_client::input::parse_json(std::str::from_utf8(bundled.sample)?).map_err(anyhow::Error::msg)?;
+            let x =
+                tandem_client::input::parse_json(std::str::from_utf8(bundled.sample)?).map_err(anyhow::Error::msg)?;
             (model, x)
         }
-        (Some(m), Some(i)) => (
-            tandem_model::format::load(m)?,
-            tandem_client::input::read_input_file(i).map_err(anyhow::Error::msg)?,
-        ),
+        (Some(m), Some(i)) => {
+            (tandem_model::format::load(m)?, tandem_client::input::read_input_file(i).map_err(anyhow::Error::msg)?)
+        }
         (None, Some(_)) | (Some(_), None) => bail!("--model and --input go together"),
     };
     let true_label: Option<usize> = if is_bundled {
-        serde_json::from_slice::<serde_json::Value>(bundled.sample)?.get("label").and_then(|v| v.as_u64()).map(|v| v as usize)
+        serde_json::from_slice::<serde_json::Value>(bundled.sample)?
+            .get("label")
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize)
     } else {
         None
     };
@@ -100,10 +105,19 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
     println!("tandem demo: private inference with two non-colluding servers, both running in this process");
     println!();
     println!("model \"{}\": {}", model.name, summary(&model));
-    println!("  ring Z_2^{}, inputs in [{}, {}] at f_in = {}, default mode {}", q.ring_bits, q.input_range.0, q.input_range.1, q.f_in, q.default_mode);
+    println!(
+        "  ring Z_2^{}, inputs in [{}, {}] at f_in = {}, default mode {}",
+        q.ring_bits, q.input_range.0, q.input_range.1, q.f_in, q.default_mode
+    );
     if is_bundled {
-        println!("  classes: {}", demo_model::CLASSES.iter().enumerate().map(|(i, c)| format!("{i} = {c}")).collect::<Vec<_>>().join(", "));
-        println!("input (5x5 image{}):", true_label.map(|l| format!(", drawn as class {l}{}", class_name(true, l))).unwrap_or_default());
+        println!(
+            "  classes: {}",
+            demo_model::CLASSES.iter().enumerate().map(|(i, c)| format!("{i} = {c}")).collect::<Vec<_>>().join(", ")
+        );
+        println!(
+            "input (5x5 image{}):",
+            true_label.map(|l| format!(", drawn as class {l}{}", class_name(true, l))).unwrap_or_default()
+        );
         for row in demo_model::render(&x, demo_model::SIDE) {
             println!("    {row}");
         }
@@ -117,7 +131,8 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
     std::io::stdout().flush().ok();
     let t = Instant::now();
     let bits = opts.key_bits;
-    let sk = tokio::task::spawn_blocking(move || SecretKey::generate(bits)).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let sk =
+        tokio::task::spawn_blocking(move || SecretKey::generate(bits)).await?.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{:.1} s", t.elapsed().as_secs_f64());
 
     let tmp = tempfile::tempdir()?;
@@ -127,7 +142,9 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
         println!("TLS: clients ↔ model server over TLS, model server ↔ activation server over mutual TLS (throw-away dev CA)");
         Some(tmp.path().to_path_buf())
     } else {
-        println!("note: plaintext gRPC on loopback (127.0.0.1) for this demo: fine on one machine, never across a network.");
+        println!(
+            "note: plaintext gRPC on loopback (127.0.0.1) for this demo: fine on one machine, never across a network."
+        );
         println!("      `tandem demo --tls` uses TLS + mutual TLS; `tandem dev-certs` makes certificates for the real servers.");
         None
     };
@@ -163,7 +180,11 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
         all_equal &= equal;
         println!("mode {mode}:");
         println!("  private inference : {}{}", describe_output(&r.output), class_name(is_bundled, r.output.label()));
-        println!("  integer reference : {}  ({})", describe_output(&reference), if equal { "bit-for-bit equal" } else { "MISMATCH" });
+        println!(
+            "  integer reference : {}  ({})",
+            describe_output(&reference),
+            if equal { "bit-for-bit equal" } else { "MISMATCH" }
+        );
         println!("  plaintext float   : {}", describe_float(&float, *mode));
         let c = &r.cost;
         println!(
@@ -186,7 +207,11 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
             ms(c.prepare_cpu),
             ms(c.finish_cpu)
         );
-        println!("                       sent {}, received {} (protobuf + gRPC framing)", kib(c.bytes_sent), kib(c.bytes_received));
+        println!(
+            "                       sent {}, received {} (protobuf + gRPC framing)",
+            kib(c.bytes_sent),
+            kib(c.bytes_received)
+        );
         if let Some(s) = &c.server {
             println!(
                 "  model server (S1)  : wall {}, compute {}; sent S2 {}, received {} in {} rounds",

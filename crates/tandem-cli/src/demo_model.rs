@@ -63,7 +63,8 @@ impl Net {
         for l in 0..self.w.len() {
             let (i, o) = (DIMS[l], DIMS[l + 1]);
             let a = acts.last().expect("input");
-            let mut z: Vec<f64> = (0..o).map(|j| self.b[l][j] + (0..i).map(|k| self.w[l][j * i + k] * a[k]).sum::<f64>()).collect();
+            let mut z: Vec<f64> =
+                (0..o).map(|j| self.b[l][j] + (0..i).map(|k| self.w[l][j * i + k] * a[k]).sum::<f64>()).collect();
             if l + 1 < self.w.len() {
                 z.iter_mut().for_each(|v| *v = v.max(0.0));
             }

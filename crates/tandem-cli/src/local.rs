@@ -44,7 +44,11 @@ impl Drop for LocalServers {
 /// Starts S2 with `sk` and S1 with `models` on 127.0.0.1 (ephemeral ports).
 /// With `tls_dir` (files from `tandem dev-certs`), clients get TLS and S1↔S2
 /// mutual TLS; without it everything is plaintext on loopback.
-pub async fn start(sk: SecretKey, models: Vec<(String, Model)>, tls_dir: Option<&Path>) -> anyhow::Result<LocalServers> {
+pub async fn start(
+    sk: SecretKey,
+    models: Vec<(String, Model)>,
+    tls_dir: Option<&Path>,
+) -> anyhow::Result<LocalServers> {
     let fingerprint = sk.public().fingerprint();
     let mut stops = Vec::new();
     let mut handles = Vec::new();
@@ -56,8 +60,12 @@ pub async fn start(sk: SecretKey, models: Vec<(String, Model)>, tls_dir: Option<
     let activation_addr = l2.local_addr()?;
     let s2_tls = match tls_dir {
         Some(d) => Some(
-            tandem_proto::tls::server_tls(&d.join("activation-server.pem"), &d.join("activation-server-key.pem"), Some(&d.join("ca.pem")))
-                .map_err(anyhow::Error::msg)?,
+            tandem_proto::tls::server_tls(
+                &d.join("activation-server.pem"),
+                &d.join("activation-server-key.pem"),
+                Some(&d.join("ca.pem")),
+            )
+            .map_err(anyhow::Error::msg)?,
         ),
         None => None,
     };
@@ -70,7 +78,10 @@ pub async fn start(sk: SecretKey, models: Vec<(String, Model)>, tls_dir: Option<
     // S1
     let (s1_server_tls, s1_client_tls, scheme) = match tls_dir {
         Some(d) => (
-            Some(tandem_proto::tls::server_tls(&d.join("model-server.pem"), &d.join("model-server-key.pem"), None).map_err(anyhow::Error::msg)?),
+            Some(
+                tandem_proto::tls::server_tls(&d.join("model-server.pem"), &d.join("model-server-key.pem"), None)
+                    .map_err(anyhow::Error::msg)?,
+            ),
             Some(
                 tandem_proto::tls::client_tls(
                     Some(&d.join("ca.pem")),
@@ -85,16 +96,25 @@ pub async fn start(sk: SecretKey, models: Vec<(String, Model)>, tls_dir: Option<
     };
     let settings = tandem_model_server::Settings::default();
     let quantized = tandem_model_server::models::quantize_all(models, QuantConfig::default(), true)?;
-    let channel = tandem_model_server::activation_channel(&format!("{scheme}://{activation_addr}"), s1_client_tls, settings.deadlines.step)?;
+    let channel = tandem_model_server::activation_channel(
+        &format!("{scheme}://{activation_addr}"),
+        s1_client_tls,
+        settings.deadlines.step,
+    )?;
     let s2 = tandem_model_server::activation_client(channel, settings.max_internal_message_bytes);
     let state = tandem_model_server::ModelState::new(quantized, s2, settings, 10).await?;
     let l1 = TcpListener::bind("127.0.0.1:0").await.context("binding the model server")?;
     let model_addr = l1.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     stops.push(tx);
-    handles.push(tokio::spawn(tandem_model_server::serve(l1, tandem_model_server::service(state), s1_server_tls, async {
-        let _ = rx.await;
-    })));
+    handles.push(tokio::spawn(tandem_model_server::serve(
+        l1,
+        tandem_model_server::service(state),
+        s1_server_tls,
+        async {
+            let _ = rx.await;
+        },
+    )));
     let model_url = match tls_dir {
         Some(_) => format!("https://{model_addr}"),
         None => format!("http://{model_addr}"),

@@ -69,7 +69,8 @@ enum Cmd {
 
 fn init_logging(verbose: bool) {
     let default = if verbose { "info,h2=warn,tower=warn,hyper=warn" } else { "error" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
 }
@@ -109,7 +110,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             println!("development certificates valid {days} days for {}; NOT for production.", names.join(", "));
             println!("activation-server --tls-cert {0}/activation-server.pem --tls-key {0}/activation-server-key.pem --tls-ca {0}/ca.pem", out.display());
-            println!("model-server --tls-cert {0}/model-server.pem --tls-key {0}/model-server-key.pem --tls-ca {0}/ca.pem", out.display());
+            println!(
+                "model-server --tls-cert {0}/model-server.pem --tls-key {0}/model-server-key.pem --tls-ca {0}/ca.pem",
+                out.display()
+            );
             println!("tandem-client ... --tls-ca {0}/ca.pem", out.display());
             Ok(())
         }

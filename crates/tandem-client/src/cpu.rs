@@ -11,7 +11,11 @@ pub fn thread_cpu_time() -> Duration {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes one timespec through a valid pointer.
     let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-    if rc == 0 { ts(t) } else { Duration::ZERO }
+    if rc == 0 {
+        ts(t)
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// User + system CPU time of the whole process (getrusage RUSAGE_SELF).

@@ -22,9 +22,9 @@ pub fn read_input_file(path: &Path) -> Result<Vec<f64>, String> {
 pub fn parse_json(text: &str) -> Result<Vec<f64>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let arr = match &v {
-        serde_json::Value::Object(o) => o
-            .get("input")
-            .ok_or("a JSON object must have an \"input\" field holding the array of numbers")?,
+        serde_json::Value::Object(o) => {
+            o.get("input").ok_or("a JSON object must have an \"input\" field holding the array of numbers")?
+        }
         other => other,
     };
     let mut out = Vec::new();

@@ -186,7 +186,8 @@ impl TandemClient {
             }
             ep = ep.tls_config(cfg).map_err(|e| ClientError::Config(format!("TLS: {e}")))?;
         }
-        let channel = ep.connect().await.map_err(|e| ClientError::Connect { url: url.clone(), reason: error_chain(&e) })?;
+        let channel =
+            ep.connect().await.map_err(|e| ClientError::Connect { url: url.clone(), reason: error_chain(&e) })?;
         Ok(TandemClient {
             svc: ModelServiceClient::new(channel).max_decoding_message_size(opts.max_response_bytes),
             pinned: opts.pinned_fingerprint.as_deref().map(normalize_fp),
@@ -214,19 +215,30 @@ impl TandemClient {
 
     /// One model's metadata; refuses a key other than the pinned one.
     pub async fn model(&mut self, id: &str) -> Result<RemoteModel, ClientError> {
-        let r = self.svc.get_model_info(self.request(pb::GetModelInfoRequest { model_id: id.into() })).await?.into_inner();
+        let r =
+            self.svc.get_model_info(self.request(pb::GetModelInfoRequest { model_id: id.into() })).await?.into_inner();
         remote_model(&r, self.pinned.as_deref())
     }
 
     /// Fetches the model's metadata, then runs one private inference.
     /// `mode = None` uses the model's default mode.
-    pub async fn infer(&mut self, model_id: &str, x: &[f64], mode: Option<OutputMode>) -> Result<Inference, ClientError> {
+    pub async fn infer(
+        &mut self,
+        model_id: &str,
+        x: &[f64],
+        mode: Option<OutputMode>,
+    ) -> Result<Inference, ClientError> {
         let model = self.model(model_id).await?;
         self.infer_with(&model, x, mode).await
     }
 
     /// One private inference for a model whose metadata is already known.
-    pub async fn infer_with(&mut self, model: &RemoteModel, x: &[f64], mode: Option<OutputMode>) -> Result<Inference, ClientError> {
+    pub async fn infer_with(
+        &mut self,
+        model: &RemoteModel,
+        x: &[f64],
+        mode: Option<OutputMode>,
+    ) -> Result<Inference, ClientError> {
         if let Some(pin) = &self.pinned {
             if *pin != model.fingerprint {
                 return Err(ClientError::KeyMismatch { pinned: pin.clone(), got: model.fingerprint.clone() });
@@ -241,7 +253,12 @@ impl TandemClient {
         }
     }
 
-    async fn run<R: Ring>(&mut self, model: &RemoteModel, x: &[f64], mode: OutputMode) -> Result<Inference, ClientError> {
+    async fn run<R: Ring>(
+        &mut self,
+        model: &RemoteModel,
+        x: &[f64],
+        mode: OutputMode,
+    ) -> Result<Inference, ClientError> {
         let t0 = Instant::now();
         let client = Client::new(model.key.clone());
         let info = model.info.clone();

@@ -106,7 +106,12 @@ async fn infer(a: InferArgs) -> Result<(), String> {
     if a.verbose {
         let c = &r.cost;
         println!("model: {} ({}), mode {}, ring k = {}", model.info.id, model.name, r.mode, model.info.ring_bits);
-        println!("activation key: {} ({} bits{})", model.fingerprint, model.key.bits(), if model.pinned { ", pinned" } else { "" });
+        println!(
+            "activation key: {} ({} bits{})",
+            model.fingerprint,
+            model.key.bits(),
+            if model.pinned { ", pinned" } else { "" }
+        );
         println!(
             "client CPU: {} (prepare {} + finish {}); whole process incl. TLS/gRPC: {}",
             ms(c.client_cpu()),
@@ -114,7 +119,11 @@ async fn infer(a: InferArgs) -> Result<(), String> {
             ms(c.finish_cpu),
             ms(cpu_total)
         );
-        println!("bytes sent: {}, received: {} (Infer call, protobuf + gRPC framing)", kib(c.bytes_sent), kib(c.bytes_received));
+        println!(
+            "bytes sent: {}, received: {} (Infer call, protobuf + gRPC framing)",
+            kib(c.bytes_sent),
+            kib(c.bytes_received)
+        );
         println!("latency: {} (Infer round trip), {} (whole query)", ms(c.round_trip), ms(c.wall));
         if let Some(s) = &c.server {
             println!(
@@ -143,7 +152,16 @@ async fn models(c: Conn) -> Result<(), String> {
         let modes = i.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
         println!(
             "{}\t{}\tinput {:?} in [{}, {}]\t{} outputs\tk = {}\tmodes: {} (default {})\tactivation key {}",
-            i.id, m.name, i.input_shape, i.input_range.0, i.input_range.1, i.output_len, i.ring_bits, modes, i.default_mode, m.fingerprint
+            i.id,
+            m.name,
+            i.input_shape,
+            i.input_range.0,
+            i.input_range.1,
+            i.output_len,
+            i.ring_bits,
+            modes,
+            i.default_mode,
+            m.fingerprint
         );
     }
     Ok(())

@@ -43,10 +43,7 @@ impl FixedBase {
 
     /// `base^x mod modulus` for `0 ≤ x < 2^{exp_bits}`.
     pub fn pow(&self, x: &BigInt) -> BigInt {
-        assert!(
-            x.bit_length() <= self.table.len() * self.window,
-            "exponent wider than the table"
-        );
+        assert!(x.bit_length() <= self.table.len() * self.window, "exponent wider than the table");
         let mut acc = BigInt::one();
         for (w, row) in self.table.iter().enumerate() {
             let mut digit = 0usize;

@@ -44,9 +44,7 @@ impl PackingParams {
         if ok {
             Ok(())
         } else {
-            Err(CryptoError::Budget(format!(
-                "packing layout {self:?} does not fit a {key_bits}-bit key"
-            )))
+            Err(CryptoError::Budget(format!("packing layout {self:?} does not fit a {key_bits}-bit key")))
         }
     }
 
@@ -57,12 +55,7 @@ impl PackingParams {
 
 /// Packs and rerandomizes. `values[p]` lands in slot `p mod n` of ciphertext
 /// `p / n`.
-pub fn pack(
-    pk: &PublicKey,
-    params: &PackingParams,
-    values: &[Ciphertext],
-    noise: &NoiseSource,
-) -> Vec<Ciphertext> {
+pub fn pack(pk: &PublicKey, params: &PackingParams, values: &[Ciphertext], noise: &NoiseSource) -> Vec<Ciphertext> {
     let n = params.slots_per_ciphertext as usize;
     let shift = BigInt::one() << params.slot_bits as usize;
     let offset = BigInt::one() << params.offset_bits as usize;
@@ -89,9 +82,7 @@ pub fn unpack(params: &PackingParams, plaintext: &BigInt, count: usize) -> Resul
         return Err(CryptoError::Budget("more values than slots".into()));
     }
     if plaintext < &BigInt::zero() || plaintext.bit_length() > count * params.slot_bits as usize {
-        return Err(CryptoError::MalformedCiphertext(
-            "packed plaintext is wider than its slots".into(),
-        ));
+        return Err(CryptoError::MalformedCiphertext("packed plaintext is wider than its slots".into()));
     }
     let w = params.slot_bits as usize;
     let mask = (BigInt::one() << w) - BigInt::one();
@@ -113,8 +104,7 @@ mod tests {
         for b_tg in [1u32, 60, 300] {
             let params = PackingParams::new(b_tg, kappa, pk.bits()).unwrap();
             let lo = -(BigInt::one() << b_tg as usize) + BigInt::one();
-            let hi = (BigInt::one() << (b_tg + kappa) as usize) + (BigInt::one() << b_tg as usize)
-                - BigInt::one();
+            let hi = (BigInt::one() << (b_tg + kappa) as usize) + (BigInt::one() << b_tg as usize) - BigInt::one();
             let n = params.slots_per_ciphertext as usize;
             let vals: Vec<BigInt> = (0..2 * n + 1)
                 .map(|i| match i % 4 {

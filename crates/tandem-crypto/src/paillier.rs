@@ -308,9 +308,8 @@ impl SecretKey {
                 f.format, SECRET_KEY_FORMAT
             )));
         }
-        let parse = |s: &str| {
-            BigInt::from_hex(s).map_err(|_| CryptoError::InvalidKey("a prime is not valid hex".into()))
-        };
+        let parse =
+            |s: &str| BigInt::from_hex(s).map_err(|_| CryptoError::InvalidKey("a prime is not valid hex".into()));
         let sk = Self::from_primes(parse(&f.p)?, parse(&f.q)?)?;
         if sk.pk.fingerprint() != f.fingerprint {
             return Err(CryptoError::InvalidKey(
@@ -414,10 +413,7 @@ impl NoiseSource {
             || FixedBase::new(&BigInt::modulus(&hs, &sk.qq), &sk.qq, exp_bits, NOISE_WINDOW),
         );
         let pp_inv_qq = BigInt::mod_inv(&sk.pp, &sk.qq).expect("p² and q² are coprime");
-        NoiseSource {
-            inner: NoiseInner::Crt { tp, tq, pp: sk.pp.clone(), qq: sk.qq.clone(), pp_inv_qq },
-            exp_bits,
-        }
+        NoiseSource { inner: NoiseInner::Crt { tp, tq, pp: sk.pp.clone(), qq: sk.qq.clone(), pp_inv_qq }, exp_bits }
     }
 
     /// A fresh `h_s^x mod N²`.

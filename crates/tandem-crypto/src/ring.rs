@@ -12,9 +12,7 @@ use std::hash::Hash;
 pub type U256 = ruint::Uint<256, 4>;
 
 /// Wrapping arithmetic in `Z_{2^k}`, plus the conversions the protocol needs.
-pub trait Ring:
-    Copy + Clone + Eq + PartialEq + Debug + Default + Hash + Send + Sync + 'static
-{
+pub trait Ring: Copy + Clone + Eq + PartialEq + Debug + Default + Hash + Send + Sync + 'static {
     /// `k`.
     const BITS: u32;
     /// `k / 8`, the size of one element on the wire (little-endian).

@@ -120,7 +120,11 @@ mod tests {
 
     #[test]
     fn bigint_round_trip() {
-        for b in [[0u8; 32], [0xff; 32], { let mut x = [0u8; 32]; x[31] = 7; x }] {
+        for b in [[0u8; 32], [0xff; 32], {
+            let mut x = [0u8; 32];
+            x[31] = 7;
+            x
+        }] {
             let s = Seed::from_bytes(b);
             assert_eq!(Seed::from_bigint(&s.to_bigint()).unwrap(), s);
         }

@@ -272,7 +272,9 @@ pub fn render(s: &Summary) -> String {
         line(
             &mut o,
             "max |private - onnxruntime| (output)",
-            s.max_abs_diff_private_onnxruntime.map(|d| format!("{d:.3e}")).unwrap_or_else(|| "n/a (mode differs from the ONNX output)".into()),
+            s.max_abs_diff_private_onnxruntime
+                .map(|d| format!("{d:.3e}"))
+                .unwrap_or_else(|| "n/a (mode differs from the ONNX output)".into()),
         );
     }
     line(&mut o, "time per query (median / p90)", format!("{:.1} ms / {:.1} ms", s.median_ms, s.p90_ms));
@@ -333,8 +335,10 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
     } else {
         let b = indicatif::ProgressBar::new(rows.len() as u64);
         b.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} ({per_sec}, eta {eta}) {msg}")
-                .expect("valid template"),
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} ({per_sec}, eta {eta}) {msg}",
+            )
+            .expect("valid template"),
         );
         b
     };

@@ -218,7 +218,8 @@ pub async fn fetch_key(
         req.set_timeout(deadline);
         match tokio::time::timeout(deadline, c.get_public_key(req)).await {
             Ok(Ok(r)) => {
-                return tandem_proto::public_key_from_proto(&r.into_inner()).map_err(|s| anyhow::anyhow!("{}", s.message()))
+                return tandem_proto::public_key_from_proto(&r.into_inner())
+                    .map_err(|s| anyhow::anyhow!("{}", s.message()))
             }
             Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
             Err(_) => last = format!("no answer within {} s", deadline.as_secs()),
@@ -261,17 +262,15 @@ pub struct ModelSvc {
 
 pub fn service(state: Arc<ModelState>) -> ModelServiceServer<ModelSvc> {
     let max = state.settings.max_request_bytes;
-    ModelServiceServer::new(ModelSvc { state })
-        .max_decoding_message_size(max)
-        .max_encoding_message_size(usize::MAX)
+    ModelServiceServer::new(ModelSvc { state }).max_decoding_message_size(max).max_encoding_message_size(usize::MAX)
 }
 
 impl ModelSvc {
     fn lookup(&self, id: &str) -> Result<Arc<Served>, Status> {
         let reg = self.state.registry();
-        reg.get(id).cloned().ok_or_else(|| {
-            Status::not_found(format!("unknown model {id:?}; this server serves: {}", reg.ids()))
-        })
+        reg.get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("unknown model {id:?}; this server serves: {}", reg.ids())))
     }
 }
 
@@ -290,7 +289,9 @@ impl ModelService for ModelSvc {
         let t0 = Instant::now();
         let state = &self.state;
         let req = req.into_inner();
-        let served = self.lookup(&req.model_id).inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
+        let served = self
+            .lookup(&req.model_id)
+            .inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
         let _permit = state.queries.clone().try_acquire_owned().map_err(|_| {
@@ -401,7 +402,10 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
         warn!("--insecure: talking to the activation server over plaintext http; traffic between the servers is unencrypted (development only)");
         None
     } else {
-        bail!("the activation server URL {:?} is plaintext http: use https:// with mutual TLS, or pass --insecure", cfg.activation_server)
+        bail!(
+            "the activation server URL {:?} is plaintext http: use https:// with mutual TLS, or pass --insecure",
+            cfg.activation_server
+        )
     };
     Ok((server, client))
 }

@@ -123,8 +123,7 @@ fn import_onnx(path: &Path) -> anyhow::Result<Model> {
     };
     let mut opts = tandem_onnx::ImportOptions::default();
     if let Ok(text) = std::fs::read_to_string(&sidecar) {
-        let range = tandem_onnx::parse_range(text.trim())
-            .map_err(|e| anyhow::anyhow!("{}: {e}", sidecar.display()))?;
+        let range = tandem_onnx::parse_range(text.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", sidecar.display()))?;
         opts.input_range = Some(range);
     }
     tandem_onnx::import_file(path, &opts).with_context(|| {
@@ -191,7 +190,11 @@ pub fn log_loaded(id: &str, q: &QuantizedModel) {
 }
 
 /// Quantizes in-memory models (the demo and tests).
-pub fn quantize_all(models: Vec<(String, Model)>, cfg: QuantConfig, strict: bool) -> anyhow::Result<Vec<(String, Arc<QuantizedModel>)>> {
+pub fn quantize_all(
+    models: Vec<(String, Model)>,
+    cfg: QuantConfig,
+    strict: bool,
+) -> anyhow::Result<Vec<(String, Arc<QuantizedModel>)>> {
     let mut out = Vec::new();
     for (id, m) in models {
         match quantize(&id, &m, cfg) {

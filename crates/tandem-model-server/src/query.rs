@@ -114,7 +114,9 @@ async fn recv(
         Ok(Ok(Some(m))) => {
             costs.from_s2 += wire_len(&m);
             costs.s2_compute_micros += m.compute_micros;
-            m.msg.ok_or_else(|| Status::internal(format!("the activation server sent an empty message instead of {expecting}")).into())
+            m.msg.ok_or_else(|| {
+                Status::internal(format!("the activation server sent an empty message instead of {expecting}")).into()
+            })
         }
     }
 }
@@ -202,7 +204,9 @@ pub async fn run<R: Ring>(
             .into())
         }
         Ok(Err(st)) => return Err(from_s2(st, false)),
-        Ok(Ok(None)) => return Err(Status::unavailable("the activation server closed the session at its start; retry").into()),
+        Ok(Ok(None)) => {
+            return Err(Status::unavailable("the activation server closed the session at its start; retry").into())
+        }
         Ok(Ok(Some(m))) => {
             costs.from_s2 += wire_len(&m);
             costs.s2_compute_micros += m.compute_micros;

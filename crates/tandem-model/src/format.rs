@@ -93,20 +93,14 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
         return Err(err(format!("header length {hlen} exceeds the file or the {MAX_HEADER_BYTES}-byte limit")));
     }
     let hend = 20 + hlen as usize;
-    let header: Header =
-        serde_json::from_slice(&bytes[20..hend]).map_err(|e| err(format!("header: {e}")))?;
+    let header: Header = serde_json::from_slice(&bytes[20..hend]).map_err(|e| err(format!("header: {e}")))?;
     let blob_bytes = &bytes[hend..];
     if blob_bytes.len() % 4 != 0 {
         return Err(err("weight blob length is not a multiple of 4 bytes"));
     }
-    let blob: Vec<f32> =
-        blob_bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
-    let layers = header
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, v)| parse_layer(i, v, &blob))
-        .collect::<Result<Vec<_>, _>>()?;
+    let blob: Vec<f32> = blob_bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
+    let layers =
+        header.layers.iter().enumerate().map(|(i, v)| parse_layer(i, v, &blob)).collect::<Result<Vec<_>, _>>()?;
     let model = Model {
         name: header.name,
         input_shape: Shape::from_dims(&header.input_shape)?,
@@ -160,9 +154,7 @@ fn parse_layer(index: usize, v: &Value, blob: &[f32]) -> Result<Layer, ModelErro
         "relu" => Layer::Activation(ActivationKind::Relu),
         "sigmoid" => Layer::Activation(ActivationKind::Sigmoid),
         "tanh" => Layer::Activation(ActivationKind::Tanh),
-        other => {
-            return Err(ModelError::UnknownLayer { index, kind: other.into(), supported: SUPPORTED_LAYERS })
-        }
+        other => return Err(ModelError::UnknownLayer { index, kind: other.into(), supported: SUPPORTED_LAYERS }),
     })
 }
 

@@ -115,7 +115,12 @@ impl ActivationKind {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Layer {
     /// `z = W·a + b`, `W` row-major `outputs × inputs`.
-    Dense { inputs: usize, outputs: usize, weights: Vec<f32>, bias: Vec<f32> },
+    Dense {
+        inputs: usize,
+        outputs: usize,
+        weights: Vec<f32>,
+        bias: Vec<f32>,
+    },
     /// Cross-correlation like PyTorch/ONNX; weights `[out][in][kh][kw]`.
     Conv2d {
         in_channels: usize,
@@ -127,7 +132,10 @@ pub enum Layer {
         bias: Vec<f32>,
     },
     /// Average over `kernel` windows, no padding.
-    AvgPool2d { kernel: [usize; 2], stride: [usize; 2] },
+    AvgPool2d {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+    },
     /// Image → vector (CHW order); a no-op on the data.
     Flatten,
     Activation(ActivationKind),
@@ -194,11 +202,7 @@ impl Layer {
                 if hp < kernel[0] || wp < kernel[1] {
                     return Err(format!("kernel larger than the padded {hp}x{wp} input"));
                 }
-                Ok(Shape::Image(
-                    *out_channels,
-                    (hp - kernel[0]) / stride[0] + 1,
-                    (wp - kernel[1]) / stride[1] + 1,
-                ))
+                Ok(Shape::Image(*out_channels, (hp - kernel[0]) / stride[0] + 1, (wp - kernel[1]) / stride[1] + 1))
             }
             (Layer::AvgPool2d { kernel, stride }, Shape::Image(c, h, w)) => {
                 if kernel.contains(&0) || stride.contains(&0) {
@@ -258,9 +262,7 @@ impl Model {
         let mut s = self.input_shape;
         let mut prev_linear = false;
         for (i, l) in self.layers.iter().enumerate() {
-            s = l.output_shape(s).map_err(|e| {
-                ModelError::Invalid(format!("layer {i} ({}) {e}", l.describe()))
-            })?;
+            s = l.output_shape(s).map_err(|e| ModelError::Invalid(format!("layer {i} ({}) {e}", l.describe())))?;
             let macs = match l {
                 Layer::Dense { weights, .. } => weights.len(),
                 Layer::Conv2d { in_channels, kernel, .. } => {
@@ -303,9 +305,7 @@ impl Model {
         }
         match s {
             Shape::Vector(d) if d > 0 => {}
-            _ => {
-                return Err(ModelError::Invalid("the output must be a non-empty vector (add flatten)".into()))
-            }
+            _ => return Err(ModelError::Invalid("the output must be a non-empty vector (add flatten)".into())),
         }
         if !OutputMode::available(s.len()).contains(&self.default_mode) {
             return Err(ModelError::Invalid(format!(

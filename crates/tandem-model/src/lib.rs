@@ -11,6 +11,4 @@ pub mod testing;
 
 pub use error::ModelError;
 pub use ir::{ActivationKind, Layer, Model, OutputMode, Shape};
-pub use quantize::{
-    quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, TAU,
-};
+pub use quantize::{quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, TAU};

@@ -1,9 +1,7 @@
 //! Quantization to the fixed-point semantics of PROTOCOL §2, the bit budget
 //! of §7, and the two evaluators: float and the integer reference.
 
-use crate::activation::{
-    argmax_first, binary_label, round_half_away, sigmoid_fixed, softmax_fixed, tanh_fixed,
-};
+use crate::activation::{argmax_first, binary_label, round_half_away, sigmoid_fixed, softmax_fixed, tanh_fixed};
 use crate::error::ModelError;
 use crate::ir::{ActivationKind, Layer, Model, OutputMode, Shape};
 use num_bigint::BigInt;
@@ -73,7 +71,11 @@ impl QLinear {
 pub enum QLayer {
     Linear(QLinear),
     /// Applied to the previous linear layer's output, whose scale is `scale`.
-    Activation { kind: ActivationKind, scale: u32, source: String },
+    Activation {
+        kind: ActivationKind,
+        scale: u32,
+        source: String,
+    },
 }
 
 /// Bits per step from the budget analysis (public metadata).
@@ -108,12 +110,21 @@ pub struct QuantizedModel {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output {
     /// Signed integers at `scale`.
-    Logits { values: Vec<BigInt>, scale: u32 },
+    Logits {
+        values: Vec<BigInt>,
+        scale: u32,
+    },
     /// Softmax at `scale` (= f_act), in output order.
-    Probabilities { values: Vec<u64>, scale: u32 },
+    Probabilities {
+        values: Vec<u64>,
+        scale: u32,
+    },
     Label(usize),
     /// `F_σ` of the single output at `scale` (= f_act).
-    Sigmoid { value: u64, scale: u32 },
+    Sigmoid {
+        value: u64,
+        scale: u32,
+    },
 }
 
 impl Output {
@@ -125,7 +136,11 @@ impl Output {
                 .map(|v| {
                     let m = crate::activation::magnitude_to_f64(v.magnitude());
                     let x = libm::scalbn(m, -(*scale as i32));
-                    if v.is_negative() { -x } else { x }
+                    if v.is_negative() {
+                        -x
+                    } else {
+                        x
+                    }
                 })
                 .collect(),
             Output::Probabilities { values, scale } => {
@@ -189,10 +204,7 @@ fn row_l1(rows: &[Vec<(u32, i64)>]) -> u64 {
 impl QuantizedModel {
     pub fn new(model: &Model, cfg: QuantConfig) -> Result<Self, ModelError> {
         if !(2..=32).contains(&cfg.weight_bits) {
-            return Err(ModelError::Invalid(format!(
-                "weight_bits = {}; accepted 2..=32",
-                cfg.weight_bits
-            )));
+            return Err(ModelError::Invalid(format!("weight_bits = {}; accepted 2..=32", cfg.weight_bits)));
         }
         let shapes = model.shapes()?;
         let mut layers = Vec::new();
@@ -333,7 +345,8 @@ impl QuantizedModel {
         in_scale: u32,
     ) -> QLayer {
         let out_scale = in_scale + f_w;
-        let bias = bias.iter().map(|&b| bigint_from_f64(round_half_away(libm::scalbn(b as f64, out_scale as i32)))).collect();
+        let bias =
+            bias.iter().map(|&b| bigint_from_f64(round_half_away(libm::scalbn(b as f64, out_scale as i32)))).collect();
         QLayer::Linear(QLinear {
             source,
             in_dim,
@@ -386,9 +399,7 @@ impl QuantizedModel {
         let mut lo_v = vec![qlo; self.input_len()];
         let mut hi_v = vec![qhi; self.input_len()];
         let mut out = Vec::new();
-        let max_abs = |l: &[BigInt], h: &[BigInt]| -> u32 {
-            l.iter().chain(h).map(bits_of).max().unwrap_or(0)
-        };
+        let max_abs = |l: &[BigInt], h: &[BigInt]| -> u32 { l.iter().chain(h).map(bits_of).max().unwrap_or(0) };
         let n_layers = self.layers.len();
         for (idx, layer) in self.layers.iter().enumerate() {
             match layer {
@@ -471,7 +482,11 @@ impl QuantizedModel {
                     .iter()
                     .map(|v| match kind {
                         ActivationKind::Relu => {
-                            if v.is_negative() { BigInt::zero() } else { v.clone() }
+                            if v.is_negative() {
+                                BigInt::zero()
+                            } else {
+                                v.clone()
+                            }
                         }
                         ActivationKind::Sigmoid => sigmoid_fixed(v, *scale, self.f_act),
                         ActivationKind::Tanh => tanh_fixed(v, *scale, self.f_act),
@@ -504,9 +519,7 @@ impl QuantizedModel {
 pub fn head(z: &[BigInt], scale: u32, f_act: u32, mode: OutputMode) -> Output {
     match mode {
         OutputMode::Logits => Output::Logits { values: z.to_vec(), scale },
-        OutputMode::Probabilities => {
-            Output::Probabilities { values: softmax_fixed(z, scale, f_act), scale: f_act }
-        }
+        OutputMode::Probabilities => Output::Probabilities { values: softmax_fixed(z, scale, f_act), scale: f_act },
         OutputMode::Label if z.len() == 1 => Output::Label(binary_label(&z[0])),
         OutputMode::Label => Output::Label(argmax_first(z)),
         OutputMode::Sigmoid => Output::Sigmoid {
@@ -539,10 +552,7 @@ pub fn eval_f64(model: &Model, x: &[f64]) -> Vec<f64> {
         let out_shape = layer.output_shape(shape).expect("model validated");
         a = match layer {
             Layer::Dense { inputs, outputs, weights, bias } => (0..*outputs)
-                .map(|j| {
-                    bias[j] as f64
-                        + (0..*inputs).map(|i| weights[j * inputs + i] as f64 * a[i]).sum::<f64>()
-                })
+                .map(|j| bias[j] as f64 + (0..*inputs).map(|i| weights[j * inputs + i] as f64 * a[i]).sum::<f64>())
                 .collect(),
             Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
                 let Shape::Image(_, h, w) = shape else { unreachable!() };

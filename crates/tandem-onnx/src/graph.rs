@@ -166,8 +166,7 @@ impl<'a> Ctx<'a> {
                 }
             }
         }
-        let inits: HashMap<&str, usize> =
-            graph.initializer.iter().enumerate().map(|(i, t)| (t.name(), i)).collect();
+        let inits: HashMap<&str, usize> = graph.initializer.iter().enumerate().map(|(i, t)| (t.name(), i)).collect();
         let inputs = graph.input.iter().filter(|v| !inits.contains_key(v.name())).map(|v| (v.name(), v)).collect();
         Ok(Ctx {
             graph,
@@ -221,9 +220,7 @@ impl<'a> Ctx<'a> {
             }
             return self.memo.get(name).cloned().ok_or_else(|| {
                 let n = N { node, label: node_label(node, idx) };
-                n.err(format!(
-                    "its output {name:?} (used by {consumer}) is not supported; only the first output is"
-                ))
+                n.err(format!("its output {name:?} (used by {consumer}) is not supported; only the first output is"))
             });
         } else {
             return Err(ImportError::Malformed(format!(
@@ -309,10 +306,37 @@ impl<'a> Ctx<'a> {
             }
         };
         let std_ops = [
-            "Gemm", "MatMul", "Add", "Sub", "Mul", "Div", "Neg", "Conv", "AveragePool", "GlobalAveragePool",
-            "BatchNormalization", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Relu", "Sigmoid", "Tanh",
-            "Softmax", "LogSoftmax", "ArgMax", "Identity", "Dropout", "Cast", "Constant", "Shape", "Gather",
-            "Concat", "Transpose", "Sqrt", "Reciprocal",
+            "Gemm",
+            "MatMul",
+            "Add",
+            "Sub",
+            "Mul",
+            "Div",
+            "Neg",
+            "Conv",
+            "AveragePool",
+            "GlobalAveragePool",
+            "BatchNormalization",
+            "Flatten",
+            "Reshape",
+            "Squeeze",
+            "Unsqueeze",
+            "Relu",
+            "Sigmoid",
+            "Tanh",
+            "Softmax",
+            "LogSoftmax",
+            "ArgMax",
+            "Identity",
+            "Dropout",
+            "Cast",
+            "Constant",
+            "Shape",
+            "Gather",
+            "Concat",
+            "Transpose",
+            "Sqrt",
+            "Reciprocal",
         ];
         let ml_ops = ["Scaler", "ZipMap", "ArrayFeatureExtractor"];
         match domain {
@@ -345,9 +369,9 @@ impl<'a> Ctx<'a> {
             match ins.get_mut(k).and_then(Option::take) {
                 None => Ok(None),
                 Some(Val::Const(c)) => Ok(Some(c)),
-                Some(Val::Act(_)) => Err(n.err(format!(
-                    "its {what} (input {k}) is computed from the model input; tandem needs it constant"
-                ))),
+                Some(Val::Act(_)) => Err(
+                    n.err(format!("its {what} (input {k}) is computed from the model input; tandem needs it constant"))
+                ),
             }
         };
         let one = |v: Val| Ok(vec![Some(v)]);
@@ -403,7 +427,9 @@ impl<'a> Ctx<'a> {
                     None => vec![0.0; outs],
                     Some(c) => c
                         .expand_to(&[1, outs])
-                        .ok_or_else(|| n.err(format!("bias C of shape {} does not broadcast to [N, {outs}]", fmt_dims(&c.dims))))?
+                        .ok_or_else(|| {
+                            n.err(format!("bias C of shape {} does not broadcast to [N, {outs}]", fmt_dims(&c.dims)))
+                        })?
                         .into_iter()
                         .map(|v| beta * v)
                         .collect(),
@@ -423,7 +449,8 @@ impl<'a> Ctx<'a> {
                 }
                 let (ins_, outs) = (b.dims[0], b.dims[1]);
                 let bv = b.as_f64();
-                let w: Vec<f64> = (0..outs).flat_map(|j| (0..ins_).map(move |i| (j, i))).map(|(j, i)| bv[i * outs + j]).collect();
+                let w: Vec<f64> =
+                    (0..outs).flat_map(|j| (0..ins_).map(move |i| (j, i))).map(|(j, i)| bv[i * outs + j]).collect();
                 self.dense(n, &mut a, ins_, outs, w, vec![0.0; outs])?;
                 one(Val::Act(a))
             }
@@ -470,7 +497,11 @@ impl<'a> Ctx<'a> {
             "Neg" => {
                 let mut a = self.act_of(n, input(&mut ins, 0)?)?;
                 let len = numel(&a.dims);
-                self.affine(n, &mut a, Affine { scale: vec![-1.0; len], shift: vec![0.0; len], origin: format!("node {} (Neg)", n.label) })?;
+                self.affine(
+                    n,
+                    &mut a,
+                    Affine { scale: vec![-1.0; len], shift: vec![0.0; len], origin: format!("node {} (Neg)", n.label) },
+                )?;
                 one(Val::Act(a))
             }
             "Scaler" => {
@@ -499,7 +530,11 @@ impl<'a> Ctx<'a> {
                 let mut a = self.act_of(n, input(&mut ins, 0)?)?;
                 let mut p = Vec::new();
                 for (k, what) in [(1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")] {
-                    p.push(opt_const(&mut ins, k, what)?.ok_or_else(|| n.err(format!("input {what} is missing")))?.as_f64());
+                    p.push(
+                        opt_const(&mut ins, k, what)?
+                            .ok_or_else(|| n.err(format!("input {what} is missing")))?
+                            .as_f64(),
+                    );
                 }
                 let eps = n.float("epsilon", 1e-5) as f64;
                 let c = *a.dims.first().ok_or_else(|| n.err("needs a channel dimension"))?;
@@ -515,7 +550,11 @@ impl<'a> Ctx<'a> {
                     scale.extend(std::iter::repeat_n(s, per));
                     shift.extend(std::iter::repeat_n(t, per));
                 }
-                self.affine(n, &mut a, Affine { scale, shift, origin: format!("node {} (BatchNormalization)", n.label) })?;
+                self.affine(
+                    n,
+                    &mut a,
+                    Affine { scale, shift, origin: format!("node {} (BatchNormalization)", n.label) },
+                )?;
                 // Outputs 2.. (running statistics) only exist in training mode.
                 one(Val::Act(a))
             }
@@ -582,7 +621,10 @@ impl<'a> Ctx<'a> {
             }
             "Concat" => {
                 let vals: Vec<Val> = (0..n_in).map(|k| input(&mut ins, k)).collect::<Result<_, _>>()?;
-                let rank = vals.iter().find_map(|v| if let Val::Act(a) = v { Some(a.dims.len() + 1) } else { None }).unwrap_or(2);
+                let rank = vals
+                    .iter()
+                    .find_map(|v| if let Val::Act(a) = v { Some(a.dims.len() + 1) } else { None })
+                    .unwrap_or(2);
                 let ax = axis(n.int("axis", 1), rank);
                 let pair = match (&vals[..], ax) {
                     ([Val::Act(q), Val::Act(p)], Some(1)) if rank == 2 => self.sigmoid_pair(q, p),
@@ -612,13 +654,19 @@ impl<'a> Ctx<'a> {
                 let y = input(&mut ins, 1)?;
                 match (x, y) {
                     (Val::Const(classes), Val::Act(a)) if matches!(a.head, Some((Head::ArgMax, _))) => {
-                        let ok = classes.as_i64().map(|c| c.iter().enumerate().all(|(i, &v)| v == i as i64)).unwrap_or(false);
+                        let ok = classes
+                            .as_i64()
+                            .map(|c| c.iter().enumerate().all(|(i, &v)| v == i as i64))
+                            .unwrap_or(false);
                         if !ok {
                             return Err(n.err("maps class indices to labels other than 0, 1, …, n-1; tandem's label is the class index"));
                         }
                         one(Val::Act(a))
                     }
-                    _ => Err(n.err("only skl2onnx's label lookup ArrayFeatureExtractor(classes, ArgMax(…)) is supported")),
+                    _ => {
+                        Err(n
+                            .err("only skl2onnx's label lookup ArrayFeatureExtractor(classes, ArgMax(…)) is supported"))
+                    }
                 }
             }
             "Flatten" => {
@@ -773,9 +821,9 @@ impl<'a> Ctx<'a> {
                 x.transpose(&perm).map_err(e)?
             }
             op => {
-                return Err(n.err(format!(
-                    "{op} on constants only (it does not depend on the model input) is not supported"
-                )))
+                return Err(
+                    n.err(format!("{op} on constants only (it does not depend on the model input) is not supported"))
+                )
             }
         })
     }
@@ -859,7 +907,15 @@ impl<'a> Ctx<'a> {
     }
 
     /// Appends a dense layer `out × in` (row-major, f64), folding a pending affine map into it.
-    fn dense(&mut self, n: &N, a: &mut Act, ins: usize, outs: usize, mut w: Vec<f64>, mut b: Vec<f64>) -> Result<(), ImportError> {
+    fn dense(
+        &mut self,
+        n: &N,
+        a: &mut Act,
+        ins: usize,
+        outs: usize,
+        mut w: Vec<f64>,
+        mut b: Vec<f64>,
+    ) -> Result<(), ImportError> {
         self.no_head(n, a)?;
         if a.dims.len() != 1 {
             return Err(n.err(format!(
@@ -893,17 +949,23 @@ impl<'a> Ctx<'a> {
     fn conv(&mut self, n: &N, a: &mut Act, w: Const, b: Option<Const>) -> Result<(), ImportError> {
         self.no_head(n, a)?;
         let Shape::Image(c, h, wd) = a.ir else {
-            return Err(n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims))));
+            return Err(
+                n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims)))
+            );
         };
         if a.dims.len() != 3 {
-            return Err(n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims))));
+            return Err(
+                n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims)))
+            );
         }
         if w.dims.len() != 4 {
             return Err(n.err(format!("weight shape {}: tandem supports 2-D convolutions only", fmt_dims(&w.dims))));
         }
         let group = n.int("group", 1);
         if group != 1 {
-            return Err(n.err(format!("group = {group}; tandem supports group = 1 only (no grouped or depthwise convolutions)")));
+            return Err(n.err(format!(
+                "group = {group}; tandem supports group = 1 only (no grouped or depthwise convolutions)"
+            )));
         }
         if let Some(d) = n.ints("dilations") {
             if d.iter().any(|&x| x != 1) {
@@ -934,7 +996,10 @@ impl<'a> Ctx<'a> {
         let mut bias = bias;
         if let Some(p) = a.pending.take() {
             let (s, t) = p.per_channel(c).ok_or_else(|| {
-                n.err(format!("the elementwise op(s) {} vary within a channel and cannot be folded into this convolution", p.origin))
+                n.err(format!(
+                    "the elementwise op(s) {} vary within a channel and cannot be folded into this convolution",
+                    p.origin
+                ))
             })?;
             if (pads[0] > 0 || pads[1] > 0) && t.iter().any(|&x| x != 0.0) {
                 return Err(n.err(format!(
@@ -969,7 +1034,9 @@ impl<'a> Ctx<'a> {
     fn avgpool(&mut self, n: &N, a: &mut Act) -> Result<(), ImportError> {
         self.no_head(n, a)?;
         let Shape::Image(c, h, w) = a.ir else {
-            return Err(n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims))));
+            return Err(
+                n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims)))
+            );
         };
         let (kernel, stride) = if n.op() == "GlobalAveragePool" {
             ([h, w], [1, 1])
@@ -989,7 +1056,9 @@ impl<'a> Ctx<'a> {
             }
             match n.string("auto_pad").as_deref() {
                 None | Some("NOTSET") | Some("VALID") | Some("") => {}
-                Some(other) => return Err(n.err(format!("auto_pad = {other}; tandem's average pooling has no padding"))),
+                Some(other) => {
+                    return Err(n.err(format!("auto_pad = {other}; tandem's average pooling has no padding")))
+                }
             }
             if let Some(d) = n.ints("dilations") {
                 if d.iter().any(|&x| x != 1) {
@@ -1008,7 +1077,10 @@ impl<'a> Ctx<'a> {
         if let Some(p) = a.pending.take() {
             // A per-channel affine map commutes with averaging.
             let (s, t) = p.per_channel(c).ok_or_else(|| {
-                n.err(format!("the elementwise op(s) {} vary within a channel and cannot be moved past the pooling", p.origin))
+                n.err(format!(
+                    "the elementwise op(s) {} vary within a channel and cannot be moved past the pooling",
+                    p.origin
+                ))
             })?;
             self.push(n, a, Layer::AvgPool2d { kernel, stride })?;
             let per = a.ir.len() / c;
@@ -1101,21 +1173,20 @@ impl<'a> Ctx<'a> {
     /// `q = 1 - p` and `p = sigmoid(z)` on one output (skl2onnx's binary head)?
     fn sigmoid_pair(&self, q: &Act, p: &Act) -> bool {
         let last_sigmoid = matches!(p.layers.last(), Some(Layer::Activation(ActivationKind::Sigmoid)));
-        let q_is_one_minus = q
-            .pending
-            .as_ref()
-            .is_some_and(|a| a.scale.iter().all(|&s| s == -1.0) && a.shift.iter().all(|&t| t == 1.0));
-        q.id == p.id && p.pending.is_none() && q_is_one_minus && p.head.is_none() && q.head.is_none() && last_sigmoid && p.ir.len() == 1
+        let q_is_one_minus =
+            q.pending.as_ref().is_some_and(|a| a.scale.iter().all(|&s| s == -1.0) && a.shift.iter().all(|&t| t == 1.0));
+        q.id == p.id
+            && p.pending.is_none()
+            && q_is_one_minus
+            && p.head.is_none()
+            && q.head.is_none()
+            && last_sigmoid
+            && p.ir.len() == 1
     }
 }
 
 fn last_non_flatten(a: &Act) -> Option<(&Layer, &str)> {
-    a.layers
-        .iter()
-        .zip(&a.layer_nodes)
-        .rev()
-        .find(|(l, _)| !matches!(l, Layer::Flatten))
-        .map(|(l, s)| (l, s.as_str()))
+    a.layers.iter().zip(&a.layer_nodes).rev().find(|(l, _)| !matches!(l, Layer::Flatten)).map(|(l, s)| (l, s.as_str()))
 }
 
 fn conv_pads(n: &N, hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> Result<[usize; 2], ImportError> {
@@ -1200,7 +1271,8 @@ fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Result
     if unsqueeze {
         let axes = axes.ok_or("Unsqueeze without axes")?;
         let r = dims.len() + axes.len();
-        let mut ax: Vec<usize> = axes.iter().map(|&a| axis(a, r).ok_or(format!("axis {a} out of range"))).collect::<Result<_, _>>()?;
+        let mut ax: Vec<usize> =
+            axes.iter().map(|&a| axis(a, r).ok_or(format!("axis {a} out of range"))).collect::<Result<_, _>>()?;
         ax.sort_unstable();
         let mut out = dims.to_vec();
         for a in ax {
@@ -1211,7 +1283,10 @@ fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Result
         match axes {
             None => Ok(dims.iter().copied().filter(|&d| d != 1).collect()),
             Some(axes) => {
-                let ax: Vec<usize> = axes.iter().map(|&a| axis(a, dims.len()).ok_or(format!("axis {a} out of range"))).collect::<Result<_, _>>()?;
+                let ax: Vec<usize> = axes
+                    .iter()
+                    .map(|&a| axis(a, dims.len()).ok_or(format!("axis {a} out of range")))
+                    .collect::<Result<_, _>>()?;
                 if ax.iter().any(|&a| dims[a] != 1) {
                     return Err(format!("squeezes an axis of size > 1 in {dims:?}"));
                 }

@@ -201,7 +201,8 @@ pub fn import_bytes(bytes: &[u8], opts: &ImportOptions) -> Result<Model, ImportE
 
 pub fn import_file_with_report(path: impl AsRef<Path>, opts: &ImportOptions) -> Result<Imported, ImportError> {
     let path = path.as_ref();
-    let bytes = std::fs::read(path).map_err(|e| ImportError::Io { path: path.display().to_string(), message: e.to_string() })?;
+    let bytes = std::fs::read(path)
+        .map_err(|e| ImportError::Io { path: path.display().to_string(), message: e.to_string() })?;
     let mut opts = opts.clone();
     if opts.name.is_none() {
         opts.name = path.file_stem().map(|s| s.to_string_lossy().into_owned());
@@ -252,7 +253,8 @@ pub fn import_bytes_with_report(bytes: &[u8], opts: &ImportOptions) -> Result<Im
         }
         None => match m.metadata_props.iter().find(|p| p.key() == INPUT_RANGE_KEY) {
             Some(p) => (
-                parse_range(p.value()).map_err(|e| ImportError::BadInputRange(format!("metadata {INPUT_RANGE_KEY}: {e}")))?,
+                parse_range(p.value())
+                    .map_err(|e| ImportError::BadInputRange(format!("metadata {INPUT_RANGE_KEY}: {e}")))?,
                 format!("metadata {INPUT_RANGE_KEY}"),
             ),
             None => return Err(ImportError::MissingInputRange),
@@ -325,7 +327,8 @@ fn choose_output(ctx: &Ctx, graph: &proto::GraphProto, opts: &ImportOptions) -> 
                 let (k, t) = elem_kind(v);
                 k == "tensor" && (t == tensor::DT_FLOAT || t == tensor::DT_DOUBLE)
             };
-            let is_zipmap = |v: &&proto::ValueInfoProto| ctx.producer_of(v.name()).is_some_and(|n| n.op_type() == "ZipMap");
+            let is_zipmap =
+                |v: &&proto::ValueInfoProto| ctx.producer_of(v.name()).is_some_and(|n| n.op_type() == "ZipMap");
             outs.iter()
                 .find(|v| is_float(v) && v.name().to_lowercase().contains("prob"))
                 .or_else(|| outs.iter().find(is_zipmap))
@@ -338,7 +341,8 @@ fn choose_output(ctx: &Ctx, graph: &proto::GraphProto, opts: &ImportOptions) -> 
 
 /// Turns the followed value into layers, input shape and head.
 fn finish(mut a: Act, tensor: &str) -> Result<(Vec<Layer>, Shape, Head), ImportError> {
-    let err = |reason: String| ImportError::UnsupportedTensor { what: "graph output", name: tensor.to_string(), reason };
+    let err =
+        |reason: String| ImportError::UnsupportedTensor { what: "graph output", name: tensor.to_string(), reason };
     if let Some(p) = &a.pending {
         return Err(err(format!(
             "ends with the elementwise op(s) {}, which could not be folded into a linear layer",
@@ -346,7 +350,8 @@ fn finish(mut a: Act, tensor: &str) -> Result<(Vec<Layer>, Shape, Head), ImportE
         )));
     }
     let last = a.layers.iter().rposition(|l| !matches!(l, Layer::Flatten));
-    let last_is_sigmoid = |a: &Act| matches!(last.map(|i| &a.layers[i]), Some(Layer::Activation(ActivationKind::Sigmoid)));
+    let last_is_sigmoid =
+        |a: &Act| matches!(last.map(|i| &a.layers[i]), Some(Layer::Activation(ActivationKind::Sigmoid)));
     let head = match a.head.take().map(|h| h.0) {
         Some(Head::SigmoidPair) => {
             a.layers.truncate(last.expect("sigmoid"));

@@ -96,9 +96,10 @@ impl Const {
             }
             dims.push(d as usize);
         }
-        let n = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| {
-            format!("{what} has dimensions {dims:?} whose product overflows")
-        })?;
+        let n = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| format!("{what} has dimensions {dims:?} whose product overflows"))?;
         let dt = t.data_type.unwrap_or(0);
         let raw = t.raw_data.as_deref().filter(|r| !r.is_empty());
         let width = match dt {
@@ -127,9 +128,13 @@ impl Const {
                 Data::F(r.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect())
             }
             (DT_FLOAT, None) => Data::F(t.float_data.iter().map(|&x| x as f64).collect()),
-            (DT_DOUBLE, Some(r)) => Data::F(r.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()),
+            (DT_DOUBLE, Some(r)) => {
+                Data::F(r.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
             (DT_DOUBLE, None) => Data::F(t.double_data.clone()),
-            (DT_INT64, Some(r)) => Data::I(r.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect()),
+            (DT_INT64, Some(r)) => {
+                Data::I(r.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect())
+            }
             (DT_INT64, None) => Data::I(t.int64_data.clone()),
             (DT_INT32, Some(r)) => {
                 Data::I(r.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect())
@@ -288,9 +293,7 @@ impl Const {
             return Err(format!("axis {axis} out of range for rank {r}"));
         }
         for p in parts {
-            if p.dims.len() != r
-                || p.dims.iter().enumerate().any(|(k, &d)| k != axis && d != first.dims[k])
-            {
+            if p.dims.len() != r || p.dims.iter().enumerate().any(|(k, &d)| k != axis && d != first.dims[k]) {
                 return Err(format!("shapes {:?} and {:?} do not concatenate on axis {axis}", first.dims, p.dims));
             }
         }
@@ -343,9 +346,7 @@ pub(crate) fn broadcast_dims(a: &[usize], b: &[usize]) -> Option<Vec<usize>> {
 fn broadcast_strides(src: &[usize], target: &[usize]) -> Vec<usize> {
     let s = strides(src);
     let off = target.len() - src.len();
-    (0..target.len())
-        .map(|k| if k < off || src[k - off] == 1 { 0 } else { s[k - off] })
-        .collect()
+    (0..target.len()).map(|k| if k < off || src[k - off] == 1 { 0 } else { s[k - off] }).collect()
 }
 
 fn source_index(mut i: usize, target: &[usize], bstrides: &[usize]) -> usize {

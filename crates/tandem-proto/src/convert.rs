@@ -60,11 +60,7 @@ pub fn kind_from_proto(v: i32) -> Result<ActivationKind, Status> {
 }
 
 pub fn packing_to_proto(p: &PackingParams) -> pb::Packing {
-    pb::Packing {
-        offset_bits: p.offset_bits,
-        slot_bits: p.slot_bits,
-        slots_per_ciphertext: p.slots_per_ciphertext,
-    }
+    pb::Packing { offset_bits: p.offset_bits, slot_bits: p.slot_bits, slots_per_ciphertext: p.slots_per_ciphertext }
 }
 
 /// The layout is validated against the key by the state machine.
@@ -207,12 +203,18 @@ pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<p
 /// The client's side; the state machine checks the aux against the mode.
 pub fn query_response_from_proto<R: Ring>(r: &pb::InferResponse) -> Result<m::QueryResponse<R>, Status> {
     let aux = match &r.aux {
-        Some(pb::infer_response::Aux::LogitsUPlusMu(b)) => m::OutputAux::Logits(decode_ring(b, None, "logits_u_plus_mu")?),
+        Some(pb::infer_response::Aux::LogitsUPlusMu(b)) => {
+            m::OutputAux::Logits(decode_ring(b, None, "logits_u_plus_mu")?)
+        }
         Some(pb::infer_response::Aux::Permutation(p)) => m::OutputAux::Permutation(p.index.clone()),
         Some(pb::infer_response::Aux::Negated(b)) => m::OutputAux::Negated(*b),
         None => return Err(invalid("the response carries no aux field")),
     };
-    Ok(m::QueryResponse { session_id: session_id_from_bytes(&r.session_id, "session_id")?, sealed: r.sealed.clone(), aux })
+    Ok(m::QueryResponse {
+        session_id: session_id_from_bytes(&r.session_id, "session_id")?,
+        sealed: r.sealed.clone(),
+        aux,
+    })
 }
 
 // ---------------------------------------------------------------- S1 ⇄ S2
@@ -297,7 +299,10 @@ pub fn output_request_to_proto<R: Ring>(pk: &PublicKey, r: &m::OutputRequest<R>)
     }
 }
 
-pub fn output_request_from_proto<R: Ring>(pk: &PublicKey, r: &pb::OutputRequest) -> Result<m::OutputRequest<R>, Status> {
+pub fn output_request_from_proto<R: Ring>(
+    pk: &PublicKey,
+    r: &pb::OutputRequest,
+) -> Result<m::OutputRequest<R>, Status> {
     Ok(m::OutputRequest {
         mode: required_mode(r.mode, "finish.mode")?,
         scale: r.scale,

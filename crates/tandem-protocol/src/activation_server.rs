@@ -91,11 +91,16 @@ pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Resul
 }
 
 /// Derives `r` from the seed and encrypts it.
-pub fn open_session<R: Ring>(keys: Arc<ActivationKeys>, msg: &SessionStart, seed: Seed) -> (ActivationSession<R>, InputMasks) {
+pub fn open_session<R: Ring>(
+    keys: Arc<ActivationKeys>,
+    msg: &SessionStart,
+    seed: Seed,
+) -> (ActivationSession<R>, InputMasks) {
     let r: Vec<R> = seed.input_mask(msg.input_len as usize);
     let pk = keys.public_key();
     let enc_r = r.par_iter().map(|&ri| keys.noise.encrypt(pk, &gmp_from_ring(ri))).collect();
-    let session = ActivationSession { keys, seed, session_id: msg.session_id, rng: ChaCha20Rng::from_entropy(), _r: PhantomData };
+    let session =
+        ActivationSession { keys, seed, session_id: msg.session_id, rng: ChaCha20Rng::from_entropy(), _r: PhantomData };
     (session, InputMasks { enc_r })
 }
 
@@ -154,9 +159,15 @@ impl<R: Ring> ActivationSession<R> {
             .par_iter()
             .map(|&v| match req.kind {
                 ActivationKind::Relu => {
-                    if v.is_negative() { R::zero() } else { v }
+                    if v.is_negative() {
+                        R::zero()
+                    } else {
+                        v
+                    }
                 }
-                ActivationKind::Sigmoid => crate::convert::ring_from_num(&sigmoid_fixed(&signed_num(v), req.scale, F_ACT)),
+                ActivationKind::Sigmoid => {
+                    crate::convert::ring_from_num(&sigmoid_fixed(&signed_num(v), req.scale, F_ACT))
+                }
                 ActivationKind::Tanh => crate::convert::ring_from_num(&tanh_fixed(&signed_num(v), req.scale, F_ACT)),
             })
             .collect();

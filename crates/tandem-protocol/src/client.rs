@@ -76,7 +76,12 @@ impl Client {
     }
 
     /// Quantizes, masks and encrypts the seed: the whole online cost.
-    pub fn prepare<R: Ring>(&self, info: &ModelInfo, x: &[f64], mode: OutputMode) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
+    pub fn prepare<R: Ring>(
+        &self,
+        info: &ModelInfo,
+        x: &[f64],
+        mode: OutputMode,
+    ) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
         if info.ring_bits != R::BITS {
             return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
         }
@@ -115,10 +120,13 @@ impl<R: Ring> PendingQuery<R> {
         let plain = self.seed.open(&resp.session_id, &resp.sealed)?;
         let n = self.info.output_len;
         let f_act = self.info.f_act;
-        let u64s = |b: &[u8]| -> Vec<u64> { b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect() };
+        let u64s = |b: &[u8]| -> Vec<u64> {
+            b.chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().expect("8"))).collect()
+        };
         match (self.mode, resp.aux) {
             (OutputMode::Logits, OutputAux::Logits(u_mu)) => {
-                let c = tandem_crypto::ring::decode_vec::<R>(&plain).ok_or_else(|| bad("sealed logits have a bad length"))?;
+                let c = tandem_crypto::ring::decode_vec::<R>(&plain)
+                    .ok_or_else(|| bad("sealed logits have a bad length"))?;
                 if c.len() != n || u_mu.len() != n {
                     return Err(bad("logit count does not match the model"));
                 }
@@ -139,7 +147,8 @@ impl<R: Ring> PendingQuery<R> {
             }
             (OutputMode::Label, OutputAux::Permutation(perm)) if n > 1 => {
                 check_perm(&perm, n)?;
-                let p = u32::from_le_bytes(plain.as_slice().try_into().map_err(|_| bad("sealed label has a bad length"))?);
+                let p =
+                    u32::from_le_bytes(plain.as_slice().try_into().map_err(|_| bad("sealed label has a bad length"))?);
                 let j = perm.get(p as usize).ok_or_else(|| bad("sealed label position out of range"))?;
                 Ok(Output::Label(*j as usize))
             }
@@ -148,7 +157,9 @@ impl<R: Ring> PendingQuery<R> {
                 _ => Err(bad("sealed binary label is not one bit")),
             },
             (OutputMode::Sigmoid, OutputAux::Negated(neg)) => {
-                let v = u64::from_le_bytes(plain.as_slice().try_into().map_err(|_| bad("sealed sigmoid has a bad length"))?);
+                let v = u64::from_le_bytes(
+                    plain.as_slice().try_into().map_err(|_| bad("sealed sigmoid has a bad length"))?,
+                );
                 let one = 1u64 << f_act;
                 if v > one {
                     return Err(bad("sealed sigmoid above 1"));

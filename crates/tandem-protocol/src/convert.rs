@@ -11,7 +11,11 @@ pub fn ring_from_gmp<R: Ring>(v: &BigInt) -> R {
     let mut le = v.abs().to_bytes();
     le.reverse();
     let r = R::from_le_truncating(&le);
-    if v < &BigInt::zero() { r.neg() } else { r }
+    if v < &BigInt::zero() {
+        r.neg()
+    } else {
+        r
+    }
 }
 
 /// The ring value as a non-negative integer in `[0, 2^k)`.
@@ -24,14 +28,22 @@ pub fn gmp_from_ring<R: Ring>(r: R) -> BigInt {
 /// `signed(v)` (PROTOCOL §2) as a num-bigint.
 pub fn signed_num<R: Ring>(r: R) -> NumBigInt {
     let v = NumBigInt::from_bytes_le(Sign::Plus, &r.to_le_bytes());
-    if r.is_negative() { v - (NumBigInt::from(1u8) << R::BITS) } else { v }
+    if r.is_negative() {
+        v - (NumBigInt::from(1u8) << R::BITS)
+    } else {
+        v
+    }
 }
 
 /// A num-bigint reduced mod 2^k.
 pub fn ring_from_num<R: Ring>(v: &NumBigInt) -> R {
     let (sign, mag) = v.to_bytes_le();
     let r = R::from_le_truncating(&mag);
-    if sign == Sign::Minus { r.neg() } else { r }
+    if sign == Sign::Minus {
+        r.neg()
+    } else {
+        r
+    }
 }
 
 #[cfg(test)]

@@ -222,13 +222,14 @@ impl<R: Ring> ModelQuery<R> {
                 let d = match (sec.kind, sec.negative[j]) {
                     (ActivationKind::Relu, neg) => {
                         let m_inv = R::from_u64(sec.m[j]).inv_odd().expect("m is odd");
-                        let scaled = if sec.m[j] == 1 {
-                            rho.clone()
-                        } else {
-                            pk.scalar_mul(rho, &gmp_from_ring(m_inv))
-                        };
+                        let scaled =
+                            if sec.m[j] == 1 { rho.clone() } else { pk.scalar_mul(rho, &gmp_from_ring(m_inv)) };
                         // σ = −1 uses ReLU(z) = z + ReLU(−z): add back [g_j].
-                        if neg { pk.add(&sec.g[j], &scaled) } else { scaled }
+                        if neg {
+                            pk.add(&sec.g[j], &scaled)
+                        } else {
+                            scaled
+                        }
                     }
                     (_, false) => rho.clone(),
                     (_, true) => pk.neg(rho),
@@ -243,7 +244,11 @@ impl<R: Ring> ModelQuery<R> {
                 (ActivationKind::Relu, neg) => {
                     let m_inv = R::from_u64(sec.m[j]).inv_odd().expect("m is odd");
                     let v = m_inv.mul(h);
-                    if neg { sec.u[j].add(v) } else { v }
+                    if neg {
+                        sec.u[j].add(v)
+                    } else {
+                        v
+                    }
                 }
                 (ActivationKind::Sigmoid, true) => R::from_u64(1 << F_ACT).sub(h),
                 (ActivationKind::Tanh, true) => h.neg(),
@@ -306,11 +311,11 @@ impl<R: Ring> ModelQuery<R> {
         let n = self.y.len();
         let perm = random_perm(&mut self.rng, n);
         let negative: Vec<bool> = (0..n).map(|_| self.rng.gen()).collect();
-        let m: Vec<u64> = (0..n)
-            .map(|_| if kind == ActivationKind::Relu { log_uniform_odd(&mut self.rng) } else { 1 })
-            .collect();
+        let m: Vec<u64> =
+            (0..n).map(|_| if kind == ActivationKind::Relu { log_uniform_odd(&mut self.rng) } else { 1 }).collect();
         let t: Vec<i64> = (0..n).map(|j| if negative[j] { -(m[j] as i64) } else { m[j] as i64 }).collect();
-        let mu: Vec<BigInt> = (0..n).map(|_| random_bits(&mut self.rng, packing.offset_bits + tandem_model::KAPPA)).collect();
+        let mu: Vec<BigInt> =
+            (0..n).map(|_| random_bits(&mut self.rng, packing.offset_bits + tandem_model::KAPPA)).collect();
         let (e, c) = self.blind(&perm, &mu, &packing, |j, u| ring_i64::<R>(t[j]).mul(u), |j| bigint_from_i64(t[j]));
         let u = std::mem::take(&mut self.y);
         let g = std::mem::take(&mut self.d);
