@@ -69,12 +69,20 @@ else
   missing=()
   command -v podman >/dev/null 2>&1 || missing+=(podman)
   command -v podman-compose >/dev/null 2>&1 || missing+=(podman-compose)
+  command -v runc >/dev/null 2>&1 || missing+=(runc)
   if [ ${#missing[@]} -gt 0 ]; then
     [ "$(id -u)" = 0 ] || die "no working docker, and ${missing[*]} missing (install them, or run as root)"
     log "installing ${missing[*]} with apt"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   fi
   COMPOSE=(podman-compose)
+  # On this kind of machine podman only runs containers with runc and without
+  # default ulimits (see shared/NOTES.md); set that up unless already configured.
+  if [ "$(id -u)" = 0 ] && ! grep -qs '^runtime' /etc/containers/containers.conf; then
+    log "configuring podman: runtime = runc, default_ulimits = [] (/etc/containers/containers.conf)"
+    mkdir -p /etc/containers
+    printf '[engine]\nruntime = "runc"\n\n[containers]\ndefault_ulimits = []\n' >> /etc/containers/containers.conf
+  fi
 fi
 log "engine: $ENGINE, compose: ${COMPOSE[*]}"
 
