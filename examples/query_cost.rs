@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tandem_crypto::{NoiseSource, SecretKey};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, QuantConfig, QuantizedModel};
-use tandem_protocol::{ActivationServer, Client, ModelInfo, ModelServer, ToActivation};
+use tandem_protocol::{ActivationServer, Client, ModelInfo, ModelServer, OfflineStep};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -42,47 +42,53 @@ fn main() {
     let mut totals = Vec::new();
     for i in 0..queries {
         let mut steps: Vec<(String, Duration)> = Vec::new();
-        let mut time = |name: String, steps: &mut Vec<(String, Duration)>, t: Instant| steps.push((name, t.elapsed()));
+        let time = |name: String, steps: &mut Vec<(String, Duration)>, t: Instant| steps.push((name, t.elapsed()));
         let start = Instant::now();
         let t = Instant::now();
         let (pending, req) = client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
         time("C  prepare (quantize, PRG, encrypt seed)".into(), &mut steps, t);
+        // Preprocessing: everything homomorphic, before the input is needed.
         let t = Instant::now();
-        let (mut mq, ss) = s1.start_query(req).unwrap();
+        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed).unwrap();
         time("S1 start (rerandomize seed)".into(), &mut steps, t);
         let t = Instant::now();
         let (mut sess, masks) = s2.start_session::<u128>(&ss).unwrap();
         time(format!("S2 decrypt seed, encrypt {} r_i", dims[0]), &mut steps, t);
         let t = Instant::now();
-        let mut step = mq.on_input_masks(masks).unwrap();
-        time("S1 layer 1: W·y, W·[D], blind, pack".into(), &mut steps, t);
+        let mut step = pre.on_input_masks(masks).unwrap();
+        time("S1 layer 1: W·[D], blind, pack".into(), &mut steps, t);
         let mut layer = 1;
-        let out = loop {
+        let prepared = loop {
             match step {
-                ToActivation::Activate(r) => {
+                OfflineStep::Round(r) => {
                     let t = Instant::now();
-                    let resp = sess.activate(&r).unwrap();
+                    let rho = sess.blind_round(&r).unwrap();
                     time(
-                        format!("S2 activation {layer}: decrypt {} packed, encrypt {} rho", r.packed.len(), r.e.len()),
+                        format!("S2 round {layer}: decrypt {} packed, encrypt {} rho", r.packed.len(), r.count),
                         &mut steps,
                         t,
                     );
                     let t = Instant::now();
-                    step = mq.on_activation(resp).unwrap();
+                    step = pre.on_rho_masks(rho).unwrap();
                     layer += 1;
-                    time(format!("S1 unblind + layer {layer}"), &mut steps, t);
+                    time(format!("S1 new [D] + layer {layer}: W·[D], blind, pack"), &mut steps, t);
                 }
-                ToActivation::Finish(r) => {
+                OfflineStep::Output(o) => {
                     let t = Instant::now();
-                    let o = sess.finish(&r).unwrap();
-                    time("S2 output + seal".into(), &mut steps, t);
-                    break o;
+                    let ready = sess.blind_output(&o).unwrap();
+                    time(format!("S2 output round: decrypt {} packed", o.packed.len()), &mut steps, t);
+                    break pre.on_ready(ready).unwrap();
                 }
             }
         };
+        // Online: ring arithmetic only.
         let t = Instant::now();
-        let resp = mq.on_output(out).unwrap();
-        let got = pending.finish(resp).unwrap();
+        let online = tandem_protocol::online(prepared, sess, req.masked_input).unwrap();
+        time(format!("online phase, S1 + S2 ({} rounds)", online.to_s2.len()), &mut steps, t);
+        let out = online.output;
+        let t = Instant::now();
+        let _ = out;
+        let got = pending.finish(online.response).unwrap();
         time("C  open".into(), &mut steps, t);
         let total = start.elapsed();
         assert_eq!(got, q.reference(&q.quantize_input(&x).unwrap(), OutputMode::Label).unwrap());

@@ -11,7 +11,7 @@ use tandem_crypto::ring::encode_vec;
 use tandem_crypto::CryptoError;
 use tandem_model::testing::{random_cnn, random_input, random_mlp};
 use tandem_model::{ActivationKind, Layer, Model, ModelError, OutputMode, QuantConfig, Shape};
-use tandem_protocol::{ProtocolError, ToActivation};
+use tandem_protocol::{online, preprocess, OfflineStep, OnlineStep, ProtocolError};
 
 const ACTS: [ActivationKind; 3] = [ActivationKind::Relu, ActivationKind::Sigmoid, ActivationKind::Tanh];
 
@@ -164,31 +164,41 @@ fn transcripts_are_fresh() {
     for mode in h.model.modes() {
         let a = h.transcript_128(&x, mode).unwrap();
         let b = h.transcript_128(&x, mode).unwrap();
-        // S1's view: ỹ, the encrypted seed, [r], h, [ρ].
+        // S1's view: ỹ, the encrypted seed, [r], [ρ], h.
         assert_ne!(encode_vec(&a.query.masked_input), encode_vec(&b.query.masked_input));
         assert_ne!(a.query.enc_seed, b.query.enc_seed);
-        assert_ne!(a.masks.enc_r, b.masks.enc_r);
-        for (ra, rb) in a.from_s2.iter().zip(&b.from_s2) {
-            assert_ne!(ra.h, rb.h);
+        assert_ne!(a.offline.masks.enc_r, b.offline.masks.enc_r);
+        for (ra, rb) in a.offline.from_s2.iter().zip(&b.offline.from_s2) {
             assert_ne!(ra.enc_rho, rb.enc_rho);
         }
-        // S2's view: the rerandomized seed, e and packed C per round.
-        assert_ne!(a.session_start.enc_seed, b.session_start.enc_seed);
-        assert_ne!(a.session_start.enc_seed, a.query.enc_seed, "S1 must rerandomize the seed");
-        assert_ne!(a.session_start.session_id, b.session_start.session_id);
-        for (sa, sb) in a.to_s2.iter().zip(&b.to_s2) {
-            let (ea, pa, eb, pb) = match (sa, sb) {
-                (ToActivation::Activate(x), ToActivation::Activate(y)) => (&x.e, &x.packed, &y.e, &y.packed),
-                (ToActivation::Finish(x), ToActivation::Finish(y)) => (&x.e, &x.packed, &y.e, &y.packed),
+        for (ha, hb) in a.online.from_s2.iter().zip(&b.online.from_s2) {
+            assert_ne!(ha.h, hb.h);
+        }
+        // S2's view: the rerandomized seed, packed C and e per round.
+        let start = &a.offline.session_start;
+        assert_ne!(start.enc_seed, b.offline.session_start.enc_seed);
+        assert_ne!(start.enc_seed, a.query.enc_seed, "S1 must rerandomize the seed");
+        assert_ne!(start.session_id, b.offline.session_start.session_id);
+        for (sa, sb) in a.offline.to_s2.iter().zip(&b.offline.to_s2) {
+            let (pa, pb) = match (sa, sb) {
+                (OfflineStep::Round(x), OfflineStep::Round(y)) => (&x.packed, &y.packed),
+                (OfflineStep::Output(x), OfflineStep::Output(y)) => (&x.packed, &y.packed),
+                _ => panic!("rounds differ in kind"),
+            };
+            assert_ne!(pa, pb, "{mode}");
+        }
+        for (sa, sb) in a.online.to_s2.iter().zip(&b.online.to_s2) {
+            let (ea, eb) = match (sa, sb) {
+                (OnlineStep::Round(x), OnlineStep::Round(y)) => (&x.e, &y.e),
+                (OnlineStep::Output(x), OnlineStep::Output(y)) => (&x.e, &y.e),
                 _ => panic!("rounds differ in kind"),
             };
             if !ea.is_empty() {
                 assert_ne!(ea, eb, "{mode}");
             }
-            assert_ne!(pa, pb, "{mode}");
         }
         // The client's result channel is fresh too.
-        assert_ne!(a.output.sealed, b.output.sealed);
+        assert_ne!(a.online.output.sealed, b.online.output.sealed);
     }
 }
 
@@ -248,51 +258,77 @@ fn unknown_layer_in_model_file_is_a_typed_error() {
 #[test]
 fn tampered_sealed_result_is_rejected() {
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
-    let x = [0.1, 0.2, 0.3];
     let info = h.info.clone();
-    let (pending, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
-    // Drive S1 and S2 by hand so the response can be altered in flight.
-    let s1 = tandem_protocol::ModelServer::<u128>::new(
-        h.model.clone(),
-        h.s2.public_key().clone(),
-        std::sync::Arc::new(tandem_crypto::NoiseSource::new(h.s2.public_key())),
-    )
-    .unwrap();
-    let (mut q, start) = s1.start_query(query).unwrap();
-    let (mut sess, masks) = h.s2.start_session::<u128>(&start).unwrap();
-    let mut step = q.on_input_masks(masks).unwrap();
-    let out = loop {
-        match step {
-            ToActivation::Activate(r) => step = q.on_activation(sess.activate(&r).unwrap()).unwrap(),
-            ToActivation::Finish(r) => break sess.finish(&r).unwrap(),
-        }
-    };
-    let mut resp = q.on_output(out).unwrap();
+    let (pending, query) = h.client.prepare::<u128>(&info, &[0.1, 0.2, 0.3], OutputMode::Label).unwrap();
+    // Run the phases by hand so the response can be altered in flight.
+    let (prepared, session, offline) = preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed).unwrap();
+    let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();
     assert_eq!(err, ProtocolError::Crypto(CryptoError::SealedResultRejected));
     // The seed was consumed: replaying the same SessionStart is refused.
-    assert!(matches!(h.s2.start_session::<u128>(&start), Err(ProtocolError::ReplayedSeed)));
+    assert!(matches!(h.s2.start_session::<u128>(&offline.session_start), Err(ProtocolError::ReplayedSeed)));
 }
 
+fn is_bad<T>(r: tandem_protocol::Result<T>) -> bool {
+    matches!(r, Err(ProtocolError::BadMessage(_)))
+}
+
+/// Every message out of its place is refused with a typed error, at both
+/// servers and in both phases, and the session still completes afterwards.
 #[test]
 fn out_of_order_messages_are_typed_errors() {
+    use tandem_protocol::{ActivationValues, InputMasks, MaskedRound, RhoMasks, SessionReady};
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
     let info = h.info.clone();
-    let (_p, query) = h.client.prepare::<u128>(&info, &[0.0, 0.0, 0.0], OutputMode::Label).unwrap();
-    let s1 = tandem_protocol::ModelServer::<u128>::new(
-        h.model.clone(),
-        h.s2.public_key().clone(),
-        std::sync::Arc::new(tandem_crypto::NoiseSource::new(h.s2.public_key())),
-    )
-    .unwrap();
-    let (mut q, start) = s1.start_query(query).unwrap();
-    let err = q.on_output(tandem_protocol::OutputResponse { sealed: vec![] }).unwrap_err();
-    assert!(matches!(err, ProtocolError::BadMessage(_)));
-    let (_s, masks) = h.s2.start_session::<u128>(&start).unwrap();
+    let x = [0.0, 0.5, -0.25];
+    let (_unused, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
+    let s1 = h.s1_128();
+    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed).unwrap();
+    assert!(is_bad(pre.on_rho_masks(RhoMasks { enc_rho: vec![] })), "ρ before [r]");
+    let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
+    assert!(is_bad(s2.activate(&MaskedRound { e: vec![0; 4] })), "online before preprocessing");
     let mut short = masks.clone();
     short.enc_r.pop();
-    assert!(matches!(q.on_input_masks(short), Err(ProtocolError::BadMessage(_))));
+    assert!(is_bad(pre.on_input_masks(short)), "short [r]");
+    let OfflineStep::Round(round) = pre.on_input_masks(masks).unwrap() else { panic!("a hidden layer comes first") };
+    assert!(is_bad(pre.on_input_masks(InputMasks { enc_r: vec![] })), "[r] twice");
+    let rho = s2.blind_round(&round).unwrap();
+    let mut short = rho.clone();
+    short.enc_rho.pop();
+    assert!(is_bad(pre.on_rho_masks(short)), "short [ρ]");
+    let OfflineStep::Output(out) = pre.on_rho_masks(rho).unwrap() else { panic!("then the output") };
+    s2.blind_output(&out).unwrap();
+    assert!(is_bad(s2.blind_round(&round)), "hidden round after the output round");
+    assert!(is_bad(s2.blind_output(&out)), "output round twice");
+    let prepared = pre.on_ready(SessionReady).unwrap();
+    assert!(is_bad(s2.activate(&MaskedRound { e: vec![0; 3] })), "wrong e count");
+    assert!(matches!(
+        prepared.start(vec![0; 2]),
+        Err(ProtocolError::Model(ModelError::InputLength { expected: 3, got: 2 }))
+    ));
+    // A failed start consumed that `Prepared`; run the whole session again.
+    let (pending, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
+    let (prepared, mut s2) = {
+        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed).unwrap();
+        let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
+        let OfflineStep::Round(round) = pre.on_input_masks(masks).unwrap() else { unreachable!() };
+        let OfflineStep::Output(out) = pre.on_rho_masks(s2.blind_round(&round).unwrap()).unwrap() else {
+            unreachable!()
+        };
+        (pre.on_ready(s2.blind_output(&out).unwrap()).unwrap(), s2)
+    };
+    let (mut q, step) = prepared.start(query.masked_input).unwrap();
+    let OnlineStep::Round(r) = step else { panic!("online starts with the hidden layer") };
+    let values = s2.activate(&r).unwrap();
+    assert!(is_bad(s2.activate(&r)), "a second activation for a one-layer session");
+    let mut short = values.clone();
+    short.h.pop();
+    assert!(is_bad(q.on_values(short)), "short h");
+    let OnlineStep::Output(o) = q.on_values(values).unwrap() else { panic!("then the output") };
+    assert!(is_bad(q.on_values(ActivationValues { h: vec![] })), "h after the last round");
+    let resp = q.on_output(s2.finish(&o).unwrap()).unwrap();
+    assert_eq!(pending.finish(resp).unwrap(), h.reference(&x, OutputMode::Label));
 }
 
 /// The full-size check: a 2048-bit key, exact in every mode.
@@ -308,4 +344,71 @@ fn end_to_end_at_2048_bits() {
     for mode in h.model.modes() {
         assert_eq!(h.infer(&x, mode).unwrap(), h.reference(&x, mode), "{mode}");
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// Tickets (docs/PROTOCOL.md §4.0): several sessions are preprocessed
+    /// before any input exists, then used in a shuffled order, each in its
+    /// own mode; every result equals the reference. This is the flow a
+    /// client with a pool of tickets produces.
+    #[test]
+    fn tickets_used_out_of_order_equal_reference(
+        seed in any::<u64>(),
+        hidden in prop::collection::vec(1usize..6, 1..3),
+        acts in act_strategy(),
+        outputs in 1usize..5,
+        count in 1usize..4,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut dims = vec![4];
+        dims.extend(&hidden);
+        dims.push(outputs);
+        let m = random_mlp(&mut rng, &dims, &acts, 1.0, OutputMode::Label);
+        let mut h = Harness::new(&m, test_key_1024()).unwrap();
+        let s1 = h.s1_128();
+        let modes = h.model.modes();
+        let mut tickets = Vec::new();
+        for _ in 0..count {
+            let mode = modes[rng.gen_range(0..modes.len())];
+            let (pending, req) = h.client.request_ticket::<u128>(&h.info, mode).unwrap();
+            let (prepared, session, _) = preprocess(&s1, &mut h.s2, req.mode, &req.enc_seed).unwrap();
+            let ticket = tandem_protocol::Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode };
+            tickets.push((pending, ticket, prepared, session));
+        }
+        while !tickets.is_empty() {
+            let (pending, ticket, prepared, session) = tickets.swap_remove(rng.gen_range(0..tickets.len()));
+            let x = random_input(&mut rng, &m);
+            let (pending, query) = pending.query(&ticket, &x).unwrap();
+            let resp = online(prepared, session, query.masked_input).unwrap().response;
+            prop_assert_eq!(pending.finish(resp).unwrap(), h.reference(&x, ticket.mode), "mode {}", ticket.mode);
+        }
+    }
+}
+
+/// A ticket's seed cannot be used with another ticket: the client checks
+/// the model and mode, and the session id ties the sealed result to it.
+#[test]
+fn a_ticket_answers_only_its_own_session() {
+    let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
+    let s1 = h.s1_128();
+    let x = [0.1, -0.4, 0.3];
+    let mut issue = |mode| {
+        let (pending, req) = h.client.request_ticket::<u128>(&h.info, mode).unwrap();
+        let (prepared, session, _) = preprocess(&s1, &mut h.s2, req.mode, &req.enc_seed).unwrap();
+        let ticket = tandem_protocol::Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode };
+        (pending, ticket, prepared, session)
+    };
+    let (pa, ta, prep_a, sess_a) = issue(OutputMode::Label);
+    let (pb, tb, _prep_b, _sess_b) = issue(OutputMode::Probabilities);
+    // The seed of ticket A with ticket B's (other-mode) confirmation.
+    let err = h.client.request_ticket::<u128>(&h.info, OutputMode::Label).unwrap().0.query(&tb, &x).err().unwrap();
+    assert!(err.to_string().contains("probabilities mode"), "{err}");
+    // B's seed opening A's answer: refused (wrong session id / wrong key).
+    let (qa, query_a) = pa.query(&ta, &x).unwrap();
+    let resp = online(prep_a, sess_a, query_a.masked_input).unwrap().response;
+    let (qb, _) = pb.query(&tb, &x).unwrap();
+    assert!(qb.finish(resp.clone()).is_err());
+    assert_eq!(qa.finish(resp).unwrap(), h.reference(&x, OutputMode::Label));
 }

@@ -270,8 +270,8 @@ async fn s2_client(url: String) -> ActivationServiceClient<tonic::transport::Cha
 }
 
 struct RawSession {
-    tx: mpsc::Sender<pb::S1ToS2>,
-    rx: tonic::Streaming<pb::S2ToS1>,
+    tx: mpsc::Sender<pb::PreprocessMsg>,
+    rx: tonic::Streaming<pb::PreprocessReply>,
 }
 
 async fn open_raw(
@@ -279,8 +279,8 @@ async fn open_raw(
     start: pb::SessionStart,
 ) -> Result<RawSession, tonic::Status> {
     let (tx, rx) = mpsc::channel(4);
-    tx.send(pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Start(start)) }).await.unwrap();
-    let rx = s2.session(ReceiverStream::new(rx)).await?.into_inner();
+    tx.send(pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::Start(start)) }).await.unwrap();
+    let rx = s2.preprocess(ReceiverStream::new(rx)).await?.into_inner();
     Ok(RawSession { tx, rx })
 }
 
@@ -323,9 +323,22 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
 
     // Protocol violations.
     let (tx, rx) = mpsc::channel(1);
-    tx.send(pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Finish(pb::OutputRequest::default())) }).await.unwrap();
-    let mut st = s2.session(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    tx.send(pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::Output(pb::BlindedOutput::default())) })
+        .await
+        .unwrap();
+    let mut st = s2.preprocess(ReceiverStream::new(rx)).await.unwrap().into_inner();
     assert_status(st.message().await, Code::InvalidArgument, "the first message of a session must be SessionStart");
+    // Evaluate: it must name a preprocessed session, and only one that exists.
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(pb::EvaluateMsg { msg: Some(pb::evaluate_msg::Msg::Round(pb::MaskedRound::default())) }).await.unwrap();
+    let mut st = s2.evaluate(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert_status(st.message().await, Code::InvalidArgument, "the first message of an evaluation must be Resume");
+    let (tx, rx) = mpsc::channel(1);
+    tx.send(pb::EvaluateMsg { msg: Some(pb::evaluate_msg::Msg::Resume(pb::Resume { session_id: vec![9; 16] })) })
+        .await
+        .unwrap();
+    let mut st = s2.evaluate(ReceiverStream::new(rx)).await.unwrap().into_inner();
+    assert_status(st.message().await, Code::NotFound, "no preprocessed session 0909090909090909");
     let mut wrong = start_msg(&pk, 3);
     wrong.key_fingerprint = "00".repeat(32);
     let mut s = open_raw(&mut s2, wrong).await.unwrap();
@@ -347,7 +360,7 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     // Replay at S2.
     let start = start_msg(&pk, 3);
     let mut a = open_raw(&mut s2, start.clone()).await.unwrap();
-    assert!(matches!(a.rx.message().await.unwrap().unwrap().msg, Some(pb::s2_to_s1::Msg::Masks(_))));
+    assert!(matches!(a.rx.message().await.unwrap().unwrap().msg, Some(pb::preprocess_reply::Msg::Masks(_))));
     let mut again = open_raw(&mut s2, start).await.unwrap();
     assert_status(again.rx.message().await, Code::AlreadyExists, "replay refused");
 

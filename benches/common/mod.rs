@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tandem_crypto::Ring;
-use tandem_protocol::{ActivationServer, ModelServer, OutputAux, QueryRequest, QueryResponse, ToActivation};
+use tandem_protocol::{online, preprocess, ActivationServer, ModelServer, OutputAux, QueryRequest, QueryResponse};
 
 /// CPU time consumed so far by the calling thread.
 pub fn thread_cpu() -> Duration {
@@ -132,17 +132,6 @@ pub fn tandem_response_bytes<R: Ring>(resp: &QueryResponse<R>) -> usize {
 /// Runs S1 and S2 in-process on a client request and returns S1's response
 /// to the client (everything `run_query` does between `prepare` and `finish`).
 pub fn serve_tandem<R: Ring>(s1: &ModelServer<R>, s2: &mut ActivationServer, req: QueryRequest<R>) -> QueryResponse<R> {
-    let (mut q, start) = s1.start_query(req).expect("S1 accepts the query");
-    let (mut session, masks) = s2.start_session::<R>(&start).expect("S2 opens the session");
-    let mut step = q.on_input_masks(masks).expect("S1 layer 1");
-    let out = loop {
-        match step {
-            ToActivation::Activate(r) => {
-                let resp = session.activate(&r).expect("S2 activation");
-                step = q.on_activation(resp).expect("S1 unblind");
-            }
-            ToActivation::Finish(r) => break session.finish(&r).expect("S2 output"),
-        }
-    };
-    q.on_output(out).expect("S1 output")
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed).expect("preprocessing");
+    online(prepared, session, req.masked_input).expect("online phase").response
 }

@@ -1,14 +1,16 @@
 //! S2, the activation server, as a gRPC service (`tandem.v1.ActivationService`).
 //!
 //! A thin shell around [`tandem_protocol::activation_server`]: each
-//! `Session` stream is decoded message by message into the protocol's
+//! `Preprocess` stream is decoded message by message into the protocol's
 //! structs, the matching [`ActivationSession`] step runs on
-//! `tokio::task::spawn_blocking`, and the answer is encoded back. The replay
-//! set is shared; everything else about a session lives in its task and is
-//! dropped when the stream ends, fails or times out.
+//! `tokio::task::spawn_blocking`, and the answer is encoded back; the
+//! preprocessed session is then kept in a bounded, expiring store until one
+//! `Evaluate` stream takes it for the (cheap, inline) online phase. The
+//! replay set is shared; a session's state is dropped when its stream
+//! fails or times out, when it is evaluated, or when it expires.
 
 use anyhow::{bail, Context};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -58,13 +60,24 @@ pub struct Config {
     /// Tests only: also accept 1024-bit keys (insecure).
     #[arg(long, env = "TANDEM_ALLOW_TEST_KEY_SIZES", hide = true)]
     pub allow_test_key_sizes: bool,
-    /// Largest number of concurrent sessions; more are refused with RESOURCE_EXHAUSTED.
+    /// Largest number of concurrent sessions being preprocessed (and,
+    /// separately, evaluated); more are refused with RESOURCE_EXHAUSTED.
     #[arg(long, env = "TANDEM_MAX_SESSIONS", default_value_t = 64)]
     pub max_sessions: usize,
-    /// A session (one query) that has not finished after this many seconds is
-    /// aborted with DEADLINE_EXCEEDED and its state dropped.
+    /// A session stream (preprocessing or evaluation) that has not finished
+    /// after this many seconds is aborted with DEADLINE_EXCEEDED and its
+    /// state dropped.
     #[arg(long, env = "TANDEM_SESSION_TIMEOUT_SECS", default_value_t = 300)]
     pub session_timeout_secs: u64,
+    /// Largest number of preprocessed sessions (tickets) kept for their
+    /// online phase; more preprocessing is refused with RESOURCE_EXHAUSTED.
+    /// About 10 KB each for the MNIST MLP.
+    #[arg(long, env = "TANDEM_MAX_PREPARED", default_value_t = 4096)]
+    pub max_prepared: usize,
+    /// A preprocessed session not evaluated within this many seconds is
+    /// dropped. Keep it above the model server's --ticket-ttl-secs.
+    #[arg(long, env = "TANDEM_PREPARED_TTL_SECS", default_value_t = 900)]
+    pub prepared_ttl_secs: u64,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
@@ -86,6 +99,48 @@ pub struct Config {
     pub log_json: bool,
 }
 
+/// Limits of one activation server.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Concurrent Preprocess streams (and, separately, Evaluate streams).
+    pub max_sessions: usize,
+    /// A stream that has not finished after this long is aborted.
+    pub session_timeout: Duration,
+    /// Preprocessed sessions kept for their online phase.
+    pub max_prepared: usize,
+    /// A preprocessed session not evaluated within this long is dropped.
+    pub prepared_ttl: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 64,
+            session_timeout: Duration::from_secs(300),
+            max_prepared: 4096,
+            prepared_ttl: Duration::from_secs(900),
+        }
+    }
+}
+
+/// A preprocessed session of either ring.
+enum AnySession {
+    K128(ActivationSession<u128>),
+    K256(ActivationSession<U256>),
+}
+
+/// Preprocessed sessions waiting for their online phase, bounded in number
+/// and age so abandoned tickets cannot grow memory.
+struct PreparedStore {
+    map: HashMap<[u8; 16], (Instant, AnySession)>,
+}
+
+impl PreparedStore {
+    fn purge(&mut self, ttl: Duration) {
+        self.map.retain(|_, (t, _)| t.elapsed() < ttl);
+    }
+}
+
 /// Shared state of one activation server.
 pub struct ActivationState {
     keys: Arc<ActivationKeys>,
@@ -93,27 +148,77 @@ pub struct ActivationState {
     /// Replay tags of every seed seen since start (PROTOCOL §4.2).
     seen: Mutex<HashSet<[u8; 32]>>,
     sessions: Arc<Semaphore>,
-    max_sessions: usize,
-    session_timeout: Duration,
+    evaluations: Arc<Semaphore>,
+    prepared: Mutex<PreparedStore>,
+    limits: Limits,
 }
 
 impl ActivationState {
-    pub fn new(sk: SecretKey, max_sessions: usize, session_timeout: Duration) -> Arc<Self> {
+    pub fn new(sk: SecretKey, limits: Limits) -> Arc<Self> {
         let fingerprint = sk.public().fingerprint();
         Arc::new(ActivationState {
             keys: Arc::new(ActivationKeys::new(sk)),
             fingerprint,
             seen: Mutex::new(HashSet::new()),
-            sessions: Arc::new(Semaphore::new(max_sessions)),
-            max_sessions,
-            session_timeout,
+            sessions: Arc::new(Semaphore::new(limits.max_sessions)),
+            evaluations: Arc::new(Semaphore::new(limits.max_sessions)),
+            prepared: Mutex::new(PreparedStore { map: HashMap::new() }),
+            limits,
         })
     }
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
     }
+    /// Preprocess streams open now.
     pub fn active_sessions(&self) -> usize {
-        self.max_sessions - self.sessions.available_permits()
+        self.limits.max_sessions - self.sessions.available_permits()
+    }
+    /// Preprocessed sessions waiting for their online phase.
+    pub fn prepared_sessions(&self) -> usize {
+        self.prepared
+            .lock()
+            .map(|mut p| {
+                p.purge(self.limits.prepared_ttl);
+                p.map.len()
+            })
+            .unwrap_or(0)
+    }
+
+    fn store_full(&self) -> Result<(), Status> {
+        if self.prepared_sessions() >= self.limits.max_prepared {
+            warn!(
+                max_prepared = self.limits.max_prepared,
+                "preprocessing refused: the store of prepared sessions is full"
+            );
+            return Err(Status::resource_exhausted(format!(
+                "the activation server holds its limit of {} preprocessed sessions; evaluate or let some expire ({} s), then retry",
+                self.limits.max_prepared,
+                self.limits.prepared_ttl.as_secs()
+            )));
+        }
+        Ok(())
+    }
+
+    fn store(&self, id: [u8; 16], s: AnySession) -> Result<(), Status> {
+        self.store_full()?;
+        let mut p = self.prepared.lock().map_err(|_| Status::internal("session store poisoned"))?;
+        p.map.insert(id, (Instant::now(), s));
+        Ok(())
+    }
+
+    fn take(&self, id: &[u8]) -> Result<AnySession, Status> {
+        let mut p = self.prepared.lock().map_err(|_| Status::internal("session store poisoned"))?;
+        p.purge(self.limits.prepared_ttl);
+        let key: [u8; 16] = id
+            .try_into()
+            .map_err(|_| Status::invalid_argument(format!("resume.session_id has {} bytes; expected 16", id.len())))?;
+        p.map.remove(&key).map(|(_, s)| s).ok_or_else(|| {
+            Status::not_found(format!(
+                "no preprocessed session {}: it was already evaluated, expired after {} s, or this activation server restarted",
+                short_id(id),
+                self.limits.prepared_ttl.as_secs()
+            ))
+        })
     }
 }
 
@@ -129,7 +234,53 @@ pub fn service(state: Arc<ActivationState>, max_message_bytes: usize) -> Activat
         .max_encoding_message_size(max_message_bytes)
 }
 
-type SessionStream = Pin<Box<dyn Stream<Item = Result<pb::S2ToS1, Status>> + Send>>;
+type ReplyStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Runs one stream's driver in its own task, under the session timeout, and
+/// reports its failure (if any) as the stream's final status.
+fn spawn_stream<T: Send + 'static, F>(
+    state: Arc<ActivationState>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    phase: &'static str,
+    peer: Option<SocketAddr>,
+    drive: impl FnOnce(Arc<ActivationState>, mpsc::Sender<Result<T, Status>>, SessionLog) -> F + Send + 'static,
+) -> ReplyStream<T>
+where
+    F: Future<Output = (SessionLog, Result<(), Status>)> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        let _permit = permit; // released when the stream ends, however it ends
+        let t0 = Instant::now();
+        let timeout = state.limits.session_timeout;
+        let (log, result) = match tokio::time::timeout(timeout, drive(state, tx.clone(), SessionLog::default())).await {
+            Ok(r) => r,
+            Err(_) => (
+                SessionLog { id: "?".into(), ..SessionLog::default() },
+                Err(Status::deadline_exceeded(format!(
+                    "the {phase} stream did not finish within the activation server's {} s session timeout",
+                    timeout.as_secs()
+                ))),
+            ),
+        };
+        let ms = t0.elapsed().as_millis() as u64;
+        match result {
+            Ok(()) => {
+                info!(phase, session = %log.id, ring_bits = log.ring_bits, input_len = log.input_len, rounds = log.rounds, compute_ms = log.compute.as_millis() as u64, wall_ms = ms, "session phase finished")
+            }
+            Err(status) => {
+                if status.code() == tonic::Code::Cancelled {
+                    info!(phase, session = %log.id, rounds = log.rounds, wall_ms = ms, ?peer, "session abandoned by the model server: {}", status.message());
+                } else {
+                    warn!(phase, session = %log.id, rounds = log.rounds, wall_ms = ms, code = ?status.code(), ?peer, "session failed: {}", status.message());
+                }
+                // The receiver may be gone; then there is nobody to tell.
+                let _ = tx.send(Err(status)).await;
+            }
+        }
+    });
+    Box::pin(ReceiverStream::new(rx))
+}
 
 #[tonic::async_trait]
 impl ActivationService for ActivationSvc {
@@ -145,62 +296,62 @@ impl ActivationService for ActivationSvc {
         let seen = s.seen.lock().map(|g| g.len()).unwrap_or(0);
         Ok(Response::new(pb::ActivationStatus {
             active_sessions: s.active_sessions() as u32,
-            max_sessions: s.max_sessions as u32,
+            max_sessions: s.limits.max_sessions as u32,
             seen_seeds: seen as u64,
             key_fingerprint: s.fingerprint.clone(),
+            prepared_sessions: s.prepared_sessions() as u32,
+            max_prepared: s.limits.max_prepared as u32,
         }))
     }
 
-    type SessionStream = SessionStream;
+    type PreprocessStream = ReplyStream<pb::PreprocessReply>;
 
-    async fn session(&self, request: Request<Streaming<pb::S1ToS2>>) -> Result<Response<SessionStream>, Status> {
+    async fn preprocess(
+        &self,
+        request: Request<Streaming<pb::PreprocessMsg>>,
+    ) -> Result<Response<Self::PreprocessStream>, Status> {
         let state = self.state.clone();
         let permit = state.sessions.clone().try_acquire_owned().map_err(|_| {
-            warn!(max_sessions = state.max_sessions, "session refused: at the concurrent-session limit");
+            warn!(max_sessions = state.limits.max_sessions, "session refused: at the concurrent-session limit");
             Status::resource_exhausted(format!(
                 "the activation server is at its limit of {} concurrent sessions; retry later",
-                state.max_sessions
+                state.limits.max_sessions
             ))
         })?;
         let peer = request.remote_addr();
         let inbound = request.into_inner();
-        let (tx, rx) = mpsc::channel(1);
-        tokio::spawn(async move {
-            let _permit = permit; // released when the session ends, however it ends
-            let t0 = Instant::now();
-            let mut log = SessionLog::default();
-            let outcome = tokio::time::timeout(state.session_timeout, drive(&state, inbound, &tx, &mut log)).await;
-            let result = match outcome {
-                Ok(r) => r,
-                Err(_) => Err(Status::deadline_exceeded(format!(
-                    "the session did not finish within the activation server's {} s session timeout",
-                    state.session_timeout.as_secs()
-                ))),
-            };
-            let ms = t0.elapsed().as_millis() as u64;
-            match result {
-                Ok(()) => {
-                    info!(session = %log.id, ring_bits = log.ring_bits, input_len = log.input_len, rounds = log.rounds, compute_ms = log.compute.as_millis() as u64, wall_ms = ms, "session finished")
-                }
-                Err(status) => {
-                    if status.code() == tonic::Code::Cancelled {
-                        info!(session = %log.id, rounds = log.rounds, wall_ms = ms, ?peer, "session abandoned by the model server: {}", status.message());
-                    } else {
-                        warn!(session = %log.id, rounds = log.rounds, wall_ms = ms, code = ?status.code(), ?peer, "session failed: {}", status.message());
-                    }
-                    // The receiver may be gone; then there is nobody to tell.
-                    let _ = tx.send(Err(status)).await;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        Ok(Response::new(spawn_stream(state, permit, "preprocess", peer, move |state, tx, mut log| async move {
+            let r = preprocess(&state, inbound, &tx, &mut log).await;
+            (log, r)
+        })))
+    }
+
+    type EvaluateStream = ReplyStream<pb::EvaluateReply>;
+
+    async fn evaluate(
+        &self,
+        request: Request<Streaming<pb::EvaluateMsg>>,
+    ) -> Result<Response<Self::EvaluateStream>, Status> {
+        let state = self.state.clone();
+        let permit = state.evaluations.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "the activation server is at its limit of {} concurrent evaluations; retry later",
+                state.limits.max_sessions
+            ))
+        })?;
+        let peer = request.remote_addr();
+        let inbound = request.into_inner();
+        Ok(Response::new(spawn_stream(state, permit, "evaluate", peer, move |state, tx, mut log| async move {
+            let r = evaluate(&state, inbound, &tx, &mut log).await;
+            (log, r)
+        })))
     }
 }
 
 /// What a finished or failed session logs (no secrets: the session id is
 /// public to both servers and the client).
 #[derive(Default)]
-struct SessionLog {
+pub struct SessionLog {
     id: String,
     ring_bits: u32,
     input_len: u32,
@@ -223,12 +374,9 @@ async fn blocking<T: Send + 'static>(
     Ok((r, d))
 }
 
-async fn next(inbound: &mut Streaming<pb::S1ToS2>, expecting: &str) -> Result<pb::s1_to_s2::Msg, Status> {
+async fn next<M>(inbound: &mut Streaming<M>, expecting: &str) -> Result<M, Status> {
     match inbound.message().await {
-        Ok(Some(pb::S1ToS2 { msg: Some(m) })) => Ok(m),
-        Ok(Some(pb::S1ToS2 { msg: None })) => {
-            Err(Status::invalid_argument(format!("empty message; expected {expecting}")))
-        }
+        Ok(Some(m)) => Ok(m),
         Ok(None) => Err(Status::cancelled(format!("the model server closed the stream before sending {expecting}"))),
         Err(s) => {
             Err(Status::cancelled(format!("the model server's stream failed before {expecting}: {}", s.message())))
@@ -236,28 +384,28 @@ async fn next(inbound: &mut Streaming<pb::S1ToS2>, expecting: &str) -> Result<pb
     }
 }
 
-async fn send(
-    tx: &mpsc::Sender<Result<pb::S2ToS1, Status>>,
-    msg: pb::s2_to_s1::Msg,
-    compute: Duration,
-) -> Result<(), Status> {
-    let m = pb::S2ToS1 { msg: Some(msg), compute_micros: compute.as_micros() as u64 };
-    debug!(bytes = wire_len(&m), "sending");
-    tx.send(Ok(m)).await.map_err(|_| Status::cancelled("the model server went away"))
+async fn reply<T>(tx: &mpsc::Sender<Result<T, Status>>, msg: T) -> Result<(), Status> {
+    tx.send(Ok(msg)).await.map_err(|_| Status::cancelled("the model server went away"))
 }
 
 fn short_id(id: &[u8]) -> String {
     hex::encode(&id[..id.len().min(8)])
 }
 
-async fn drive(
+fn pre_reply(msg: pb::preprocess_reply::Msg, compute: Duration) -> pb::PreprocessReply {
+    let m = pb::PreprocessReply { msg: Some(msg), compute_micros: compute.as_micros() as u64 };
+    debug!(bytes = wire_len(&m), "sending");
+    m
+}
+
+async fn preprocess(
     state: &Arc<ActivationState>,
-    mut inbound: Streaming<pb::S1ToS2>,
-    tx: &mpsc::Sender<Result<pb::S2ToS1, Status>>,
+    mut inbound: Streaming<pb::PreprocessMsg>,
+    tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
     log: &mut SessionLog,
 ) -> Result<(), Status> {
-    let start = match next(&mut inbound, "SessionStart").await? {
-        pb::s1_to_s2::Msg::Start(s) => s,
+    let start = match next(&mut inbound, "SessionStart").await?.msg {
+        Some(pb::preprocess_msg::Msg::Start(s)) => s,
         _ => return Err(Status::invalid_argument("the first message of a session must be SessionStart")),
     };
     log.id = short_id(&start.session_id);
@@ -270,19 +418,22 @@ async fn drive(
             state.fingerprint
         )));
     }
+    // Refuse before any work when the session could not be kept.
+    state.store_full()?;
     match start.ring_bits {
-        128 => drive_ring::<u128>(state, start, inbound, tx, log).await,
-        256 => drive_ring::<U256>(state, start, inbound, tx, log).await,
+        128 => preprocess_ring::<u128>(state, start, inbound, tx, log, AnySession::K128).await,
+        256 => preprocess_ring::<U256>(state, start, inbound, tx, log, AnySession::K256).await,
         k => Err(Status::invalid_argument(format!("ring_bits = {k}; accepted 128 or 256"))),
     }
 }
 
-async fn drive_ring<R: Ring>(
+async fn preprocess_ring<R: Ring>(
     state: &Arc<ActivationState>,
     start: pb::SessionStart,
-    mut inbound: Streaming<pb::S1ToS2>,
-    tx: &mpsc::Sender<Result<pb::S2ToS1, Status>>,
+    mut inbound: Streaming<pb::PreprocessMsg>,
+    tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
     log: &mut SessionLog,
+    wrap: fn(ActivationSession<R>) -> AnySession,
 ) -> Result<(), Status> {
     let keys = state.keys.clone();
     // §4.2: decrypt the seed (outside any lock), then refuse replays.
@@ -304,46 +455,99 @@ async fn drive_ring<R: Ring>(
         Ok((session, tandem_proto::input_masks_to_proto(keys.public_key(), &masks)))
     })
     .await?;
-    send(tx, pb::s2_to_s1::Msg::Masks(masks), d1 + d2).await?;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks), d1 + d2)).await?;
     loop {
-        match next(&mut inbound, "ActivationRequest or OutputRequest").await? {
-            pb::s1_to_s2::Msg::Activate(req) => {
+        match next(&mut inbound, "BlindedRound or BlindedOutput").await?.msg {
+            Some(pb::preprocess_msg::Msg::Round(req)) => {
                 let keys = state.keys.clone();
-                let ((s, resp), d) = blocking(log, move || {
+                let ((s, rho), d) = blocking(log, move || {
                     let pk = keys.public_key();
-                    let req = tandem_proto::activation_request_from_proto::<R>(pk, &req)?;
-                    let resp = session.activate(&req).map_err(|e| status_from_protocol(&e))?;
-                    Ok((session, tandem_proto::activation_response_to_proto(pk, &resp)))
+                    let req = tandem_proto::blinded_round_from_proto(pk, &req)?;
+                    let rho = session.blind_round(&req).map_err(|e| status_from_protocol(&e))?;
+                    Ok((session, tandem_proto::rho_masks_to_proto(pk, &rho)))
                 })
                 .await?;
                 session = s;
                 log.rounds += 1;
-                send(tx, pb::s2_to_s1::Msg::Activation(resp), d).await?;
+                reply(tx, pre_reply(pb::preprocess_reply::Msg::Rho(rho), d)).await?;
             }
-            pb::s1_to_s2::Msg::Finish(req) => {
+            Some(pb::preprocess_msg::Msg::Output(req)) => {
                 let keys = state.keys.clone();
-                let (resp, d) = blocking(log, move || {
-                    let req = tandem_proto::output_request_from_proto::<R>(keys.public_key(), &req)?;
-                    finish(session, &req)
+                let (s, d) = blocking(log, move || {
+                    let req = tandem_proto::blinded_output_from_proto(keys.public_key(), &req)?;
+                    session.blind_output(&req).map_err(|e| status_from_protocol(&e))?;
+                    Ok(session)
                 })
                 .await?;
                 log.rounds += 1;
-                send(tx, pb::s2_to_s1::Msg::Output(resp), d).await?;
+                state.store(s.session_id(), wrap(s))?;
+                reply(tx, pre_reply(pb::preprocess_reply::Msg::Ready(pb::SessionReady {}), d)).await?;
                 return Ok(());
             }
-            pb::s1_to_s2::Msg::Start(_) => {
+            Some(pb::preprocess_msg::Msg::Start(_)) => {
                 return Err(Status::invalid_argument("SessionStart sent twice: one session per stream"))
             }
+            None => return Err(Status::invalid_argument("empty message; expected BlindedRound or BlindedOutput")),
         }
     }
 }
 
-fn finish<R: Ring>(
-    session: ActivationSession<R>,
-    req: &tandem_protocol::OutputRequest<R>,
-) -> Result<pb::OutputResponse, Status> {
-    let out = session.finish(req).map_err(|e| status_from_protocol(&e))?;
-    Ok(pb::OutputResponse { sealed: out.sealed })
+async fn evaluate(
+    state: &Arc<ActivationState>,
+    mut inbound: Streaming<pb::EvaluateMsg>,
+    tx: &mpsc::Sender<Result<pb::EvaluateReply, Status>>,
+    log: &mut SessionLog,
+) -> Result<(), Status> {
+    let resume = match next(&mut inbound, "Resume").await?.msg {
+        Some(pb::evaluate_msg::Msg::Resume(r)) => r,
+        _ => return Err(Status::invalid_argument("the first message of an evaluation must be Resume")),
+    };
+    log.id = short_id(&resume.session_id);
+    match state.take(&resume.session_id)? {
+        AnySession::K128(s) => evaluate_ring(s, inbound, tx, log).await,
+        AnySession::K256(s) => evaluate_ring(s, inbound, tx, log).await,
+    }
+}
+
+/// The online phase: ring arithmetic only, so it runs inline on the async
+/// task rather than queueing behind preprocessing on the blocking pool.
+async fn evaluate_ring<R: Ring>(
+    mut session: ActivationSession<R>,
+    mut inbound: Streaming<pb::EvaluateMsg>,
+    tx: &mpsc::Sender<Result<pb::EvaluateReply, Status>>,
+    log: &mut SessionLog,
+) -> Result<(), Status> {
+    log.ring_bits = R::BITS;
+    loop {
+        let msg = next(&mut inbound, "MaskedRound or MaskedOutput").await?.msg;
+        let t = Instant::now();
+        let out = match msg {
+            Some(pb::evaluate_msg::Msg::Round(r)) => {
+                let r = tandem_proto::masked_round_from_proto::<R>(&r)?;
+                let v = session.activate(&r).map_err(|e| status_from_protocol(&e))?;
+                pb::evaluate_reply::Msg::Values(tandem_proto::activation_values_to_proto(&v))
+            }
+            Some(pb::evaluate_msg::Msg::Output(o)) => {
+                let o = tandem_proto::masked_output_from_proto::<R>(&o)?;
+                let out = session.finish(&o).map_err(|e| status_from_protocol(&e))?;
+                let reply = pb::EvaluateReply {
+                    msg: Some(pb::evaluate_reply::Msg::Output(pb::OutputResponse { sealed: out.sealed })),
+                    compute_micros: t.elapsed().as_micros() as u64,
+                };
+                log.rounds += 1;
+                log.compute += t.elapsed();
+                return self::reply(tx, reply).await;
+            }
+            Some(pb::evaluate_msg::Msg::Resume(_)) => {
+                return Err(Status::invalid_argument("Resume sent twice: one session per stream"))
+            }
+            None => return Err(Status::invalid_argument("empty message; expected MaskedRound or MaskedOutput")),
+        };
+        let d = t.elapsed();
+        log.rounds += 1;
+        log.compute += d;
+        reply(tx, pb::EvaluateReply { msg: Some(out), compute_micros: d.as_micros() as u64 }).await?;
+    }
 }
 
 /// Serves `svc` on `listener` until `shutdown` completes.
@@ -417,7 +621,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         info!(bits = sk.public().bits(), path = %cfg.key_file.display(), "loaded the Paillier key");
     }
     println!("activation key fingerprint: {fp}");
-    let state = ActivationState::new(sk, cfg.max_sessions, Duration::from_secs(cfg.session_timeout_secs.max(1)));
+    let state = ActivationState::new(
+        sk,
+        Limits {
+            max_sessions: cfg.max_sessions,
+            session_timeout: Duration::from_secs(cfg.session_timeout_secs.max(1)),
+            max_prepared: cfg.max_prepared,
+            prepared_ttl: Duration::from_secs(cfg.prepared_ttl_secs.max(1)),
+        },
+    );
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;
     info!(%addr, tls = tls.is_some(), max_sessions = cfg.max_sessions, session_timeout_secs = cfg.session_timeout_secs, "activation server listening");

@@ -54,7 +54,8 @@ pub async fn start(
     let mut handles = Vec::new();
 
     // S2
-    let state = tandem_activation_server::ActivationState::new(sk, 16, Duration::from_secs(300));
+    let limits = tandem_activation_server::Limits { max_sessions: 16, ..Default::default() };
+    let state = tandem_activation_server::ActivationState::new(sk, limits);
     let svc = tandem_activation_server::service(state, tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES);
     let l2 = TcpListener::bind("127.0.0.1:0").await.context("binding the activation server")?;
     let activation_addr = l2.local_addr()?;

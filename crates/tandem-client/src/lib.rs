@@ -13,7 +13,7 @@ use tandem_model::{Output, OutputMode};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::model_service_client::ModelServiceClient;
 use tandem_proto::wire_len;
-use tandem_protocol::{Client, ModelInfo, ProtocolError};
+use tandem_protocol::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, Ticket};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -239,11 +239,7 @@ impl TandemClient {
         x: &[f64],
         mode: Option<OutputMode>,
     ) -> Result<Inference, ClientError> {
-        if let Some(pin) = &self.pinned {
-            if *pin != model.fingerprint {
-                return Err(ClientError::KeyMismatch { pinned: pin.clone(), got: model.fingerprint.clone() });
-            }
-        }
+        self.check_pin(model)?;
         let mode = mode.unwrap_or(model.info.default_mode);
         model.info.check_mode(mode)?;
         match model.info.ring_bits {
@@ -263,34 +259,177 @@ impl TandemClient {
         let client = Client::new(model.key.clone());
         let info = model.info.clone();
         let x = x.to_vec();
-        let (pending, req, prepare_cpu) = tokio::task::spawn_blocking(move || {
-            let c0 = cpu::thread_cpu_time();
+        let ((pending, req), prepare_cpu) = on_worker(move || {
             let (pending, q) = client.prepare::<R>(&info, &x, mode)?;
-            let req = tandem_proto::query_request_to_proto(client.public_key(), &q);
-            Ok::<_, ProtocolError>((pending, req, cpu::thread_cpu_time().saturating_sub(c0)))
+            Ok((pending, tandem_proto::query_request_to_proto(client.public_key(), &q)))
         })
-        .await
-        .map_err(|e| ClientError::Config(format!("client worker failed: {e}")))??;
+        .await?;
+        self.exchange(pending, req, prepare_cpu, mode, t0).await
+    }
+
+    /// Sends the query, opens the answer, and accounts for both.
+    async fn exchange<R: Ring>(
+        &mut self,
+        pending: PendingQuery<R>,
+        req: pb::InferRequest,
+        prepare_cpu: Duration,
+        mode: OutputMode,
+        t0: Instant,
+    ) -> Result<Inference, ClientError> {
         let bytes_sent = wire_len(&req);
         let t_rpc = Instant::now();
         let resp = self.svc.infer(self.request(req)).await?.into_inner();
         let round_trip = t_rpc.elapsed();
         let bytes_received = wire_len(&resp);
         let server = resp.stats;
-        let (output, finish_cpu) = tokio::task::spawn_blocking(move || {
-            let c0 = cpu::thread_cpu_time();
+        let (output, finish_cpu) = on_worker(move || {
             let r = tandem_proto::query_response_from_proto::<R>(&resp)
                 .map_err(|s| ProtocolError::BadMessage(format!("the server's response: {}", s.message())))?;
-            let out = pending.finish(r)?;
-            Ok::<_, ProtocolError>((out, cpu::thread_cpu_time().saturating_sub(c0)))
+            pending.finish(r)
         })
-        .await
-        .map_err(|e| ClientError::Config(format!("client worker failed: {e}")))??;
+        .await?;
         Ok(Inference {
             output,
             mode,
             cost: Cost { prepare_cpu, finish_cpu, bytes_sent, bytes_received, round_trip, wall: t0.elapsed(), server },
         })
+    }
+
+    /// Asks the server to preprocess a session for a later query (a ticket,
+    /// docs/PROTOCOL.md §4.0). This is where the client's one Paillier
+    /// encryption and all the servers' homomorphic work happen, ahead of the
+    /// input; [`TandemClient::infer_on_ticket`] is then only the fast online
+    /// phase. `mode = None` uses the model's default mode.
+    pub async fn create_ticket(
+        &mut self,
+        model: &RemoteModel,
+        mode: Option<OutputMode>,
+    ) -> Result<RemoteTicket, ClientError> {
+        self.check_pin(model)?;
+        let mode = mode.unwrap_or(model.info.default_mode);
+        model.info.check_mode(mode)?;
+        let t0 = Instant::now();
+        let client = Client::new(model.key.clone());
+        let info = model.info.clone();
+        let ((seed, req), prepare_cpu) = match model.info.ring_bits {
+            128 => {
+                on_worker(move || {
+                    let (p, r) = client.request_ticket::<u128>(&info, mode)?;
+                    Ok((TicketSeed::K128(p), tandem_proto::ticket_request_to_proto(client.public_key(), &r)))
+                })
+                .await?
+            }
+            256 => {
+                on_worker(move || {
+                    let (p, r) = client.request_ticket::<U256>(&info, mode)?;
+                    Ok((TicketSeed::K256(p), tandem_proto::ticket_request_to_proto(client.public_key(), &r)))
+                })
+                .await?
+            }
+            k => return Err(ClientError::BadModelInfo(format!("ring size k = {k}; this client supports 128 and 256"))),
+        };
+        let bytes_sent = wire_len(&req);
+        let t_rpc = Instant::now();
+        let resp = self.svc.create_ticket(self.request(req)).await?.into_inner();
+        let round_trip = t_rpc.elapsed();
+        let ticket = tandem_proto::ticket_from_proto(&resp).map_err(|s| {
+            ClientError::Protocol(ProtocolError::BadMessage(format!("the server's ticket: {}", s.message())))
+        })?;
+        Ok(RemoteTicket {
+            seed,
+            ticket,
+            expires_at: Instant::now() + Duration::from_secs(resp.expires_in_seconds.into()),
+            cost: Cost {
+                prepare_cpu,
+                finish_cpu: Duration::ZERO,
+                bytes_sent,
+                bytes_received: wire_len(&resp),
+                round_trip,
+                wall: t0.elapsed(),
+                server: resp.stats,
+            },
+        })
+    }
+
+    /// The online query on a ticket: mask the input with the ticket's seed
+    /// (a PRG, no Paillier), one round trip, one AEAD open.
+    pub async fn infer_on_ticket(&mut self, ticket: RemoteTicket, x: &[f64]) -> Result<Inference, ClientError> {
+        let t0 = Instant::now();
+        let x = x.to_vec();
+        let RemoteTicket { seed, ticket, .. } = ticket;
+        let mode = ticket.mode;
+        match seed {
+            TicketSeed::K128(p) => {
+                let ((pending, req), cpu) = on_worker(move || {
+                    let (pending, q) = p.query(&ticket, &x)?;
+                    Ok((pending, tandem_proto::ticket_query_to_proto(&q)))
+                })
+                .await?;
+                self.exchange(pending, req, cpu, mode, t0).await
+            }
+            TicketSeed::K256(p) => {
+                let ((pending, req), cpu) = on_worker(move || {
+                    let (pending, q) = p.query(&ticket, &x)?;
+                    Ok((pending, tandem_proto::ticket_query_to_proto(&q)))
+                })
+                .await?;
+                self.exchange(pending, req, cpu, mode, t0).await
+            }
+        }
+    }
+
+    fn check_pin(&self, model: &RemoteModel) -> Result<(), ClientError> {
+        match &self.pinned {
+            Some(pin) if *pin != model.fingerprint => {
+                Err(ClientError::KeyMismatch { pinned: pin.clone(), got: model.fingerprint.clone() })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Runs client-side protocol work on the blocking pool and measures its
+/// thread CPU time.
+async fn on_worker<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ProtocolError> + Send + 'static,
+) -> Result<(T, Duration), ClientError> {
+    let (r, cpu) = tokio::task::spawn_blocking(move || {
+        let c0 = cpu::thread_cpu_time();
+        let r = f();
+        (r, cpu::thread_cpu_time().saturating_sub(c0))
+    })
+    .await
+    .map_err(|e| ClientError::Config(format!("client worker failed: {e}")))?;
+    Ok((r?, cpu))
+}
+
+enum TicketSeed {
+    K128(PendingTicket<u128>),
+    K256(PendingTicket<U256>),
+}
+
+/// A ticket: a session the servers have preprocessed for one query of this
+/// client, with the seed only this client knows. Use it once, before
+/// `expires_at`.
+pub struct RemoteTicket {
+    seed: TicketSeed,
+    ticket: Ticket,
+    pub expires_at: Instant,
+    /// What creating the ticket cost (the client's Paillier encryption is
+    /// `prepare_cpu`; the servers' preprocessing is in `server`).
+    pub cost: Cost,
+}
+
+impl RemoteTicket {
+    pub fn mode(&self) -> OutputMode {
+        self.ticket.mode
+    }
+    pub fn model_id(&self) -> &str {
+        &self.ticket.model_id
+    }
+    /// The ticket id (also the session id of its answer).
+    pub fn id(&self) -> [u8; 16] {
+        self.ticket.session_id
     }
 }
 

@@ -25,6 +25,7 @@ use tracing::{error, info, warn};
 
 pub mod models;
 pub mod query;
+pub mod tickets;
 
 pub use models::{Engine, Registry, Served};
 
@@ -88,6 +89,15 @@ pub struct Config {
     /// Attempts to fetch the activation server's key at startup (1 s apart).
     #[arg(long, env = "TANDEM_CONNECT_RETRIES", default_value_t = 30)]
     pub connect_retries: u32,
+    /// Largest number of outstanding tickets (preprocessed sessions waiting
+    /// for their query); more are refused with RESOURCE_EXHAUSTED. A few KB
+    /// each for the MNIST MLP.
+    #[arg(long, env = "TANDEM_MAX_TICKETS", default_value_t = 1024)]
+    pub max_tickets: usize,
+    /// An unused ticket is dropped after this many seconds. Keep it below
+    /// the activation server's --prepared-ttl-secs.
+    #[arg(long, env = "TANDEM_TICKET_TTL_SECS", default_value_t = 600)]
+    pub ticket_ttl_secs: u64,
     /// Largest request accepted from a client, in bytes.
     #[arg(long, env = "TANDEM_MAX_REQUEST_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES)]
     pub max_request_bytes: usize,
@@ -107,6 +117,8 @@ pub struct Settings {
     pub deadlines: query::Deadlines,
     pub max_request_bytes: usize,
     pub max_internal_message_bytes: usize,
+    pub max_tickets: usize,
+    pub ticket_ttl: Duration,
 }
 
 impl Settings {
@@ -120,6 +132,8 @@ impl Settings {
             },
             max_request_bytes: cfg.max_request_bytes,
             max_internal_message_bytes: cfg.max_internal_message_bytes,
+            max_tickets: cfg.max_tickets,
+            ticket_ttl: Duration::from_secs(cfg.ticket_ttl_secs.max(1)),
         }
     }
 }
@@ -132,6 +146,8 @@ impl Default for Settings {
             deadlines: query::Deadlines { step: Duration::from_secs(120), query: Duration::from_secs(300) },
             max_request_bytes: tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES,
             max_internal_message_bytes: tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
+            max_tickets: 1024,
+            ticket_ttl: Duration::from_secs(600),
         }
     }
 }
@@ -142,6 +158,7 @@ pub struct ModelState {
     registry: RwLock<Arc<Registry>>,
     s2: ActivationServiceClient<Channel>,
     queries: Arc<Semaphore>,
+    tickets: Arc<tickets::TicketStore>,
     settings: Settings,
     refreshing: tokio::sync::Mutex<()>,
 }
@@ -165,6 +182,7 @@ impl ModelState {
             registry: RwLock::new(Arc::new(registry)),
             s2,
             queries: Arc::new(Semaphore::new(settings.max_queries)),
+            tickets: tickets::TicketStore::new(settings.max_tickets, settings.ticket_ttl),
             settings,
             refreshing: tokio::sync::Mutex::new(()),
         }))
@@ -287,20 +305,17 @@ impl ModelService for ModelSvc {
 
     async fn infer(&self, req: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
         let t0 = Instant::now();
-        let state = &self.state;
         let req = req.into_inner();
         let served = self
             .lookup(&req.model_id)
             .inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
+        if !req.ticket_id.is_empty() {
+            return self.infer_on_ticket(served, req, t0).await;
+        }
+        let state = &self.state;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
-        let _permit = state.queries.clone().try_acquire_owned().map_err(|_| {
-            warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
-            Status::resource_exhausted(format!(
-                "the model server is at its limit of {} concurrent queries; retry later",
-                state.settings.max_queries
-            ))
-        })?;
+        let _permit = self.heavy_permit()?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
         let s2 = state.s2.clone();
@@ -310,40 +325,192 @@ impl ModelService for ModelSvc {
                 Engine::K256(s1) => query::run(s1.clone(), s2, req, mode, dl, &mut costs).await,
             }
         };
-        let result = match tokio::time::timeout(dl.query, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(Status::deadline_exceeded(format!(
-                "the query did not finish within the model server's {} s deadline",
-                dl.query.as_secs()
-            ))
-            .into()),
+        let result = with_deadline(dl.query, fut).await;
+        self.answer(&served, mode, "query", t0, costs, result).map(|mut r| {
+            r.0.stats = Some(r.1);
+            Response::new(r.0)
+        })
+    }
+
+    async fn create_ticket(&self, req: Request<pb::CreateTicketRequest>) -> Result<Response<pb::Ticket>, Status> {
+        let t0 = Instant::now();
+        let req = req.into_inner();
+        let served = self
+            .lookup(&req.model_id)
+            .inspect_err(|s| info!(model = %req.model_id, "ticket refused: {}", s.message()))?;
+        let mode = models::resolve_mode(&served, req.mode)
+            .inspect_err(|s| info!(model = %served.id, "ticket refused: {}", s.message()))?;
+        let state = &self.state;
+        let _permit = self.heavy_permit()?;
+        let slot = state.tickets.reserve().inspect_err(|s| warn!("ticket refused: {}", s.message()))?;
+        let mut costs = query::Costs::default();
+        let dl = state.settings.deadlines;
+        let s2 = state.s2.clone();
+        let fut = async {
+            use tickets::AnyPrepared;
+            let pk = match &served.engine {
+                Engine::K128(s1) => s1.public_key(),
+                Engine::K256(s1) => s1.public_key(),
+            };
+            let enc_seed = tandem_proto::decode_one_ciphertext(pk, &req.enc_seed, "enc_seed")?;
+            Ok(match &served.engine {
+                Engine::K128(s1) => {
+                    AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, dl, &mut costs).await?)
+                }
+                Engine::K256(s1) => {
+                    AnyPrepared::K256(query::preprocess(s1.clone(), s2, mode, enc_seed, dl, &mut costs).await?)
+                }
+            })
         };
+        let result = with_deadline(dl.query, fut).await;
+        let (prepared, stats) = self.answer(&served, mode, "ticket", t0, costs, result)?;
+        let id = match &prepared {
+            tickets::AnyPrepared::K128(p) => p.session_id(),
+            tickets::AnyPrepared::K256(p) => p.session_id(),
+        };
+        state.tickets.insert(id, served.id.clone(), mode, prepared, slot);
+        Ok(Response::new(pb::Ticket {
+            ticket_id: id.to_vec(),
+            model_id: served.id.clone(),
+            mode: tandem_proto::mode_to_proto(mode) as i32,
+            expires_in_seconds: state.tickets.ttl().as_secs() as u32,
+            stats: Some(stats),
+        }))
+    }
+}
+
+async fn with_deadline<T>(
+    limit: Duration,
+    fut: impl Future<Output = Result<T, query::QueryFailure>>,
+) -> Result<T, query::QueryFailure> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "the query did not finish within the model server's {} s deadline",
+            limit.as_secs()
+        ))
+        .into()),
+    }
+}
+
+impl ModelSvc {
+    /// A permit for Paillier work (one-shot queries, tickets). Online
+    /// queries on tickets need none: they are cheap, and bounded by the
+    /// number of tickets.
+    fn heavy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        let state = &self.state;
+        state.queries.clone().try_acquire_owned().map_err(|_| {
+            warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
+            Status::resource_exhausted(format!(
+                "the model server is at its limit of {} concurrent queries; retry later",
+                state.settings.max_queries
+            ))
+        })
+    }
+
+    /// Logs the outcome and turns the costs into `QueryStats`.
+    fn answer<T>(
+        &self,
+        served: &Served,
+        mode: tandem_model::OutputMode,
+        what: &str,
+        t0: Instant,
+        costs: query::Costs,
+        result: Result<T, query::QueryFailure>,
+    ) -> Result<(T, pb::QueryStats), Status> {
         let wall = t0.elapsed();
         match result {
-            Ok(mut resp) => {
+            Ok(r) => {
                 info!(
-                    model = %served.id, %mode, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
+                    model = %served.id, %mode, what, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
+                    online_ms = costs.online.as_millis() as u64,
                     s1_compute_ms = costs.s1_compute.as_millis() as u64, s2_compute_ms = costs.s2_compute_micros / 1000,
-                    to_s2_bytes = costs.to_s2, from_s2_bytes = costs.from_s2, "query served"
+                    to_s2_bytes = costs.to_s2, from_s2_bytes = costs.from_s2, "served"
                 );
-                resp.stats = Some(pb::QueryStats {
+                let stats = pb::QueryStats {
                     s1_wall_micros: wall.as_micros() as u64,
                     s1_compute_micros: costs.s1_compute.as_micros() as u64,
                     s2_compute_micros: costs.s2_compute_micros,
                     s1_to_s2_bytes: costs.to_s2,
                     s2_to_s1_bytes: costs.from_s2,
                     rounds: costs.rounds,
-                });
-                Ok(Response::new(resp))
+                    online_micros: costs.online.as_micros() as u64,
+                };
+                Ok((r, stats))
             }
             Err(f) => {
-                warn!(model = %served.id, %mode, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "query failed: {}", f.status.message());
+                warn!(model = %served.id, %mode, what, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "failed: {}", f.status.message());
                 if f.key_changed {
                     tokio::spawn(self.state.clone().refresh_key());
                 }
                 Err(f.status)
             }
         }
+    }
+
+    /// The online phase of a query on a ticket: no Paillier work at all.
+    async fn infer_on_ticket(
+        &self,
+        served: Arc<Served>,
+        req: pb::InferRequest,
+        t0: Instant,
+    ) -> Result<Response<pb::InferResponse>, Status> {
+        use tickets::AnyPrepared;
+        if !req.enc_seed.is_empty() {
+            return Err(Status::invalid_argument(
+                "send either enc_seed (a one-shot query) or ticket_id (a query on a ticket), not both",
+            ));
+        }
+        let asked = tandem_proto::mode_from_proto(req.mode)?;
+        let d = served.info.input_len();
+        // Decode before taking the ticket, so a malformed request does not burn it.
+        enum Input {
+            K128(Vec<u128>),
+            K256(Vec<tandem_crypto::U256>),
+        }
+        let input = match &served.engine {
+            Engine::K128(_) => Input::K128(tandem_proto::decode_ring(&req.masked_input, Some(d), "masked_input")?),
+            Engine::K256(_) => Input::K256(tandem_proto::decode_ring(&req.masked_input, Some(d), "masked_input")?),
+        };
+        let entry = self
+            .state
+            .tickets
+            .take(&req.ticket_id, |e| {
+                if e.model_id != served.id {
+                    return Err(Status::invalid_argument(format!(
+                        "the ticket is for model {:?}, not {:?}",
+                        e.model_id, served.id
+                    )));
+                }
+                match asked {
+                    Some(m) if m != e.mode => Err(Status::invalid_argument(format!(
+                        "the ticket is for {} mode, but the query asks for {m}; leave mode unspecified or use the ticket's",
+                        e.mode
+                    ))),
+                    _ => Ok(()),
+                }
+            })
+            .inspect_err(|s| info!(model = %served.id, "ticket query refused: {}", s.message()))?;
+        let mode = entry.mode;
+        let mut costs = query::Costs::default();
+        let dl = self.state.settings.deadlines;
+        let s2 = self.state.s2.clone();
+        let fut = async {
+            match (entry.prepared, input) {
+                (AnyPrepared::K128(p), Input::K128(x)) => query::online(p, s2, x, dl, &mut costs).await,
+                (AnyPrepared::K256(p), Input::K256(x)) => query::online(p, s2, x, dl, &mut costs).await,
+                _ => Err(Status::failed_precondition(
+                    "the ticket was made for an earlier version of this model (the server reloaded it); create a new ticket",
+                )
+                .into()),
+            }
+        };
+        let result = with_deadline(dl.query, fut).await;
+        costs.online = t0.elapsed();
+        self.answer(&served, mode, "ticket query", t0, costs, result).map(|(mut r, stats)| {
+            r.stats = Some(stats);
+            Response::new(r)
+        })
     }
 }
 

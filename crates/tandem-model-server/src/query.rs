@@ -1,14 +1,16 @@
-//! One private query at S1: the `ModelQuery` state machine driven over one
-//! `ActivationService.Session` stream. Every protocol step runs on the
-//! blocking pool; every wait for S2 has a deadline.
+//! One private query at S1, in its two phases: the `Preprocessing` state
+//! machine driven over an `ActivationService.Preprocess` stream (every
+//! homomorphic step on the blocking pool), and the `OnlineQuery` over an
+//! `Evaluate` stream (ring arithmetic, inline). Every wait for S2 has a
+//! deadline.
 
 use std::time::{Duration, Instant};
-use tandem_crypto::Ring;
+use tandem_crypto::{Ciphertext, Ring};
 use tandem_model::OutputMode;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_client::ActivationServiceClient;
 use tandem_proto::{status_from_protocol, wire_len};
-use tandem_protocol::{ModelQuery, ModelServer, ToActivation};
+use tandem_protocol::{ModelServer, OfflineStep, OnlineStep, Prepared, Preprocessing, SessionReady};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -32,6 +34,8 @@ pub struct Costs {
     pub to_s2: u64,
     pub from_s2: u64,
     pub rounds: u32,
+    /// Wall time of the online phase.
+    pub online: Duration,
 }
 
 /// A failed query; `key_changed` asks the caller to refetch S2's key.
@@ -94,30 +98,113 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
     QueryFailure { status, key_changed: false }
 }
 
-async fn recv(
-    inbound: &mut Streaming<pb::S2ToS1>,
-    step: Duration,
+/// A reply message of S2's streams: its payload and S2's compute time.
+pub trait Reply: Send + 'static {
+    type Msg;
+    fn into_parts(self) -> (Option<Self::Msg>, u64);
+}
+
+impl Reply for pb::PreprocessReply {
+    type Msg = pb::preprocess_reply::Msg;
+    fn into_parts(self) -> (Option<Self::Msg>, u64) {
+        (self.msg, self.compute_micros)
+    }
+}
+
+impl Reply for pb::EvaluateReply {
+    type Msg = pb::evaluate_reply::Msg;
+    fn into_parts(self) -> (Option<Self::Msg>, u64) {
+        (self.msg, self.compute_micros)
+    }
+}
+
+/// One open stream to S2: S1's messages go into `tx`, S2's come from `inbound`.
+struct Link<O, I> {
+    tx: mpsc::Sender<O>,
+    inbound: Streaming<I>,
+}
+
+/// Opens a stream whose first message is `first`. `what` names the phase.
+async fn open<O, I, F, Fut>(
+    first: O,
+    deadlines: Deadlines,
     costs: &mut Costs,
-    expecting: &str,
-) -> Result<pb::s2_to_s1::Msg, QueryFailure> {
-    match tokio::time::timeout(step, inbound.message()).await {
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "the activation server did not send {expecting} within {} s",
-            step.as_secs()
-        ))
-        .into()),
-        Ok(Err(st)) => Err(from_s2(st, true)),
-        Ok(Ok(None)) => Err(Status::unavailable(format!(
-            "the activation server closed the session before sending {expecting} (restarted?); retry the query"
-        ))
-        .into()),
-        Ok(Ok(Some(m))) => {
-            costs.from_s2 += wire_len(&m);
-            costs.s2_compute_micros += m.compute_micros;
-            m.msg.ok_or_else(|| {
-                Status::internal(format!("the activation server sent an empty message instead of {expecting}")).into()
-            })
+    what: &str,
+    call: F,
+) -> Result<Link<O, I>, QueryFailure>
+where
+    O: prost::Message + Send + 'static,
+    F: FnOnce(tonic::Request<ReceiverStream<O>>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Streaming<I>>, Status>>,
+{
+    let (tx, rx) = mpsc::channel::<O>(1);
+    costs.to_s2 += wire_len(&first);
+    tx.send(first).await.expect("the receiver is alive");
+    let mut request = tonic::Request::new(ReceiverStream::new(rx));
+    request.set_timeout(deadlines.query);
+    let inbound = match tokio::time::timeout(deadlines.step, call(request)).await {
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "the activation server did not open a {what} stream within {} s",
+                deadlines.step.as_secs()
+            ))
+            .into())
         }
+        Ok(Err(st)) => return Err(from_s2(st, false)),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    Ok(Link { tx, inbound })
+}
+
+impl<O: prost::Message, I: Reply> Link<O, I> {
+    /// S2's next message. `started`: S2 accepted the session's first
+    /// message, so an INVALID_ARGUMENT is about S1's messages.
+    async fn recv(
+        &mut self,
+        step: Duration,
+        costs: &mut Costs,
+        expecting: &str,
+        started: bool,
+    ) -> Result<I::Msg, QueryFailure>
+    where
+        I: prost::Message,
+    {
+        match tokio::time::timeout(step, self.inbound.message()).await {
+            Err(_) => Err(Status::deadline_exceeded(format!(
+                "the activation server did not send {expecting} within {} s",
+                step.as_secs()
+            ))
+            .into()),
+            Ok(Err(st)) => Err(from_s2(st, started)),
+            Ok(Ok(None)) => Err(Status::unavailable(format!(
+                "the activation server closed the session before sending {expecting} (restarted?); retry the query"
+            ))
+            .into()),
+            Ok(Ok(Some(m))) => {
+                costs.from_s2 += wire_len(&m);
+                let (msg, micros) = m.into_parts();
+                costs.s2_compute_micros += micros;
+                msg.ok_or_else(|| {
+                    Status::internal(format!("the activation server sent an empty message instead of {expecting}"))
+                        .into()
+                })
+            }
+        }
+    }
+
+    /// Sends one message; if the stream is gone, S2's status explains why.
+    async fn send(&mut self, msg: O, costs: &mut Costs) -> Result<(), QueryFailure>
+    where
+        I: prost::Message,
+    {
+        costs.to_s2 += wire_len(&msg);
+        if self.tx.send(msg).await.is_err() {
+            return match tokio::time::timeout(Duration::from_secs(1), self.inbound.message()).await {
+                Ok(Err(st)) => Err(from_s2(st, true)),
+                _ => Err(Status::unavailable("the session with the activation server broke; retry the query").into()),
+            };
+        }
+        Ok(())
     }
 }
 
@@ -132,34 +219,128 @@ fn unexpected(expecting: &str) -> QueryFailure {
     Status::internal(format!("the activation server sent a message out of order (expected {expecting})")).into()
 }
 
-/// Sends one message; if the stream is gone, S2's status explains why.
-async fn send(
-    tx: &mpsc::Sender<pb::S1ToS2>,
-    inbound: &mut Streaming<pb::S2ToS1>,
-    msg: pb::S1ToS2,
-    costs: &mut Costs,
-) -> Result<(), QueryFailure> {
-    costs.to_s2 += wire_len(&msg);
-    if tx.send(msg).await.is_err() {
-        return match tokio::time::timeout(Duration::from_secs(1), inbound.message()).await {
-            Ok(Err(st)) => Err(from_s2(st, true)),
-            _ => Err(Status::unavailable("the session with the activation server broke; retry the query").into()),
-        };
-    }
-    Ok(())
-}
-
-fn values_in(next: &ToActivation<impl Ring>) -> usize {
-    match next {
-        ToActivation::Activate(r) => r.e.len(),
-        ToActivation::Finish(r) => r.count as usize,
+fn width(step: &OfflineStep) -> usize {
+    match step {
+        OfflineStep::Round(r) => r.count as usize,
+        OfflineStep::Output(o) => o.count as usize,
     }
 }
 
-/// Runs one query for a decoded-but-unchecked client request.
-pub async fn run<R: Ring>(
+/// The preprocessing phase (docs/PROTOCOL.md §4.0) over one `Preprocess`
+/// stream: every homomorphic step, on the blocking pool.
+pub async fn preprocess<R: Ring>(
     s1: ModelServer<R>,
     mut s2: ActivationServiceClient<Channel>,
+    mode: OutputMode,
+    enc_seed: Ciphertext,
+    deadlines: Deadlines,
+    costs: &mut Costs,
+) -> Result<Prepared<R>, QueryFailure> {
+    let pk = s1.public_key().clone();
+    let d = s1.model().input_len();
+    let (pre, start) = {
+        let pk = pk.clone();
+        blocking(costs, move || {
+            let (pre, start) = s1.start_preprocessing(mode, &enc_seed).map_err(|e| status_from_protocol(&e))?;
+            Ok((pre, tandem_proto::session_start_to_proto(&pk, &start)))
+        })
+        .await?
+    };
+    let first = pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::Start(start)) };
+    let mut link = open(first, deadlines, costs, "preprocessing", |r| s2.preprocess(r)).await?;
+    // The first answer may still be S2 refusing the session start.
+    let masks = match link.recv(deadlines.step, costs, "InputMasks", false).await? {
+        pb::preprocess_reply::Msg::Masks(m) => m,
+        _ => return Err(unexpected("InputMasks")),
+    };
+    costs.rounds += 1;
+    let (mut pre, mut next, mut n) = {
+        let pk = pk.clone();
+        let mut pre: Preprocessing<R> = pre;
+        blocking(costs, move || {
+            let masks = tandem_proto::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
+            let next = pre.on_input_masks(masks).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+            let n = width(&next);
+            Ok((pre, tandem_proto::offline_step_to_proto(&pk, &next), n))
+        })
+        .await?
+    };
+    loop {
+        let finishing = matches!(next.msg, Some(pb::preprocess_msg::Msg::Output(_)));
+        link.send(next, costs).await?;
+        costs.rounds += 1;
+        if finishing {
+            match link.recv(deadlines.step, costs, "SessionReady", true).await? {
+                pb::preprocess_reply::Msg::Ready(_) => {}
+                _ => return Err(unexpected("SessionReady")),
+            }
+            return pre.on_ready(SessionReady).map_err(|e| status_from_protocol(&e).into());
+        }
+        let rho = match link.recv(deadlines.step, costs, "RhoMasks", true).await? {
+            pb::preprocess_reply::Msg::Rho(r) => r,
+            _ => return Err(unexpected("RhoMasks")),
+        };
+        let pk = pk.clone();
+        (pre, next, n) = blocking(costs, move || {
+            let rho = tandem_proto::rho_masks_from_proto(&pk, &rho, n).map_err(from_s2_data)?;
+            let next = pre.on_rho_masks(rho).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+            let n = width(&next);
+            Ok((pre, tandem_proto::offline_step_to_proto(&pk, &next), n))
+        })
+        .await?;
+    }
+}
+
+/// The online phase over one `Evaluate` stream: ring arithmetic only, done
+/// inline (microseconds to a millisecond per layer) so it never queues
+/// behind other sessions' preprocessing on the blocking pool.
+pub async fn online<R: Ring>(
+    prepared: Prepared<R>,
+    mut s2: ActivationServiceClient<Channel>,
+    masked_input: Vec<R>,
+    deadlines: Deadlines,
+    costs: &mut Costs,
+) -> Result<pb::InferResponse, QueryFailure> {
+    let session_id = prepared.session_id();
+    let t = Instant::now();
+    let (mut q, mut next) = prepared.start(masked_input).map_err(|e| status_from_protocol(&e))?;
+    costs.s1_compute += t.elapsed();
+    let first =
+        pb::EvaluateMsg { msg: Some(pb::evaluate_msg::Msg::Resume(pb::Resume { session_id: session_id.to_vec() })) };
+    let mut link = open(first, deadlines, costs, "evaluation", |r| s2.evaluate(r)).await?;
+    loop {
+        let (n, finishing) = match &next {
+            OnlineStep::Round(r) => (r.e.len(), false),
+            OnlineStep::Output(_) => (0, true),
+        };
+        link.send(tandem_proto::online_step_to_proto(&next), costs).await?;
+        costs.rounds += 1;
+        if finishing {
+            let out = match link.recv(deadlines.step, costs, "OutputResponse", true).await? {
+                pb::evaluate_reply::Msg::Output(o) => o,
+                _ => return Err(unexpected("OutputResponse")),
+            };
+            let resp = q
+                .on_output(tandem_protocol::OutputResponse { sealed: out.sealed })
+                .map_err(|e| status_from_protocol(&e))?;
+            return Ok(tandem_proto::query_response_to_proto(&resp, None));
+        }
+        let values = match link.recv(deadlines.step, costs, "ActivationValues", true).await? {
+            pb::evaluate_reply::Msg::Values(v) => v,
+            _ => return Err(unexpected("ActivationValues")),
+        };
+        let t = Instant::now();
+        let values = tandem_proto::activation_values_from_proto::<R>(&values, n).map_err(from_s2_data)?;
+        next = q.on_values(values).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+        costs.s1_compute += t.elapsed();
+    }
+}
+
+/// A one-shot query: decode and check the client's request, preprocess,
+/// then run the online phase.
+pub async fn run<R: Ring>(
+    s1: ModelServer<R>,
+    s2: ActivationServiceClient<Channel>,
     req: pb::InferRequest,
     mode: OutputMode,
     deadlines: Deadlines,
@@ -167,93 +348,18 @@ pub async fn run<R: Ring>(
 ) -> Result<pb::InferResponse, QueryFailure> {
     let pk = s1.public_key().clone();
     let d = s1.model().input_len();
-    // Client request → session start (§4.1, §4.2).
-    let (q, start) = {
-        let pk = pk.clone();
+    let qr = {
+        let s1 = s1.clone();
         blocking(costs, move || {
             let qr = tandem_proto::query_request_from_proto::<R>(&pk, &req, mode, d)?;
-            let (q, start) = s1.start_query(qr).map_err(|e| status_from_protocol(&e))?;
-            Ok((q, tandem_proto::session_start_to_proto(&pk, &start)))
+            s1.check_input(&qr.masked_input).map_err(|e| status_from_protocol(&e))?;
+            Ok(qr)
         })
         .await?
     };
-    let (tx, rx) = mpsc::channel::<pb::S1ToS2>(1);
-    let start_msg = pb::S1ToS2 { msg: Some(pb::s1_to_s2::Msg::Start(start)) };
-    costs.to_s2 += wire_len(&start_msg);
-    tx.send(start_msg).await.expect("the receiver is alive");
-    let mut request = tonic::Request::new(ReceiverStream::new(rx));
-    request.set_timeout(deadlines.query);
-    let mut inbound = match tokio::time::timeout(deadlines.step, s2.session(request)).await {
-        Err(_) => {
-            return Err(Status::deadline_exceeded(format!(
-                "the activation server did not open a session within {} s",
-                deadlines.step.as_secs()
-            ))
-            .into())
-        }
-        Ok(Err(st)) => return Err(from_s2(st, false)),
-        Ok(Ok(r)) => r.into_inner(),
-    };
-    // The first answer may still be S2 refusing the session start.
-    let masks = match tokio::time::timeout(deadlines.step, inbound.message()).await {
-        Err(_) => {
-            return Err(Status::deadline_exceeded(format!(
-                "the activation server did not send the input masks within {} s",
-                deadlines.step.as_secs()
-            ))
-            .into())
-        }
-        Ok(Err(st)) => return Err(from_s2(st, false)),
-        Ok(Ok(None)) => {
-            return Err(Status::unavailable("the activation server closed the session at its start; retry").into())
-        }
-        Ok(Ok(Some(m))) => {
-            costs.from_s2 += wire_len(&m);
-            costs.s2_compute_micros += m.compute_micros;
-            match m.msg {
-                Some(pb::s2_to_s1::Msg::Masks(masks)) => masks,
-                _ => return Err(unexpected("InputMasks")),
-            }
-        }
-    };
-    costs.rounds += 1;
-    let (mut q, mut next, mut n) = {
-        let pk = pk.clone();
-        let mut q: ModelQuery<R> = q;
-        blocking(costs, move || {
-            let masks = tandem_proto::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
-            let next = q.on_input_masks(masks).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
-            let n = values_in(&next);
-            Ok((q, tandem_proto::to_activation_to_proto(&pk, &next), n))
-        })
-        .await?
-    };
-    loop {
-        let finishing = matches!(next.msg, Some(pb::s1_to_s2::Msg::Finish(_)));
-        send(&tx, &mut inbound, next, costs).await?;
-        costs.rounds += 1;
-        if finishing {
-            let out = match recv(&mut inbound, deadlines.step, costs, "OutputResponse").await? {
-                pb::s2_to_s1::Msg::Output(o) => o,
-                _ => return Err(unexpected("OutputResponse")),
-            };
-            drop(tx); // half-close: S2 has finished the session
-            let resp = q
-                .on_output(tandem_protocol::OutputResponse { sealed: out.sealed })
-                .map_err(|e| status_from_protocol(&e))?;
-            return Ok(tandem_proto::query_response_to_proto(&resp, None));
-        }
-        let act = match recv(&mut inbound, deadlines.step, costs, "ActivationResponse").await? {
-            pb::s2_to_s1::Msg::Activation(a) => a,
-            _ => return Err(unexpected("ActivationResponse")),
-        };
-        let pk = pk.clone();
-        (q, next, n) = blocking(costs, move || {
-            let resp = tandem_proto::activation_response_from_proto::<R>(&pk, &act, n).map_err(from_s2_data)?;
-            let next = q.on_activation(resp).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
-            let n = values_in(&next);
-            Ok((q, tandem_proto::to_activation_to_proto(&pk, &next), n))
-        })
-        .await?;
-    }
+    let prepared = preprocess(s1, s2.clone(), mode, qr.enc_seed, deadlines, costs).await?;
+    let t = Instant::now();
+    let r = online(prepared, s2, qr.masked_input, deadlines, costs).await;
+    costs.online = t.elapsed();
+    r
 }

@@ -175,7 +175,36 @@ pub fn query_request_to_proto<R: Ring>(pk: &PublicKey, q: &m::QueryRequest<R>) -
         mode: mode_to_proto(q.mode) as i32,
         masked_input: encode_ring(&q.masked_input),
         enc_seed: pk.ciphertext_to_bytes(&q.enc_seed),
+        ticket_id: Vec::new(),
     }
+}
+
+/// The online query on a ticket.
+pub fn ticket_query_to_proto<R: Ring>(q: &m::TicketQuery<R>) -> pb::InferRequest {
+    pb::InferRequest {
+        model_id: q.model_id.clone(),
+        mode: mode_to_proto(q.mode) as i32,
+        masked_input: encode_ring(&q.masked_input),
+        enc_seed: Vec::new(),
+        ticket_id: q.ticket.to_vec(),
+    }
+}
+
+pub fn ticket_request_to_proto(pk: &PublicKey, q: &m::TicketRequest) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        model_id: q.model_id.clone(),
+        mode: mode_to_proto(q.mode) as i32,
+        enc_seed: pk.ciphertext_to_bytes(&q.enc_seed),
+    }
+}
+
+/// The client's side: the ticket S1 confirmed.
+pub fn ticket_from_proto(t: &pb::Ticket) -> Result<m::Ticket, Status> {
+    Ok(m::Ticket {
+        session_id: session_id_from_bytes(&t.ticket_id, "ticket_id")?,
+        model_id: t.model_id.clone(),
+        mode: required_mode(t.mode, "ticket.mode")?,
+    })
 }
 
 /// S1's side: `mode` already resolved (default applied, availability checked
@@ -248,77 +277,91 @@ pub fn input_masks_from_proto(pk: &PublicKey, p: &pb::InputMasks, input_len: usi
     Ok(m::InputMasks { enc_r: decode_ciphertexts(pk, &p.enc_r, Some(input_len), "input_masks.enc_r")? })
 }
 
-pub fn activation_request_to_proto<R: Ring>(pk: &PublicKey, r: &m::ActivationRequest<R>) -> pb::ActivationRequest {
-    pb::ActivationRequest {
+pub fn rho_masks_to_proto(pk: &PublicKey, m: &m::RhoMasks) -> pb::RhoMasks {
+    pb::RhoMasks { enc_rho: encode_ciphertexts(pk, &m.enc_rho) }
+}
+
+/// S1's side: `n` is the layer width S1 sent in the round.
+pub fn rho_masks_from_proto(pk: &PublicKey, p: &pb::RhoMasks, n: usize) -> Result<m::RhoMasks, Status> {
+    Ok(m::RhoMasks { enc_rho: decode_ciphertexts(pk, &p.enc_rho, Some(n), "rho.enc_rho")? })
+}
+
+pub fn blinded_round_to_proto(pk: &PublicKey, r: &m::BlindedRound) -> pb::BlindedRound {
+    pb::BlindedRound {
         kind: kind_to_proto(r.kind) as i32,
         scale: r.scale,
-        e: encode_ring(&r.e),
+        count: r.count,
         packing: Some(packing_to_proto(&r.packing)),
         packed: encode_ciphertexts(pk, &r.packed),
     }
 }
 
 /// S2's side; counts are checked by the state machine against the packing.
-pub fn activation_request_from_proto<R: Ring>(
-    pk: &PublicKey,
-    r: &pb::ActivationRequest,
-) -> Result<m::ActivationRequest<R>, Status> {
-    Ok(m::ActivationRequest {
+pub fn blinded_round_from_proto(pk: &PublicKey, r: &pb::BlindedRound) -> Result<m::BlindedRound, Status> {
+    Ok(m::BlindedRound {
         kind: kind_from_proto(r.kind)?,
         scale: r.scale,
-        e: decode_ring(&r.e, None, "activate.e")?,
-        packing: packing_from_proto(r.packing.as_ref(), "activate.packing")?,
-        packed: decode_ciphertexts(pk, &r.packed, None, "activate.packed")?,
+        count: r.count,
+        packing: packing_from_proto(r.packing.as_ref(), "round.packing")?,
+        packed: decode_ciphertexts(pk, &r.packed, None, "round.packed")?,
     })
 }
 
-pub fn activation_response_to_proto<R: Ring>(pk: &PublicKey, r: &m::ActivationResponse<R>) -> pb::ActivationResponse {
-    pb::ActivationResponse { h: encode_ring(&r.h), enc_rho: encode_ciphertexts(pk, &r.enc_rho) }
-}
-
-/// S1's side: `n` is the number of values S1 sent in the request.
-pub fn activation_response_from_proto<R: Ring>(
-    pk: &PublicKey,
-    r: &pb::ActivationResponse,
-    n: usize,
-) -> Result<m::ActivationResponse<R>, Status> {
-    Ok(m::ActivationResponse {
-        h: decode_ring(&r.h, Some(n), "activation.h")?,
-        enc_rho: decode_ciphertexts(pk, &r.enc_rho, Some(n), "activation.enc_rho")?,
-    })
-}
-
-pub fn output_request_to_proto<R: Ring>(pk: &PublicKey, r: &m::OutputRequest<R>) -> pb::OutputRequest {
-    pb::OutputRequest {
+pub fn blinded_output_to_proto(pk: &PublicKey, r: &m::BlindedOutput) -> pb::BlindedOutput {
+    pb::BlindedOutput {
         mode: mode_to_proto(r.mode) as i32,
         scale: r.scale,
         count: r.count,
-        e: encode_ring(&r.e),
         packing: Some(packing_to_proto(&r.packing)),
         packed: encode_ciphertexts(pk, &r.packed),
     }
 }
 
-pub fn output_request_from_proto<R: Ring>(
-    pk: &PublicKey,
-    r: &pb::OutputRequest,
-) -> Result<m::OutputRequest<R>, Status> {
-    Ok(m::OutputRequest {
-        mode: required_mode(r.mode, "finish.mode")?,
+pub fn blinded_output_from_proto(pk: &PublicKey, r: &pb::BlindedOutput) -> Result<m::BlindedOutput, Status> {
+    Ok(m::BlindedOutput {
+        mode: required_mode(r.mode, "output.mode")?,
         scale: r.scale,
         count: r.count,
-        e: decode_ring(&r.e, None, "finish.e")?,
-        packing: packing_from_proto(r.packing.as_ref(), "finish.packing")?,
-        packed: decode_ciphertexts(pk, &r.packed, None, "finish.packed")?,
+        packing: packing_from_proto(r.packing.as_ref(), "output.packing")?,
+        packed: decode_ciphertexts(pk, &r.packed, None, "output.packed")?,
     })
 }
 
-pub fn to_activation_to_proto<R: Ring>(pk: &PublicKey, t: &m::ToActivation<R>) -> pb::S1ToS2 {
+pub fn offline_step_to_proto(pk: &PublicKey, t: &m::OfflineStep) -> pb::PreprocessMsg {
     let msg = match t {
-        m::ToActivation::Activate(r) => pb::s1_to_s2::Msg::Activate(activation_request_to_proto(pk, r)),
-        m::ToActivation::Finish(r) => pb::s1_to_s2::Msg::Finish(output_request_to_proto(pk, r)),
+        m::OfflineStep::Round(r) => pb::preprocess_msg::Msg::Round(blinded_round_to_proto(pk, r)),
+        m::OfflineStep::Output(o) => pb::preprocess_msg::Msg::Output(blinded_output_to_proto(pk, o)),
     };
-    pb::S1ToS2 { msg: Some(msg) }
+    pb::PreprocessMsg { msg: Some(msg) }
+}
+
+pub fn online_step_to_proto<R: Ring>(t: &m::OnlineStep<R>) -> pb::EvaluateMsg {
+    let msg = match t {
+        m::OnlineStep::Round(r) => pb::evaluate_msg::Msg::Round(pb::MaskedRound { e: encode_ring(&r.e) }),
+        m::OnlineStep::Output(o) => pb::evaluate_msg::Msg::Output(pb::MaskedOutput { e: encode_ring(&o.e) }),
+    };
+    pb::EvaluateMsg { msg: Some(msg) }
+}
+
+/// S2's side; the session checks the count against what it preprocessed.
+pub fn masked_round_from_proto<R: Ring>(r: &pb::MaskedRound) -> Result<m::MaskedRound<R>, Status> {
+    Ok(m::MaskedRound { e: decode_ring(&r.e, None, "round.e")? })
+}
+
+pub fn masked_output_from_proto<R: Ring>(r: &pb::MaskedOutput) -> Result<m::MaskedOutput<R>, Status> {
+    Ok(m::MaskedOutput { e: decode_ring(&r.e, None, "output.e")? })
+}
+
+pub fn activation_values_to_proto<R: Ring>(v: &m::ActivationValues<R>) -> pb::ActivationValues {
+    pb::ActivationValues { h: encode_ring(&v.h) }
+}
+
+/// S1's side: `n` is the number of values S1 sent in the round.
+pub fn activation_values_from_proto<R: Ring>(
+    v: &pb::ActivationValues,
+    n: usize,
+) -> Result<m::ActivationValues<R>, Status> {
+    Ok(m::ActivationValues { h: decode_ring(&v.h, Some(n), "values.h")? })
 }
 
 #[cfg(test)]

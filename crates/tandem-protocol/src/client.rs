@@ -5,6 +5,7 @@ use crate::convert::signed_num;
 use crate::error::{ProtocolError, Result};
 use crate::messages::*;
 use serde::{Deserialize, Serialize};
+use std::marker::PhantomData;
 use tandem_crypto::{PublicKey, Ring, Seed};
 use tandem_model::{quantize_input, ModelError, Output, OutputMode, QuantizedModel};
 
@@ -64,7 +65,9 @@ pub struct PendingQuery<R> {
     seed: Seed,
     info: ModelInfo,
     mode: OutputMode,
-    _r: std::marker::PhantomData<R>,
+    /// The ticket's session id, when the query runs on one.
+    session_id: Option<SessionId>,
+    _r: PhantomData<R>,
 }
 
 impl Client {
@@ -75,24 +78,82 @@ impl Client {
         &self.pk
     }
 
-    /// Quantizes, masks and encrypts the seed: the whole online cost.
+    /// Quantizes, masks and encrypts the seed: the whole cost of a one-shot
+    /// query.
     pub fn prepare<R: Ring>(
         &self,
         info: &ModelInfo,
         x: &[f64],
         mode: OutputMode,
     ) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
+        let (ticket, req) = self.request_ticket(info, mode)?;
+        let masked_input = ticket.mask(x)?;
+        let query = QueryRequest { model_id: req.model_id, mode, masked_input, enc_seed: req.enc_seed };
+        Ok((PendingQuery { seed: ticket.seed, info: ticket.info, mode, session_id: None, _r: PhantomData }, query))
+    }
+
+    /// Ahead of any input: a fresh seed encrypted to S2 (the client's one
+    /// Paillier encryption), to be preprocessed into a ticket (§4.0).
+    pub fn request_ticket<R: Ring>(
+        &self,
+        info: &ModelInfo,
+        mode: OutputMode,
+    ) -> Result<(PendingTicket<R>, TicketRequest)> {
         if info.ring_bits != R::BITS {
             return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
         }
         info.check_mode(mode)?;
-        let x_int = quantize_input(x, info.input_len(), info.input_range, info.f_in)?;
         let seed = Seed::random();
-        let r: Vec<R> = seed.input_mask(x_int.len());
-        let masked_input = x_int.iter().zip(&r).map(|(&x, &r)| R::from_i64(x).add(r)).collect();
         let enc_seed = self.pk.encrypt(&seed.to_bigint());
-        let req = QueryRequest { model_id: info.id.clone(), mode, masked_input, enc_seed };
-        Ok((PendingQuery { seed, info: info.clone(), mode, _r: std::marker::PhantomData }, req))
+        let req = TicketRequest { model_id: info.id.clone(), mode, enc_seed };
+        Ok((PendingTicket { seed, info: info.clone(), mode, _r: PhantomData }, req))
+    }
+}
+
+/// A seed the client has sent for preprocessing; it becomes a query once S1
+/// confirms the ticket and the client has an input.
+pub struct PendingTicket<R> {
+    seed: Seed,
+    info: ModelInfo,
+    mode: OutputMode,
+    _r: PhantomData<R>,
+}
+
+impl<R: Ring> PendingTicket<R> {
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+    pub fn model_id(&self) -> &str {
+        &self.info.id
+    }
+
+    /// `ỹ = x_int + r`: quantize and mask (a PRG expansion, no Paillier).
+    fn mask(&self, x: &[f64]) -> Result<Vec<R>> {
+        let info = &self.info;
+        let x_int = quantize_input(x, info.input_len(), info.input_range, info.f_in)?;
+        let r: Vec<R> = self.seed.input_mask(x_int.len());
+        Ok(x_int.iter().zip(&r).map(|(&x, &r)| R::from_i64(x).add(r)).collect())
+    }
+
+    /// The online query on a confirmed ticket: the client's whole online cost.
+    pub fn query(self, ticket: &Ticket, x: &[f64]) -> Result<(PendingQuery<R>, TicketQuery<R>)> {
+        if ticket.model_id != self.info.id || ticket.mode != self.mode {
+            return Err(bad(format!(
+                "the ticket is for model {} in {} mode, but this seed was requested for {} in {} mode",
+                ticket.model_id, ticket.mode, self.info.id, self.mode
+            )));
+        }
+        let masked_input = self.mask(x)?;
+        let q =
+            TicketQuery { ticket: ticket.session_id, model_id: self.info.id.clone(), mode: self.mode, masked_input };
+        let pending = PendingQuery {
+            seed: self.seed,
+            info: self.info,
+            mode: self.mode,
+            session_id: Some(ticket.session_id),
+            _r: PhantomData,
+        };
+        Ok((pending, q))
     }
 }
 
@@ -117,6 +178,9 @@ fn check_perm(perm: &[u32], n: usize) -> Result<()> {
 impl<R: Ring> PendingQuery<R> {
     /// Opens S2's sealed part and combines it with S1's aux.
     pub fn finish(self, resp: QueryResponse<R>) -> Result<Output> {
+        if self.session_id.is_some_and(|id| id != resp.session_id) {
+            return Err(bad("the response is for another session than the ticket's"));
+        }
         let plain = self.seed.open(&resp.session_id, &resp.sealed)?;
         let n = self.info.output_len;
         let f_act = self.info.f_act;

@@ -16,8 +16,8 @@ pub mod model_server;
 pub mod plan;
 
 pub use activation_server::{ActivationServer, ActivationSession};
-pub use client::{Client, ModelInfo, PendingQuery};
-pub use driver::{run_query, Transcript};
+pub use client::{Client, ModelInfo, PendingQuery, PendingTicket};
+pub use driver::{online, preprocess, run_query, OfflineTranscript, OnlineTranscript, Transcript};
 pub use error::{ProtocolError, Result};
 pub use messages::*;
-pub use model_server::{ModelQuery, ModelServer};
+pub use model_server::{ModelServer, OnlineQuery, Prepared, Preprocessing};

@@ -1,6 +1,16 @@
 //! The plain message structs that pass between the roles (PROTOCOL §4).
 //! Nothing here knows about sockets; the gRPC shells convert them to and from
 //! protobuf.
+//!
+//! A query has two phases (docs/PROTOCOL.md §4.0):
+//! - **preprocessing** (offline): everything homomorphic. It depends on the
+//!   seed and on the servers' randomness, never on the input, so it can run
+//!   before the client has an input ("tickets"): `SessionStart` →
+//!   `InputMasks`, then per hidden layer `BlindedRound` → `RhoMasks`, then
+//!   `BlindedOutput` → `SessionReady`;
+//! - **online**: ring arithmetic only. `QueryRequest` (or `OnlineRequest`
+//!   for a ticket), then per hidden layer `MaskedRound` → `ActivationValues`,
+//!   then `MaskedOutput` → `OutputResponse` → `QueryResponse`.
 
 use tandem_crypto::packing::PackingParams;
 use tandem_crypto::Ciphertext;
@@ -8,7 +18,7 @@ use tandem_model::{ActivationKind, OutputMode};
 
 pub type SessionId = [u8; 16];
 
-/// Client → S1 (§4.1).
+/// Client → S1 (§4.1): a one-shot query, preprocessing included.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryRequest<R> {
     pub model_id: String,
@@ -17,6 +27,35 @@ pub struct QueryRequest<R> {
     pub masked_input: Vec<R>,
     /// `[seed]` under S2's key.
     pub enc_seed: Ciphertext,
+}
+
+/// Client → S1: ask for a ticket, i.e. a session preprocessed ahead of the
+/// input (§4.0). The client keeps the seed until it has an input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TicketRequest {
+    pub model_id: String,
+    pub mode: OutputMode,
+    /// `[seed]` under S2's key.
+    pub enc_seed: Ciphertext,
+}
+
+/// S1 → client: the ticket is ready. The id is the session id, which the
+/// client needs anyway to open the sealed result.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ticket {
+    pub session_id: SessionId,
+    pub model_id: String,
+    pub mode: OutputMode,
+}
+
+/// Client → S1: the online query on a ticket.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TicketQuery<R> {
+    pub ticket: SessionId,
+    pub model_id: String,
+    pub mode: OutputMode,
+    /// `ỹ = x_int + r (mod 2^k)`, `r` derived from the ticket's seed.
+    pub masked_input: Vec<R>,
 }
 
 /// S1 → S2: open a session (§4.2).
@@ -36,40 +75,60 @@ pub struct InputMasks {
     pub enc_r: Vec<Ciphertext>,
 }
 
-/// S1 → S2: one hidden activation layer (§4.5), in position order.
+/// S1 → S2, preprocessing: the homomorphic half of one hidden activation
+/// layer (§4.5), in position order.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ActivationRequest<R> {
+pub struct BlindedRound {
     pub kind: ActivationKind,
     /// Scale `s` of the pre-activations (sigmoid/tanh need it).
     pub scale: u32,
-    /// `e_p = t_j·u_j + μ_j`.
-    pub e: Vec<R>,
+    /// Number of positions (neurons) of the layer.
+    pub count: u32,
     pub packing: PackingParams,
     /// `C_p = t_j·g_j + μ_j`, packed and rerandomized.
     pub packed: Vec<Ciphertext>,
 }
 
-/// S2 → S1 (§4.6).
+/// S2 → S1, preprocessing: `[ρ_p]` for one hidden layer; S2 keeps `ρ_p`
+/// and the decrypted `c_p` for the online phase.
 #[derive(Clone, Debug, PartialEq)]
-pub struct ActivationResponse<R> {
-    /// `h_p = F(v_p) + ρ_p`.
-    pub h: Vec<R>,
-    /// `[ρ_p]`.
+pub struct RhoMasks {
     pub enc_rho: Vec<Ciphertext>,
 }
 
-/// S1 → S2: the output layer (§4.8).
+/// S1 → S2, preprocessing: the homomorphic half of the output layer (§4.8).
 #[derive(Clone, Debug, PartialEq)]
-pub struct OutputRequest<R> {
+pub struct BlindedOutput {
     pub mode: OutputMode,
     /// Scale of the logits.
     pub scale: u32,
     /// Number of logits.
     pub count: u32,
-    /// `e_p`; empty in `logits` mode, where S2 only needs `c`.
-    pub e: Vec<R>,
     pub packing: PackingParams,
     pub packed: Vec<Ciphertext>,
+}
+
+/// S2 → S1: the session is preprocessed and waits for its online phase.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SessionReady;
+
+/// S1 → S2, online: the ring half of one hidden layer, `e_p = t_j·u_j + μ_j`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskedRound<R> {
+    pub e: Vec<R>,
+}
+
+/// S2 → S1, online (§4.6): `h_p = F(v_p) + ρ_p`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ActivationValues<R> {
+    pub h: Vec<R>,
+}
+
+/// S1 → S2, online: the ring half of the output layer; `e` is empty in
+/// `logits` mode, where S2 only needs `c`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaskedOutput<R> {
+    pub e: Vec<R>,
 }
 
 /// S2 → S1: the result sealed for the client (§6).
@@ -97,9 +156,16 @@ pub struct QueryResponse<R> {
     pub aux: OutputAux<R>,
 }
 
-/// S1's next message to S2.
+/// S1's next preprocessing message to S2.
 #[derive(Clone, Debug, PartialEq)]
-pub enum ToActivation<R> {
-    Activate(ActivationRequest<R>),
-    Finish(OutputRequest<R>),
+pub enum OfflineStep {
+    Round(BlindedRound),
+    Output(BlindedOutput),
+}
+
+/// S1's next online message to S2.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OnlineStep<R> {
+    Round(MaskedRound<R>),
+    Output(MaskedOutput<R>),
 }

@@ -1,9 +1,16 @@
-//! S1, the model server (PROTOCOL §4.3–§4.5, §4.7, §4.8) as a state machine.
+//! S1, the model server (PROTOCOL §4.3–§4.5, §4.7, §4.8) as state machines.
 //!
-//! `ModelServer::start_query` turns a client's request into a `ModelQuery`
-//! that is fed S2's messages and returns the next message to send. All
-//! per-query secrets (`t`, `π`, `μ`, `β`) live only inside the `ModelQuery`
-//! and are drawn from a ChaCha20 CSPRNG seeded from the OS for each query.
+//! A query runs in two phases (docs/PROTOCOL.md §4.0):
+//! - [`ModelServer::start_preprocessing`] → [`Preprocessing`]: every
+//!   homomorphic step — `W·[D]`, the blinding `C = t·g + μ`, packing, and the
+//!   new `[D]` from S2's `[ρ]`. None of it depends on the client's input, so
+//!   it can run ahead of time; the result is a [`Prepared`] session holding
+//!   only S1's blinding secrets (`t`, `π`, `μ`, `β`, `m⁻¹`).
+//! - [`Prepared::start`] → [`OnlineQuery`]: the ring half — `u = W·y + b`,
+//!   `e = t·u + μ`, and unblinding `h` — cheap arithmetic mod `2^k`.
+//!
+//! The per-query secrets are drawn from a ChaCha20 CSPRNG seeded from the OS
+//! for each session and never leave these structs.
 
 use crate::convert::{gmp_from_ring, ring_from_gmp, ring_from_num};
 use crate::error::{ProtocolError, Result};
@@ -26,6 +33,9 @@ struct Shared<R> {
     plan: Plan,
     /// Biases reduced into the ring once, per linear layer.
     bias: Vec<Vec<R>>,
+    /// Weights reduced into the ring once, per linear layer (the online
+    /// phase's only real work is `W·y` with these).
+    ring_rows: Vec<Vec<Vec<(u32, R)>>>,
 }
 
 /// S1 for one model whose ring is `R`.
@@ -54,7 +64,17 @@ impl<R: Ring> ModelServer<R> {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(ModelServer { shared: Arc::new(Shared { model, pk, noise, plan, bias }) })
+        let ring_rows = model
+            .layers
+            .iter()
+            .map(|l| match l {
+                QLayer::Linear(l) => {
+                    l.rows.iter().map(|row| row.iter().map(|&(i, w)| (i, R::from_i64(w))).collect()).collect()
+                }
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok(ModelServer { shared: Arc::new(Shared { model, pk, noise, plan, bias, ring_rows }) })
     }
 
     pub fn model(&self) -> &QuantizedModel {
@@ -67,14 +87,23 @@ impl<R: Ring> ModelServer<R> {
         &self.shared.plan
     }
 
-    /// Validates the client's request and opens a session with S2.
-    pub fn start_query(&self, req: QueryRequest<R>) -> Result<(ModelQuery<R>, SessionStart)> {
-        let sh = &self.shared;
-        sh.model.check_mode(req.mode)?;
-        let d = sh.model.input_len();
-        if req.masked_input.len() != d {
-            return Err(ModelError::InputLength { expected: d, got: req.masked_input.len() }.into());
+    /// Checks a client's masked input before any work is spent on it.
+    pub fn check_input(&self, masked_input: &[R]) -> Result<()> {
+        let d = self.shared.model.input_len();
+        if masked_input.len() != d {
+            return Err(ModelError::InputLength { expected: d, got: masked_input.len() }.into());
         }
+        Ok(())
+    }
+
+    /// Opens a session with S2 for one future query in `mode` (§4.0, §4.2).
+    pub fn start_preprocessing(
+        &self,
+        mode: OutputMode,
+        enc_seed: &Ciphertext,
+    ) -> Result<(Preprocessing<R>, SessionStart)> {
+        let sh = &self.shared;
+        sh.model.check_mode(mode)?;
         let mut rng = ChaCha20Rng::from_entropy();
         let mut session_id = [0u8; 16];
         rng.fill_bytes(&mut session_id);
@@ -82,57 +111,110 @@ impl<R: Ring> ModelServer<R> {
             session_id,
             // Rerandomized like every ciphertext S1 sends S2, so S2 cannot
             // link the session to the client's ciphertext.
-            enc_seed: sh.noise.rerandomize(&sh.pk, &req.enc_seed),
-            input_len: d as u32,
+            enc_seed: sh.noise.rerandomize(&sh.pk, enc_seed),
+            input_len: sh.model.input_len() as u32,
             ring_bits: R::BITS,
         };
-        let q = ModelQuery {
+        let p = Preprocessing {
             shared: sh.clone(),
-            mode: req.mode,
+            mode,
             session_id,
             rng,
             next_layer: 0,
-            round: 0,
-            y: req.masked_input,
             d: Vec::new(),
-            stage: Stage::AwaitMasks,
+            rounds: Vec::new(),
+            stage: OfflineStage::AwaitMasks,
         };
-        Ok((q, start))
+        Ok((p, start))
     }
 }
 
-enum Stage<R> {
+/// S1's blinding of one hidden round, indexed by neuron `j` (position `p`
+/// carries neuron `perm[p]`).
+struct HiddenSecrets<R> {
+    kind: ActivationKind,
+    perm: Vec<u32>,
+    negative: Vec<bool>,
+    /// `t_j = σ_j·m_j` in the ring.
+    t: Vec<R>,
+    /// `m_j⁻¹ mod 2^k` (`m_j` odd; 1 for sigmoid/tanh).
+    m_inv: Vec<R>,
+    /// `μ_j mod 2^k`.
+    mu: Vec<R>,
+}
+
+/// How the output round maps `u_j` to `e_p − μ_j` (§4.8, per mode).
+#[derive(Clone, Copy)]
+enum OutputMap<R> {
+    /// `logits`: S2 gets no `e`; S1 returns `u + μ`.
+    Logits,
+    /// `probabilities`: `u_j + β`.
+    Shift(R),
+    /// Multi-class `label`: `m·(n·u_j + n−1−j) + β` (the tie-break encoding).
+    TieBreak { m: R, n: u64, beta: R },
+    /// `sigmoid` (`t = σ`, `off = 0`) and one-output `label` (`t = 2σm`, `off = m·σ`).
+    Affine { t: R, off: R },
+}
+
+struct OutputSecrets<R> {
+    perm: Vec<u32>,
+    mu: Vec<R>,
+    map: OutputMap<R>,
+    /// `σ = −1` for the modes that report it.
+    negated: bool,
+}
+
+enum OfflineStage<R> {
     AwaitMasks,
-    AwaitActivation(HiddenSecrets<R>),
-    AwaitOutput(OutputAux<R>),
+    /// Waiting for `[ρ]`: S1 keeps `[g]` for the σ = −1 neurons' new `[D]`.
+    AwaitRho {
+        g: Vec<Ciphertext>,
+    },
+    /// Waiting for S2 to confirm it stored its half.
+    AwaitReady(OutputSecrets<R>),
     Done,
 }
 
-/// S1's blinding of one hidden round, indexed by neuron `j`.
-struct HiddenSecrets<R> {
-    kind: ActivationKind,
-    u: Vec<R>,
-    g: Vec<Ciphertext>,
-    /// Position `p` carries neuron `perm[p]`.
-    perm: Vec<u32>,
-    negative: Vec<bool>,
-    /// `m_j` (odd; 1 for sigmoid/tanh).
-    m: Vec<u64>,
-}
-
-/// One query in progress at S1.
-pub struct ModelQuery<R: Ring> {
+/// S1's preprocessing of one session: the homomorphic part of a query.
+pub struct Preprocessing<R: Ring> {
     shared: Arc<Shared<R>>,
     mode: OutputMode,
     session_id: SessionId,
     rng: ChaCha20Rng,
     next_layer: usize,
+    /// `[D]`, `D ≡ δ (mod 2^k)`, of the current layer's input.
+    d: Vec<Ciphertext>,
+    rounds: Vec<HiddenSecrets<R>>,
+    stage: OfflineStage<R>,
+}
+
+/// A preprocessed session waiting for its client's input: S1's secrets only.
+pub struct Prepared<R: Ring> {
+    shared: Arc<Shared<R>>,
+    mode: OutputMode,
+    session_id: SessionId,
+    rounds: Vec<HiddenSecrets<R>>,
+    output: OutputSecrets<R>,
+}
+
+enum OnlineStage<R> {
+    AwaitValues { u: Vec<R> },
+    AwaitOutput(OutputAux<R>),
+    Done,
+}
+
+/// One query's online phase at S1.
+pub struct OnlineQuery<R: Ring> {
+    shared: Arc<Shared<R>>,
+    mode: OutputMode,
+    session_id: SessionId,
+    rounds: Vec<HiddenSecrets<R>>,
+    output: OutputSecrets<R>,
+    next_layer: usize,
     round: usize,
     /// `y = a + δ (mod 2^k)` (§4.3).
     y: Vec<R>,
-    /// `[D]`, `D ≡ δ (mod 2^k)`.
-    d: Vec<Ciphertext>,
-    stage: Stage<R>,
+    stage: OnlineStage<R>,
 }
 
 fn random_perm(rng: &mut ChaCha20Rng, n: usize) -> Vec<u32> {
@@ -170,11 +252,7 @@ fn random_beta<R: Ring>(rng: &mut ChaCha20Rng) -> R {
     ring_from_gmp::<R>(&b).sub(ring_from_gmp::<R>(&(BigInt::one() << (R::BITS as usize - 3))))
 }
 
-fn ring_i64<R: Ring>(v: i64) -> R {
-    R::from_i64(v)
-}
-
-impl<R: Ring> ModelQuery<R> {
+impl<R: Ring> Preprocessing<R> {
     pub fn session_id(&self) -> SessionId {
         self.session_id
     }
@@ -183,37 +261,35 @@ impl<R: Ring> ModelQuery<R> {
     }
 
     /// §4.2 → first round: S2's `[r]`.
-    pub fn on_input_masks(&mut self, msg: InputMasks) -> Result<ToActivation<R>> {
-        if !matches!(self.stage, Stage::AwaitMasks) {
+    pub fn on_input_masks(&mut self, msg: InputMasks) -> Result<OfflineStep> {
+        if !matches!(self.stage, OfflineStage::AwaitMasks) {
             return Err(ProtocolError::BadMessage("input masks arrived out of order".into()));
         }
-        if msg.enc_r.len() != self.y.len() {
+        let d = self.shared.model.input_len();
+        if msg.enc_r.len() != d {
             return Err(ProtocolError::BadMessage(format!(
-                "{} input-mask ciphertexts for {} inputs",
-                msg.enc_r.len(),
-                self.y.len()
+                "{} input-mask ciphertexts for {d} inputs",
+                msg.enc_r.len()
             )));
         }
         self.d = msg.enc_r;
         self.advance()
     }
 
-    /// §4.6 → §4.7: unblind, then run the linear layers up to the next round.
-    pub fn on_activation(&mut self, msg: ActivationResponse<R>) -> Result<ToActivation<R>> {
-        let Stage::AwaitActivation(sec) = std::mem::replace(&mut self.stage, Stage::Done) else {
-            return Err(ProtocolError::BadMessage("activation response arrived out of order".into()));
-        };
-        let n = sec.perm.len();
-        if msg.h.len() != n || msg.enc_rho.len() != n {
-            return Err(ProtocolError::BadMessage(format!(
-                "activation response has {} values and {} ciphertexts; expected {n} of each",
-                msg.h.len(),
-                msg.enc_rho.len()
-            )));
+    /// S2's `[ρ]` for the last hidden round → the next layer's `[D]` (§4.7).
+    pub fn on_rho_masks(&mut self, msg: RhoMasks) -> Result<OfflineStep> {
+        if !matches!(self.stage, OfflineStage::AwaitRho { .. }) {
+            return Err(ProtocolError::BadMessage("ρ masks arrived out of order".into()));
         }
+        let sec = self.rounds.last().expect("a round is pending");
+        let n = sec.perm.len();
+        if msg.enc_rho.len() != n {
+            return Err(ProtocolError::BadMessage(format!("{} ρ ciphertexts for a layer of {n}", msg.enc_rho.len())));
+        }
+        let OfflineStage::AwaitRho { g } = std::mem::replace(&mut self.stage, OfflineStage::Done) else {
+            unreachable!("checked above")
+        };
         let pk = &self.shared.pk;
-        let mut y = vec![R::zero(); n];
-        // Per position: (neuron, new [D_j]).
         let new_d: Vec<(usize, Ciphertext)> = (0..n)
             .into_par_iter()
             .map(|p| {
@@ -221,12 +297,14 @@ impl<R: Ring> ModelQuery<R> {
                 let rho = &msg.enc_rho[p];
                 let d = match (sec.kind, sec.negative[j]) {
                     (ActivationKind::Relu, neg) => {
-                        let m_inv = R::from_u64(sec.m[j]).inv_odd().expect("m is odd");
-                        let scaled =
-                            if sec.m[j] == 1 { rho.clone() } else { pk.scalar_mul(rho, &gmp_from_ring(m_inv)) };
+                        let scaled = if sec.m_inv[j] == R::one() {
+                            rho.clone()
+                        } else {
+                            pk.scalar_mul(rho, &gmp_from_ring(sec.m_inv[j]))
+                        };
                         // σ = −1 uses ReLU(z) = z + ReLU(−z): add back [g_j].
                         if neg {
-                            pk.add(&sec.g[j], &scaled)
+                            pk.add(&g[j], &scaled)
                         } else {
                             scaled
                         }
@@ -237,78 +315,46 @@ impl<R: Ring> ModelQuery<R> {
                 (j, d)
             })
             .collect();
-        for p in 0..n {
-            let j = sec.perm[p] as usize;
-            let h = msg.h[p];
-            y[j] = match (sec.kind, sec.negative[j]) {
-                (ActivationKind::Relu, neg) => {
-                    let m_inv = R::from_u64(sec.m[j]).inv_odd().expect("m is odd");
-                    let v = m_inv.mul(h);
-                    if neg {
-                        sec.u[j].add(v)
-                    } else {
-                        v
-                    }
-                }
-                (ActivationKind::Sigmoid, true) => R::from_u64(1 << F_ACT).sub(h),
-                (ActivationKind::Tanh, true) => h.neg(),
-                (_, false) => h,
-            };
-        }
         let mut d = vec![Ciphertext::clone(&msg.enc_rho[0]); n];
         for (j, c) in new_d {
             d[j] = c;
         }
-        self.y = y;
         self.d = d;
         self.next_layer += 1;
-        self.round += 1;
         self.advance()
     }
 
-    /// S2's sealed result → the client's response.
-    pub fn on_output(&mut self, msg: OutputResponse) -> Result<QueryResponse<R>> {
-        let Stage::AwaitOutput(aux) = std::mem::replace(&mut self.stage, Stage::Done) else {
-            return Err(ProtocolError::BadMessage("output response arrived out of order".into()));
+    /// S2 has stored its half of the session: S1's half is ready too.
+    pub fn on_ready(self, _: SessionReady) -> Result<Prepared<R>> {
+        let OfflineStage::AwaitReady(output) = self.stage else {
+            return Err(ProtocolError::BadMessage("session-ready arrived out of order".into()));
         };
-        Ok(QueryResponse { session_id: self.session_id, sealed: msg.sealed, aux })
+        Ok(Prepared { shared: self.shared, mode: self.mode, session_id: self.session_id, rounds: self.rounds, output })
     }
 
-    /// Applies linear layers (§4.4) until an activation or the end.
-    fn advance(&mut self) -> Result<ToActivation<R>> {
+    /// Applies linear layers homomorphically (§4.4) until an activation or the end.
+    fn advance(&mut self) -> Result<OfflineStep> {
         let sh = self.shared.clone();
         while self.next_layer < sh.model.layers.len() {
             match &sh.model.layers[self.next_layer] {
                 QLayer::Linear(l) => {
-                    let bias = &sh.bias[self.next_layer];
-                    // u = W·y + b (mod 2^k): cheap ring arithmetic.
-                    let u: Vec<R> = l
-                        .rows
-                        .par_iter()
-                        .zip(bias.par_iter())
-                        .map(|(row, b)| {
-                            row.iter().fold(*b, |acc, &(i, w)| acc.add(ring_i64::<R>(w).mul(self.y[i as usize])))
-                        })
-                        .collect();
-                    // [g] = W·[D]: the expensive part.
-                    let g = matvec(&sh.pk, &l.rows, &self.d);
-                    self.y = u;
-                    self.d = g;
+                    // [g] = W·[D]: the expensive part of a query.
+                    self.d = matvec(&sh.pk, &l.rows, &self.d);
                     self.next_layer += 1;
                 }
                 QLayer::Activation { kind, scale, .. } => {
-                    return Ok(ToActivation::Activate(self.hidden_round(*kind, *scale)));
+                    return Ok(OfflineStep::Round(self.hidden_round(*kind, *scale)));
                 }
             }
         }
-        Ok(ToActivation::Finish(self.output_round()))
+        Ok(OfflineStep::Output(self.output_round()))
     }
 
-    /// §4.5: blind one hidden layer.
-    fn hidden_round(&mut self, kind: ActivationKind, scale: u32) -> ActivationRequest<R> {
+    /// §4.5: draw one hidden layer's blinding and send `C` to S2.
+    fn hidden_round(&mut self, kind: ActivationKind, scale: u32) -> BlindedRound {
         let sh = self.shared.clone();
-        let packing = sh.plan.hidden_packing[self.round];
-        let n = self.y.len();
+        let packing = sh.plan.hidden_packing[self.rounds.len()];
+        let n = self.d.len();
         let perm = random_perm(&mut self.rng, n);
         let negative: Vec<bool> = (0..n).map(|_| self.rng.gen()).collect();
         let m: Vec<u64> =
@@ -316,31 +362,30 @@ impl<R: Ring> ModelQuery<R> {
         let t: Vec<i64> = (0..n).map(|j| if negative[j] { -(m[j] as i64) } else { m[j] as i64 }).collect();
         let mu: Vec<BigInt> =
             (0..n).map(|_| random_bits(&mut self.rng, packing.offset_bits + tandem_model::KAPPA)).collect();
-        let (e, c) = self.blind(&perm, &mu, &packing, |j, u| ring_i64::<R>(t[j]).mul(u), |j| bigint_from_i64(t[j]));
-        let u = std::mem::take(&mut self.y);
+        let packed = self.blind(&perm, &mu, &packing, |j| bigint_from_i64(t[j]));
         let g = std::mem::take(&mut self.d);
-        self.stage = Stage::AwaitActivation(HiddenSecrets { kind, u, g, perm, negative, m });
-        ActivationRequest { kind, scale, e, packing, packed: c }
+        self.rounds.push(HiddenSecrets {
+            kind,
+            perm,
+            negative,
+            t: t.iter().map(|&t| R::from_i64(t)).collect(),
+            m_inv: m.iter().map(|&m| R::from_u64(m).inv_odd().expect("m is odd")).collect(),
+            mu: mu.iter().map(ring_from_gmp::<R>).collect(),
+        });
+        self.stage = OfflineStage::AwaitRho { g };
+        BlindedRound { kind, scale, count: n as u32, packing, packed }
     }
 
-    /// For position `p` (neuron `j = perm[p]`): `e_p = ẽ(j, u_j) + μ_j` and
-    /// `C_p = [g_j]^{t(j)}·g^{μ_j}`, packed and rerandomized.
+    /// For position `p` (neuron `j = perm[p]`): `C_p = [g_j]^{t(j)}·g^{μ_j}`,
+    /// packed and rerandomized.
     fn blind(
         &self,
         perm: &[u32],
         mu: &[BigInt],
         packing: &PackingParams,
-        e_of: impl Fn(usize, R) -> R + Sync,
         t_of: impl Fn(usize) -> BigInt + Sync,
-    ) -> (Vec<R>, Vec<Ciphertext>) {
+    ) -> Vec<Ciphertext> {
         let sh = &self.shared;
-        let e: Vec<R> = perm
-            .iter()
-            .map(|&j| {
-                let j = j as usize;
-                e_of(j, self.y[j]).add(ring_from_gmp::<R>(&mu[j]))
-            })
-            .collect();
         let c: Vec<Ciphertext> = perm
             .par_iter()
             .map(|&j| {
@@ -349,30 +394,24 @@ impl<R: Ring> ModelQuery<R> {
                 sh.pk.add_plain(&tg, &mu[j])
             })
             .collect();
-        (e, pack(&sh.pk, packing, &c, &sh.noise))
+        pack(&sh.pk, packing, &c, &sh.noise)
     }
 
-    /// §4.8: the output round for this query's mode.
-    fn output_round(&mut self) -> OutputRequest<R> {
+    /// §4.8: the output round's blinding for this session's mode.
+    fn output_round(&mut self) -> BlindedOutput {
         let sh = self.shared.clone();
-        let n = self.y.len();
+        let n = self.d.len();
         let packing = sh.plan.output_packing(self.mode).expect("mode checked at start");
         let scale = sh.model.output_scale();
         let mu: Vec<BigInt> =
             (0..n).map(|_| random_bits(&mut self.rng, packing.offset_bits + tandem_model::KAPPA)).collect();
-        let one = BigInt::one();
-        let (e, packed, aux) = match self.mode {
-            OutputMode::Logits => {
-                let ident: Vec<u32> = (0..n as u32).collect();
-                let (_, c) = self.blind(&ident, &mu, &packing, |_, u| u, |_| one.clone());
-                let aux = (0..n).map(|j| self.y[j].add(ring_from_gmp::<R>(&mu[j]))).collect();
-                (Vec::new(), c, OutputAux::Logits(aux))
-            }
+        let ident: Vec<u32> = (0..n as u32).collect();
+        let (perm, map, t, negated) = match self.mode {
+            OutputMode::Logits => (ident, OutputMap::Logits, BigInt::one(), false),
             OutputMode::Probabilities => {
                 let perm = random_perm(&mut self.rng, n);
                 let beta: R = random_beta(&mut self.rng);
-                let (e, c) = self.blind(&perm, &mu, &packing, |_, u| u.add(beta), |_| one.clone());
-                (e, c, OutputAux::Permutation(perm))
+                (perm, OutputMap::Shift(beta), BigInt::one(), false)
             }
             OutputMode::Label if n > 1 => {
                 // v_p = m·(n·z_j + (n−1−j)) + β: the (n−1−j) term makes every
@@ -381,39 +420,154 @@ impl<R: Ring> ModelQuery<R> {
                 let perm = random_perm(&mut self.rng, n);
                 let beta: R = random_beta(&mut self.rng);
                 let m = log_uniform_odd(&mut self.rng);
-                let (rm, rn) = (R::from_u64(m), R::from_u64(n as u64));
                 let t = BigInt::from(m) * BigInt::from(n as u64);
-                let (e, c) = self.blind(
-                    &perm,
-                    &mu,
-                    &packing,
-                    |j, u| rm.mul(rn.mul(u).add(R::from_u64((n - 1 - j) as u64))).add(beta),
-                    |_| t.clone(),
-                );
-                (e, c, OutputAux::Permutation(perm))
+                (perm, OutputMap::TieBreak { m: R::from_u64(m), n: n as u64, beta }, t, false)
             }
             OutputMode::Label => {
                 // One output: v = σ·m·(2z − 1) is never 0, and v > 0 ⇔ σ·(z > 0).
                 let neg: bool = self.rng.gen();
                 let m = log_uniform_odd(&mut self.rng) as i64;
                 let t = if neg { -2 * m } else { 2 * m };
-                let (e, c) = self.blind(
-                    &[0],
-                    &mu,
-                    &packing,
-                    |_, u| ring_i64::<R>(t).mul(u).sub(ring_i64::<R>(t / 2)),
-                    |_| bigint_from_i64(t),
-                );
-                (e, c, OutputAux::Negated(neg))
+                (ident, OutputMap::Affine { t: R::from_i64(t), off: R::from_i64(t / 2) }, bigint_from_i64(t), neg)
             }
             OutputMode::Sigmoid => {
                 let neg: bool = self.rng.gen();
                 let t = if neg { -1 } else { 1 };
-                let (e, c) = self.blind(&[0], &mu, &packing, |_, u| ring_i64::<R>(t).mul(u), |_| bigint_from_i64(t));
-                (e, c, OutputAux::Negated(neg))
+                (ident, OutputMap::Affine { t: R::from_i64(t), off: R::zero() }, bigint_from_i64(t), neg)
             }
         };
-        self.stage = Stage::AwaitOutput(aux);
-        OutputRequest { mode: self.mode, scale, count: n as u32, e, packing, packed }
+        let packed = self.blind(&perm, &mu, &packing, |_| t.clone());
+        let mu = mu.iter().map(ring_from_gmp::<R>).collect();
+        self.stage = OfflineStage::AwaitReady(OutputSecrets { perm, mu, map, negated });
+        BlindedOutput { mode: self.mode, scale, count: n as u32, packing, packed }
+    }
+}
+
+impl<R: Ring> Prepared<R> {
+    pub fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+
+    /// The client's masked input arrives: start the online phase (§4.3).
+    pub fn start(self, masked_input: Vec<R>) -> Result<(OnlineQuery<R>, OnlineStep<R>)> {
+        ModelServer { shared: self.shared.clone() }.check_input(&masked_input)?;
+        let mut q = OnlineQuery {
+            shared: self.shared,
+            mode: self.mode,
+            session_id: self.session_id,
+            rounds: self.rounds,
+            output: self.output,
+            next_layer: 0,
+            round: 0,
+            y: masked_input,
+            stage: OnlineStage::Done,
+        };
+        let step = q.advance();
+        Ok((q, step))
+    }
+}
+
+impl<R: Ring> OnlineQuery<R> {
+    pub fn session_id(&self) -> SessionId {
+        self.session_id
+    }
+    pub fn mode(&self) -> OutputMode {
+        self.mode
+    }
+
+    /// §4.6 → §4.7: unblind S2's `h`, then run the linear layers up to the
+    /// next round. Ring arithmetic only.
+    pub fn on_values(&mut self, msg: ActivationValues<R>) -> Result<OnlineStep<R>> {
+        if !matches!(self.stage, OnlineStage::AwaitValues { .. }) {
+            return Err(ProtocolError::BadMessage("activation values arrived out of order".into()));
+        }
+        let sec = &self.rounds[self.round];
+        let n = sec.perm.len();
+        if msg.h.len() != n {
+            return Err(ProtocolError::BadMessage(format!(
+                "activation response has {} values; expected {n}",
+                msg.h.len()
+            )));
+        }
+        let OnlineStage::AwaitValues { u } = std::mem::replace(&mut self.stage, OnlineStage::Done) else {
+            unreachable!("checked above")
+        };
+        let mut y = vec![R::zero(); n];
+        for (p, &h) in msg.h.iter().enumerate() {
+            let j = sec.perm[p] as usize;
+            y[j] = match (sec.kind, sec.negative[j]) {
+                (ActivationKind::Relu, false) => sec.m_inv[j].mul(h),
+                (ActivationKind::Relu, true) => u[j].add(sec.m_inv[j].mul(h)),
+                (ActivationKind::Sigmoid, true) => R::from_u64(1 << F_ACT).sub(h),
+                (ActivationKind::Tanh, true) => h.neg(),
+                (_, false) => h,
+            };
+        }
+        self.y = y;
+        self.next_layer += 1;
+        self.round += 1;
+        Ok(self.advance())
+    }
+
+    /// S2's sealed result → the client's response.
+    pub fn on_output(self, msg: OutputResponse) -> Result<QueryResponse<R>> {
+        let OnlineStage::AwaitOutput(aux) = self.stage else {
+            return Err(ProtocolError::BadMessage("output response arrived out of order".into()));
+        };
+        Ok(QueryResponse { session_id: self.session_id, sealed: msg.sealed, aux })
+    }
+
+    /// Applies linear layers in the ring (§4.4) until an activation or the end.
+    fn advance(&mut self) -> OnlineStep<R> {
+        let sh = self.shared.clone();
+        while self.next_layer < sh.model.layers.len() {
+            match &sh.model.layers[self.next_layer] {
+                QLayer::Linear(_) => {
+                    // u = W·y + b (mod 2^k). Deliberately sequential: it is
+                    // ~10⁵ word multiplications for MNIST, and keeping it off
+                    // the thread pool keeps it out of the queue behind other
+                    // sessions' preprocessing.
+                    let rows = &sh.ring_rows[self.next_layer];
+                    let bias = &sh.bias[self.next_layer];
+                    self.y = rows
+                        .iter()
+                        .zip(bias)
+                        .map(|(row, b)| row.iter().fold(*b, |acc, &(i, w)| acc.add(w.mul(self.y[i as usize]))))
+                        .collect();
+                    self.next_layer += 1;
+                }
+                QLayer::Activation { .. } => {
+                    let sec = &self.rounds[self.round];
+                    let u = std::mem::take(&mut self.y);
+                    let e = sec
+                        .perm
+                        .iter()
+                        .map(|&j| sec.t[j as usize].mul(u[j as usize]).add(sec.mu[j as usize]))
+                        .collect();
+                    self.stage = OnlineStage::AwaitValues { u };
+                    return OnlineStep::Round(MaskedRound { e });
+                }
+            }
+        }
+        let out = &self.output;
+        let u = &self.y;
+        let n = u.len();
+        let e_at = |f: &dyn Fn(usize, R) -> R| -> Vec<R> {
+            out.perm.iter().map(|&j| f(j as usize, u[j as usize]).add(out.mu[j as usize])).collect()
+        };
+        let (e, aux) = match out.map {
+            OutputMap::Logits => (Vec::new(), OutputAux::Logits((0..n).map(|j| u[j].add(out.mu[j])).collect())),
+            OutputMap::Shift(beta) => (e_at(&|_, u| u.add(beta)), OutputAux::Permutation(out.perm.clone())),
+            OutputMap::TieBreak { m, n, beta } => (
+                e_at(&|j, u| m.mul(R::from_u64(n).mul(u).add(R::from_u64(n - 1 - j as u64))).add(beta)),
+                OutputAux::Permutation(out.perm.clone()),
+            ),
+            OutputMap::Affine { t, off } => (e_at(&|_, u| t.mul(u).sub(off)), OutputAux::Negated(out.negated)),
+        };
+        self.stage = OnlineStage::AwaitOutput(aux);
+        OnlineStep::Output(MaskedOutput { e })
     }
 }
