@@ -688,3 +688,89 @@ async fn tls_mutual_tls_and_the_client_binary() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mlp_sigmoid\t"));
 }
+
+/// Tickets over gRPC (docs/PROTOCOL.md §4.0): preprocessed ahead of the
+/// input, used once, in their own mode, bounded in number and age; every
+/// answer equals the reference, and refused requests do not burn a ticket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tickets_are_single_use_bounded_and_exact() {
+    let ms: Vec<(String, Model)> =
+        models().into_iter().filter(|(id, _)| id == "mlp_sigmoid" || id == "mlp_deep_k256").collect();
+    let e = env(&ms);
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--max-tickets", "3", "--ticket-ttl-secs", "3"]);
+    let mut c = client(&s1.url(), Some(&fingerprint(&s2))).await;
+    let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
+    let mut rng = StdRng::seed_from_u64(77);
+
+    // Both rings, every mode: a pool of tickets first, then the queries.
+    for (id, m) in &ms {
+        let remote = c.model(id).await.unwrap();
+        let q = QuantizedModel::new(m, QuantConfig::default()).unwrap();
+        for mode in q.modes() {
+            let t = c.create_ticket(&remote, Some(mode)).await.unwrap();
+            assert_eq!((t.model_id(), t.mode()), (id.as_str(), mode));
+            let pre = t.cost.server.clone().expect("preprocessing stats");
+            assert!(pre.s1_to_s2_bytes > 0 && pre.s2_to_s1_bytes > 0 && pre.rounds >= 2);
+            let x = random_input(&mut rng, m);
+            let got = c.infer_on_ticket(t, &x).await.unwrap_or_else(|e| panic!("{id} {mode}: {e}"));
+            assert_eq!(got.output, reference(m, &x, mode), "{id} in {mode} mode on a ticket");
+            let online = got.cost.server.expect("online stats");
+            // A ticket query is all online phase (measured a moment before the wall time).
+            assert!(online.online_micros > 0 && online.online_micros <= online.s1_wall_micros, "{online:?}");
+        }
+    }
+
+    let (id, m) = &ms[0];
+    let remote = c.model(id).await.unwrap();
+    let x = random_input(&mut rng, m);
+    let ticket = c.create_ticket(&remote, Some(OutputMode::Label)).await.unwrap();
+    let tid = ticket.id().to_vec();
+    let masked = |pk: &PublicKey| {
+        let mut r = valid_request(pk, &remote.info, &x, OutputMode::Label);
+        r.enc_seed.clear();
+        r.ticket_id = tid.clone();
+        r
+    };
+    // Refusals that leave the ticket usable: another mode, a seed as well,
+    // a short input, a malformed id.
+    let mut r = masked(&remote.key);
+    r.mode = pb::OutputMode::Probabilities as i32;
+    assert_status(
+        raw.infer(r).await,
+        Code::InvalidArgument,
+        "the ticket is for label mode, but the query asks for probabilities",
+    );
+    let mut r = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    r.ticket_id = tid.clone();
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "either enc_seed (a one-shot query) or ticket_id");
+    let mut r = masked(&remote.key);
+    r.masked_input.truncate(16);
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
+    let mut r = masked(&remote.key);
+    r.ticket_id = vec![1, 2, 3];
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; expected 16");
+    // The ticket still answers exactly, once.
+    let got = c.infer_on_ticket(ticket, &x).await.unwrap();
+    assert_eq!(got.output, reference(m, &x, OutputMode::Label));
+    assert_status(raw.infer(masked(&remote.key)).await, Code::NotFound, "already used, expired");
+
+    // At most 3 outstanding tickets; an unused one expires after 3 s.
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(c.create_ticket(&remote, None).await.unwrap());
+    }
+    assert_status(
+        c.create_ticket(&remote, None).await.map(|_| ()).map_err(status),
+        Code::ResourceExhausted,
+        "limit of 3 outstanding tickets",
+    );
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    let stale = held.pop().unwrap();
+    let err = status(c.infer_on_ticket(stale, &x).await.unwrap_err());
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    let fresh = c.create_ticket(&remote, None).await.expect("expired tickets free their slots");
+    let got = c.infer_on_ticket(fresh, &x).await.unwrap();
+    assert_eq!(got.output, reference(m, &x, m.default_mode));
+    assert!(!s1.log_text().contains("panicked") && !s2.log_text().contains("panicked"));
+}
