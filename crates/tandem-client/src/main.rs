@@ -57,6 +57,11 @@ struct InferArgs {
     /// refuses to encrypt to any other key.
     #[arg(long, env = "TANDEM_ACTIVATION_KEY_FINGERPRINT")]
     activation_key_fingerprint: Option<String>,
+    /// Fetch a ticket first (the seed's encryption and all the servers'
+    /// homomorphic work, before the input is used), then run the fast
+    /// online query on it. With --verbose both phases are reported.
+    #[arg(long)]
+    ticket: bool,
     /// Also print costs: the client's CPU time and bytes sent/received.
     #[arg(long, short)]
     verbose: bool,
@@ -100,7 +105,13 @@ async fn infer(a: InferArgs) -> Result<(), String> {
             model.fingerprint
         );
     }
-    let r = client.infer_with(&model, &x, a.mode).await.map_err(|e| e.to_string())?;
+    let (r, pre) = if a.ticket {
+        let t = client.create_ticket(&model, a.mode).await.map_err(|e| e.to_string())?;
+        let pre = t.cost.clone();
+        (client.infer_on_ticket(t, &x).await.map_err(|e| e.to_string())?, Some(pre))
+    } else {
+        (client.infer_with(&model, &x, a.mode).await.map_err(|e| e.to_string())?, None)
+    };
     let cpu_total = cpu::process_cpu_time().saturating_sub(cpu0);
     println!("{}", describe_output(&r.output));
     if a.verbose {
@@ -125,19 +136,37 @@ async fn infer(a: InferArgs) -> Result<(), String> {
             kib(c.bytes_received)
         );
         println!("latency: {} (Infer round trip), {} (whole query)", ms(c.round_trip), ms(c.wall));
-        if let Some(s) = &c.server {
+        if let Some(p) = &pre {
             println!(
-                "server: model server wall {} (compute {}), activation server compute {}, {} rounds, S1->S2 {}, S2->S1 {}",
-                ms(Duration::from_micros(s.s1_wall_micros)),
-                ms(Duration::from_micros(s.s1_compute_micros)),
-                ms(Duration::from_micros(s.s2_compute_micros)),
-                s.rounds,
-                kib(s.s1_to_s2_bytes),
-                kib(s.s2_to_s1_bytes)
+                "ticket (preprocessing): {} wall, client CPU {}, sent {}, received {}",
+                ms(p.wall),
+                ms(p.prepare_cpu),
+                kib(p.bytes_sent),
+                kib(p.bytes_received)
             );
+            if let Some(s) = &p.server {
+                print_server("ticket server side", s);
+            }
+            println!("online query on the ticket:");
+        }
+        if let Some(s) = &c.server {
+            print_server("server", s);
         }
     }
     Ok(())
+}
+
+fn print_server(label: &str, s: &tandem_proto::v1::QueryStats) {
+    println!(
+        "{label}: model server wall {} (online phase {}, compute {}), activation server compute {}, {} rounds, S1->S2 {}, S2->S1 {}",
+        ms(Duration::from_micros(s.s1_wall_micros)),
+        ms(Duration::from_micros(s.online_micros)),
+        ms(Duration::from_micros(s.s1_compute_micros)),
+        ms(Duration::from_micros(s.s2_compute_micros)),
+        s.rounds,
+        kib(s.s1_to_s2_bytes),
+        kib(s.s2_to_s1_bytes)
+    );
 }
 
 async fn models(c: Conn) -> Result<(), String> {
