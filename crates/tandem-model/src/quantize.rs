@@ -151,7 +151,16 @@ impl Output {
         }
     }
 
-    /// The predicted class.
+    /// The predicted class, read from this output.
+    ///
+    /// From `logits` and `label` outputs this is exactly what `label` mode
+    /// returns. From `probabilities` and `sigmoid` outputs it is read from
+    /// the rounded fixed-point values, so it can differ from `label` mode
+    /// when logits are closer than the rounding can tell apart: two classes
+    /// whose probabilities round equal go to the lower index, and a sigmoid
+    /// that rounds to exactly 1/2 (`0 < z < ~2^{s−17}`) reads as class 0
+    /// while `label` mode says 1. Use `label` mode when the class is what
+    /// matters.
     pub fn label(&self) -> usize {
         match self {
             Output::Logits { values, .. } if values.len() == 1 => binary_label(&values[0]),
