@@ -77,9 +77,17 @@ pub struct Config {
     /// (development only: traffic is unencrypted).
     #[arg(long, env = "TANDEM_INSECURE")]
     pub insecure: bool,
-    /// Largest number of concurrent queries; more are refused with RESOURCE_EXHAUSTED.
+    /// Largest number of queries and ticket requests admitted at once
+    /// (running or waiting for a worker); more are refused with
+    /// RESOURCE_EXHAUSTED. Online queries on tickets do not count.
     #[arg(long, env = "TANDEM_MAX_QUERIES", default_value_t = 32)]
     pub max_queries: usize,
+    /// How many admitted queries / ticket requests do their Paillier work at
+    /// once; the rest wait in line. Each uses all cores through a thread
+    /// pool, so more workers than cores adds memory (tens of MB each for
+    /// MNIST-size layers), not throughput. 0: the number of CPUs.
+    #[arg(long, env = "TANDEM_WORKERS", default_value_t = 0)]
+    pub workers: usize,
     /// Deadline for a whole query, in seconds.
     #[arg(long, env = "TANDEM_QUERY_TIMEOUT_SECS", default_value_t = 300)]
     pub query_timeout_secs: u64,
@@ -114,6 +122,7 @@ pub struct Config {
 pub struct Settings {
     pub strict: bool,
     pub max_queries: usize,
+    pub workers: usize,
     pub deadlines: query::Deadlines,
     pub max_request_bytes: usize,
     pub max_internal_message_bytes: usize,
@@ -126,6 +135,7 @@ impl Settings {
         Settings {
             strict: cfg.strict,
             max_queries: cfg.max_queries.max(1),
+            workers: if cfg.workers == 0 { default_workers() } else { cfg.workers },
             deadlines: query::Deadlines {
                 step: Duration::from_secs(cfg.activation_timeout_secs.max(1)),
                 query: Duration::from_secs(cfg.query_timeout_secs.max(1)),
@@ -143,6 +153,7 @@ impl Default for Settings {
         Settings {
             strict: false,
             max_queries: 32,
+            workers: default_workers(),
             deadlines: query::Deadlines { step: Duration::from_secs(120), query: Duration::from_secs(300) },
             max_request_bytes: tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES,
             max_internal_message_bytes: tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
@@ -152,12 +163,19 @@ impl Default for Settings {
     }
 }
 
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)
+}
+
 /// The model service's shared state.
 pub struct ModelState {
     quantized: Vec<(String, Arc<QuantizedModel>)>,
     registry: RwLock<Arc<Registry>>,
     s2: ActivationServiceClient<Channel>,
+    /// Admission: queries running or waiting (bounded queue).
     queries: Arc<Semaphore>,
+    /// Workers: queries doing Paillier work now.
+    workers: Arc<Semaphore>,
     tickets: Arc<tickets::TicketStore>,
     settings: Settings,
     refreshing: tokio::sync::Mutex<()>,
@@ -182,6 +200,7 @@ impl ModelState {
             registry: RwLock::new(Arc::new(registry)),
             s2,
             queries: Arc::new(Semaphore::new(settings.max_queries)),
+            workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             tickets: tickets::TicketStore::new(settings.max_tickets, settings.ticket_ttl),
             settings,
             refreshing: tokio::sync::Mutex::new(()),
@@ -315,7 +334,7 @@ impl ModelService for ModelSvc {
         let state = &self.state;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
-        let _permit = self.heavy_permit()?;
+        let _permit = self.heavy_permit().await?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
         let s2 = state.s2.clone();
@@ -341,7 +360,7 @@ impl ModelService for ModelSvc {
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "ticket refused: {}", s.message()))?;
         let state = &self.state;
-        let _permit = self.heavy_permit()?;
+        let _permit = self.heavy_permit().await?;
         let slot = state.tickets.reserve().inspect_err(|s| warn!("ticket refused: {}", s.message()))?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
@@ -394,18 +413,30 @@ async fn with_deadline<T>(
 }
 
 impl ModelSvc {
-    /// A permit for Paillier work (one-shot queries, tickets). Online
-    /// queries on tickets need none: they are cheap, and bounded by the
+    /// Permits for Paillier work (one-shot queries, tickets): admission
+    /// into a bounded line, then a worker slot, waited for. Backpressure
+    /// instead of unbounded memory: at most `workers` preprocessings hold
+    /// their tables at once, and a full line is refused at once. Online
+    /// queries on tickets need neither: they are cheap, and bounded by the
     /// number of tickets.
-    fn heavy_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    async fn heavy_permit(
+        &self,
+    ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), Status> {
         let state = &self.state;
-        state.queries.clone().try_acquire_owned().map_err(|_| {
+        let admitted = state.queries.clone().try_acquire_owned().map_err(|_| {
             warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
             Status::resource_exhausted(format!(
                 "the model server is at its limit of {} concurrent queries; retry later",
                 state.settings.max_queries
             ))
-        })
+        })?;
+        let worker = state
+            .workers
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| Status::unavailable("the model server is shutting down"))?;
+        Ok((admitted, worker))
     }
 
     /// Logs the outcome and turns the costs into `QueryStats`.
