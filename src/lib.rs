@@ -3,9 +3,7 @@
 use std::sync::{Arc, OnceLock};
 use tandem_crypto::{PublicKey, Ring, SecretKey, U256};
 use tandem_model::{Model, Output, OutputMode, QuantConfig, QuantizedModel};
-use tandem_protocol::{
-    online, preprocess, run_query, ActivationServer, Client, ModelInfo, ModelServer, Result, Ticket, Transcript,
-};
+use tandem_protocol::{issue_ticket, run_query, ActivationServer, Client, ModelInfo, ModelServer, Result, Transcript};
 
 /// One 1024-bit key per test binary: key generation dominates small tests.
 pub fn test_key_1024() -> &'static SecretKey {
@@ -66,8 +64,8 @@ impl Harness {
     /// input arrives afterwards (docs/PROTOCOL.md §4.0).
     pub fn infer_with_ticket(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
         match (&self.s1_128, &self.s1_256) {
-            (Some(s1), _) => ticket_query(&self.client, &self.info, s1, &mut self.s2, x, mode),
-            (_, Some(s1)) => ticket_query(&self.client, &self.info, s1, &mut self.s2, x, mode),
+            (Some(s1), _) => issue_ticket(&self.client, &self.info, s1, &mut self.s2, mode)?.query(x),
+            (_, Some(s1)) => issue_ticket(&self.client, &self.info, s1, &mut self.s2, mode)?.query(x),
             _ => unreachable!(),
         }
     }
@@ -86,20 +84,4 @@ impl Harness {
 /// The ring type name, for messages.
 pub fn ring_name<R: Ring>() -> String {
     format!("Z_2^{}", R::BITS)
-}
-
-fn ticket_query<R: Ring>(
-    client: &Client,
-    info: &ModelInfo,
-    s1: &ModelServer<R>,
-    s2: &mut ActivationServer,
-    x: &[f64],
-    mode: OutputMode,
-) -> Result<Output> {
-    let (pending, req) = client.request_ticket::<R>(info, mode)?;
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed)?;
-    let ticket = Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode: req.mode };
-    let (pending, query) = pending.query(&ticket, x)?;
-    let online = online(prepared, session, query.masked_input)?;
-    pending.finish(online.response)
 }

@@ -11,7 +11,7 @@ use tandem_crypto::ring::encode_vec;
 use tandem_crypto::CryptoError;
 use tandem_model::testing::{random_cnn, random_input, random_mlp};
 use tandem_model::{ActivationKind, Layer, Model, ModelError, OutputMode, QuantConfig, Shape};
-use tandem_protocol::{online, preprocess, OfflineStep, OnlineStep, ProtocolError};
+use tandem_protocol::{issue_ticket, online, preprocess, OfflineStep, OnlineStep, ProtocolError};
 
 const ACTS: [ActivationKind; 3] = [ActivationKind::Relu, ActivationKind::Sigmoid, ActivationKind::Tanh];
 
@@ -19,11 +19,15 @@ fn act_strategy() -> impl Strategy<Value = Vec<ActivationKind>> {
     prop::collection::vec(prop::sample::select(ACTS.to_vec()), 1..3)
 }
 
-/// Runs every mode the model offers and compares with the reference.
+/// Runs every mode the model offers, one-shot and on a ticket, and
+/// compares with the reference.
 fn check_all_modes(h: &mut Harness, x: &[f64]) -> Result<(), TestCaseError> {
     for mode in h.model.modes() {
+        let want = h.reference(x, mode);
         let got = h.infer(x, mode).map_err(|e| TestCaseError::fail(format!("{mode}: {e}")))?;
-        prop_assert_eq!(got, h.reference(x, mode), "mode {}", mode);
+        prop_assert_eq!(&got, &want, "mode {}", mode);
+        let got = h.infer_with_ticket(x, mode).map_err(|e| TestCaseError::fail(format!("{mode} on a ticket: {e}")))?;
+        prop_assert_eq!(got, want, "mode {} on a ticket", mode);
     }
     Ok(())
 }
@@ -372,17 +376,12 @@ proptest! {
         let mut tickets = Vec::new();
         for _ in 0..count {
             let mode = modes[rng.gen_range(0..modes.len())];
-            let (pending, req) = h.client.request_ticket::<u128>(&h.info, mode).unwrap();
-            let (prepared, session, _) = preprocess(&s1, &mut h.s2, req.mode, &req.enc_seed).unwrap();
-            let ticket = tandem_protocol::Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode };
-            tickets.push((pending, ticket, prepared, session));
+            tickets.push(issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode).unwrap());
         }
         while !tickets.is_empty() {
-            let (pending, ticket, prepared, session) = tickets.swap_remove(rng.gen_range(0..tickets.len()));
-            let x = random_input(&mut rng, &m);
-            let (pending, query) = pending.query(&ticket, &x).unwrap();
-            let resp = online(prepared, session, query.masked_input).unwrap().response;
-            prop_assert_eq!(pending.finish(resp).unwrap(), h.reference(&x, ticket.mode), "mode {}", ticket.mode);
+            let t = tickets.swap_remove(rng.gen_range(0..tickets.len()));
+            let (x, mode) = (random_input(&mut rng, &m), t.ticket.mode);
+            prop_assert_eq!(t.query(&x).unwrap(), h.reference(&x, mode), "mode {}", mode);
         }
     }
 }
@@ -395,10 +394,8 @@ fn a_ticket_answers_only_its_own_session() {
     let s1 = h.s1_128();
     let x = [0.1, -0.4, 0.3];
     let mut issue = |mode| {
-        let (pending, req) = h.client.request_ticket::<u128>(&h.info, mode).unwrap();
-        let (prepared, session, _) = preprocess(&s1, &mut h.s2, req.mode, &req.enc_seed).unwrap();
-        let ticket = tandem_protocol::Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode };
-        (pending, ticket, prepared, session)
+        let t = issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode).unwrap();
+        (t.pending, t.ticket, t.prepared, t.session)
     };
     let (pa, ta, prep_a, sess_a) = issue(OutputMode::Label);
     let (pb, tb, _prep_b, _sess_b) = issue(OutputMode::Probabilities);

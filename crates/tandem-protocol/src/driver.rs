@@ -4,7 +4,7 @@
 //! docs/PROTOCOL.md §4.0; [`run_query`] runs both back to back.
 
 use crate::activation_server::{ActivationServer, ActivationSession};
-use crate::client::{Client, ModelInfo};
+use crate::client::{Client, ModelInfo, PendingTicket};
 use crate::error::Result;
 use crate::messages::*;
 use crate::model_server::{ModelServer, Prepared};
@@ -106,4 +106,36 @@ pub fn run_query<R: Ring>(
     let online = online(prepared, session, query.masked_input.clone())?;
     let result = pending.finish(online.response.clone())?;
     Ok((result, Transcript { query, offline, online }))
+}
+
+/// A ticket issued in-process: the client's secret half, S1's confirmation,
+/// and both servers' preprocessed halves.
+pub struct IssuedTicket<R: Ring> {
+    pub pending: PendingTicket<R>,
+    pub ticket: Ticket,
+    pub prepared: Prepared<R>,
+    pub session: ActivationSession<R>,
+}
+
+/// The client asks for a ticket and the servers preprocess it (§4.0).
+pub fn issue_ticket<R: Ring>(
+    client: &Client,
+    info: &ModelInfo,
+    s1: &ModelServer<R>,
+    s2: &mut ActivationServer,
+    mode: OutputMode,
+) -> Result<IssuedTicket<R>> {
+    let (pending, req) = client.request_ticket::<R>(info, mode)?;
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed)?;
+    let ticket = Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode: req.mode };
+    Ok(IssuedTicket { pending, ticket, prepared, session })
+}
+
+impl<R: Ring> IssuedTicket<R> {
+    /// The input arrives: the online phase, and the client opens the result.
+    pub fn query(self, x: &[f64]) -> Result<Output> {
+        let (pending, query) = self.pending.query(&self.ticket, x)?;
+        let online = online(self.prepared, self.session, query.masked_input)?;
+        pending.finish(online.response)
+    }
 }

@@ -17,7 +17,9 @@ pub mod plan;
 
 pub use activation_server::{ActivationServer, ActivationSession};
 pub use client::{Client, ModelInfo, PendingQuery, PendingTicket};
-pub use driver::{online, preprocess, run_query, OfflineTranscript, OnlineTranscript, Transcript};
+pub use driver::{
+    issue_ticket, online, preprocess, run_query, IssuedTicket, OfflineTranscript, OnlineTranscript, Transcript,
+};
 pub use error::{ProtocolError, Result};
 pub use messages::*;
 pub use model_server::{ModelServer, OnlineQuery, Prepared, Preprocessing};
