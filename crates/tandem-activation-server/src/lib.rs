@@ -27,8 +27,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Server, ServerTlsConfig};
+use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
 
@@ -557,23 +556,14 @@ pub async fn serve(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("TLS configuration")?;
-    }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tandem_proto::server::builder(tls).map_err(anyhow::Error::msg)?;
+    let incoming = tandem_proto::server::incoming(listener);
     builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
 }
 
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    tandem_proto::server::init_logging(json)
 }
 
 fn check_key_bits(bits: u32, allow_test: bool) -> anyhow::Result<()> {

@@ -18,8 +18,7 @@ use tandem_proto::v1::activation_service_client::ActivationServiceClient;
 use tandem_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, Server, ServerTlsConfig};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
@@ -552,23 +551,14 @@ pub async fn serve(
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = tls {
-        builder = builder.tls_config(tls).context("TLS configuration")?;
-    }
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let mut builder = tandem_proto::server::builder(tls).map_err(anyhow::Error::msg)?;
+    let incoming = tandem_proto::server::incoming(listener);
     builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
 }
 
 pub fn init_logging(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,h2=warn,tower=warn,hyper=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
-    let _ = if json { b.json().try_init() } else { b.try_init() };
+    tandem_proto::server::init_logging(json)
 }
 
 /// TLS for clients (server side) and for the activation server (client

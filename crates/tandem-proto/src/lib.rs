@@ -9,6 +9,8 @@
 //! message says which field was wrong and what is accepted.
 
 pub mod convert;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod status;
 pub mod tls;
 
