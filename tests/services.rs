@@ -612,30 +612,24 @@ async fn tls_mutual_tls_and_the_client_binary() {
     };
     assert!(refused, "the activation server must require a client certificate");
 
-    // The client binary.
+    // The client binary: JSON input with costs, CSV input on a ticket, and
+    // a wrong pin.
+    let ca = p("ca.pem");
+    let infer = |input: &Path, pin: &str, extra: &[&str]| {
+        let mut args = vec!["infer", "--server", &url, "--tls-ca", &ca, "--model", "mlp_sigmoid"];
+        args.extend(["--input", input.to_str().unwrap(), "--activation-key-fingerprint", pin]);
+        args.extend(extra);
+        let out = run_bin("tandem-client", &args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
     let input = e.dir.path().join("x.json");
     std::fs::write(&input, serde_json::json!({ "input": x }).to_string()).unwrap();
-    let out = run_bin(
-        "tandem-client",
-        &[
-            "infer",
-            "--server",
-            &url,
-            "--tls-ca",
-            &p("ca.pem"),
-            "--model",
-            "mlp_sigmoid",
-            "--input",
-            input.to_str().unwrap(),
-            "--mode",
-            "logits",
-            "--activation-key-fingerprint",
-            &fp,
-            "--verbose",
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, stdout, stderr) = infer(&input, &fp, &["--mode", "logits", "--verbose"]);
+    assert!(ok, "{stdout}\n{stderr}");
     let want = tandem_client::describe_output(&reference(&m, &x, OutputMode::Logits));
     assert!(stdout.contains(&want), "{stdout} should contain {want}");
     assert!(stdout.contains("client CPU:") && stdout.contains("bytes sent:"), "{stdout}");
@@ -643,47 +637,16 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let header: Vec<String> = (0..x.len()).map(|i| format!("f{i}")).collect();
     let row: Vec<String> = x.iter().map(|v| v.to_string()).collect();
     std::fs::write(&csv, format!("{}\n{}\n", header.join(","), row.join(","))).unwrap();
-    let out = run_bin(
-        "tandem-client",
-        &[
-            "infer",
-            "--server",
-            &url,
-            "--tls-ca",
-            &p("ca.pem"),
-            "--model",
-            "mlp_sigmoid",
-            "--input",
-            csv.to_str().unwrap(),
-            "--activation-key-fingerprint",
-            &fp,
-        ],
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (ok, stdout, stderr) = infer(&csv, &fp, &["--ticket", "--verbose"]);
+    assert!(ok, "{stderr}");
     assert!(
         stdout.contains(&tandem_client::describe_output(&reference(&m, &x, OutputMode::Probabilities))),
         "{stdout}"
     );
-    // Wrong pin → refusal, non-zero exit.
-    let out = run_bin(
-        "tandem-client",
-        &[
-            "infer",
-            "--server",
-            &url,
-            "--tls-ca",
-            &p("ca.pem"),
-            "--model",
-            "mlp_sigmoid",
-            "--input",
-            csv.to_str().unwrap(),
-            "--activation-key-fingerprint",
-            &"cd".repeat(32),
-        ],
-    );
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to encrypt"));
+    assert!(stdout.contains("ticket (preprocessing):") && stdout.contains("online query on the ticket"), "{stdout}");
+    let (ok, _, stderr) = infer(&csv, &"cd".repeat(32), &[]);
+    assert!(!ok);
+    assert!(stderr.contains("refusing to encrypt"), "{stderr}");
     let out = run_bin("tandem-client", &["models", "--server", &url, "--tls-ca", &p("ca.pem")]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("mlp_sigmoid\t"));
