@@ -2,12 +2,12 @@
 //!
 //!     cargo bench --bench server_cost
 //!
-//! - S1: `matvec` (Straus, tandem's) vs `matvec_naive` (one `mod_pow` per
-//!   weight) on a 128×128 layer of 12-bit quantized weights: layer 2 of the
-//!   trained MNIST MLP (models/mnist_mlp.onnx), or random weights if it does
-//!   not import. `matvec` runs its rows in parallel, so it is measured both
-//!   on the 2-core global pool and on one thread; the naive product is
-//!   sequential. The two products return the same group elements (asserted).
+//! - S1: `W·[D]` on layers 1 (784×128) and 2 (128×128) of the trained MNIST
+//!   MLP (models/mnist_mlp.onnx; random weights if it does not import), 12-bit
+//!   quantized weights: Straus vs subset products (`MatvecPlan`, each forced,
+//!   one thread) and S1's own choice on the 2-core pool; on layer 2 also
+//!   `matvec_naive` (one `mod_pow` per weight). All return the same group
+//!   elements (asserted).
 //! - S2 per ciphertext: `SecretKey::decrypt_raw` (CRT; its two halves run in
 //!   parallel via `rayon::join`, so also measured on one thread),
 //!   `NoiseSource::encrypt` (DJN noise, fixed-base table; S2's source from
@@ -31,7 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use tandem_crypto::bigint_traits::Converter;
-use tandem_crypto::matvec::{matvec, matvec_naive};
+use tandem_crypto::matvec::{matvec_naive, MatvecMethod, MatvecPlan};
 use tandem_crypto::{BigInt, NoiseSource, SecretKey};
 use tandem_model::{OutputMode, QLayer};
 
@@ -57,38 +57,60 @@ fn bench_matvec(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
     let pk = sk.public();
     let noise = NoiseSource::new(pk);
     let mut rng = StdRng::seed_from_u64(7);
-    let QLayer::Linear(layer) = &mnist.q.layers[2] else { unreachable!("784-128-128-10 ReLU MLP") };
-    assert_eq!((layer.in_dim, layer.out_dim), (128, 128));
-    let rows = layer.rows.clone();
-    let max_w = rows.iter().flatten().map(|&(_, w)| w.unsigned_abs()).max().unwrap();
-    let weights: usize = rows.iter().map(|r| r.len()).sum();
-    println!(
-        "matvec layer: MNIST layer 2, 128x128, {weights} non-zero weights, max |W| = {max_w} (12-bit signed quantization)"
-    );
-    // [D] values as in tandem: up to ~k = 128 bits.
-    let inputs: Vec<_> = (0..128).map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>()))).collect();
-    let fast = matvec(pk, &rows, &inputs);
-    let naive = matvec_naive(pk, &rows, &inputs);
-    assert_eq!(fast, naive, "matvec and matvec_naive disagree");
+    // Layers 0 (784×128) and 2 (128×128) of the 784-128-128-10 ReLU MLP.
+    for (idx, name) in [(0usize, "784x128"), (2, "128x128")] {
+        let QLayer::Linear(layer) = &mnist.q.layers[idx] else { unreachable!("784-128-128-10 ReLU MLP") };
+        let rows = layer.rows.clone();
+        let max_w = rows.iter().flatten().map(|&(_, w)| w.unsigned_abs()).max().unwrap();
+        let weights: usize = rows.iter().map(|r| r.len()).sum();
+        let plan = |m| MatvecPlan::with_method(&rows, layer.in_dim, pk.ciphertext_bytes(), m);
+        let (straus, subset, cheapest) =
+            (plan(MatvecMethod::Straus), plan(MatvecMethod::Subset), plan(MatvecMethod::Cheapest));
+        println!(
+            "matvec layer {name}: {weights} non-zero weights, max |W| = {max_w}; multiplications: Straus {}, \
+             subset products {}; S1 uses {}",
+            straus.multiplications,
+            subset.multiplications,
+            cheapest.method_name()
+        );
+        // [D] values as in tandem: up to ~k = 128 bits.
+        let inputs: Vec<_> =
+            (0..layer.in_dim).map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>()))).collect();
+        let want = straus.apply(pk, &inputs);
+        assert_eq!(subset.apply(pk, &inputs), want, "Straus and subset products disagree");
+        if idx == 2 {
+            assert_eq!(matvec_naive(pk, &rows, &inputs), want, "matvec and matvec_naive disagree");
+        }
 
-    let mut g = c.benchmark_group("server_cost/s1_matvec_128x128");
-    g.sampling_mode(SamplingMode::Flat)
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(2));
-    g.bench_function("straus_2_threads", |b| {
-        b.iter_custom(|n| timed("matvec/straus_2t", n, || drop(black_box(matvec(pk, &rows, &inputs)))))
-    });
-    g.bench_function("straus_1_thread", |b| {
-        b.iter_custom(|n| {
-            client_pool().install(|| timed("matvec/straus_1t", n, || drop(black_box(matvec(pk, &rows, &inputs)))))
-        })
-    });
-    g.measurement_time(Duration::from_millis(1));
-    g.bench_function("naive_1_thread", |b| {
-        b.iter_custom(|n| timed("matvec/naive_1t", n, || drop(black_box(matvec_naive(pk, &rows, &inputs)))))
-    });
-    g.finish();
+        let mut g = c.benchmark_group(format!("server_cost/s1_matvec_{name}"));
+        g.sampling_mode(SamplingMode::Flat)
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(1))
+            .measurement_time(Duration::from_secs(2));
+        g.bench_function("cheapest_2_threads", |b| {
+            b.iter_custom(|n| {
+                timed(&format!("matvec{name}/cheapest_2t"), n, || drop(black_box(cheapest.apply(pk, &inputs))))
+            })
+        });
+        for (label, p) in [("straus", &straus), ("subset", &subset)] {
+            g.bench_function(format!("{label}_1_thread"), |b| {
+                b.iter_custom(|n| {
+                    client_pool().install(|| {
+                        timed(&format!("matvec{name}/{label}_1t"), n, || drop(black_box(p.apply(pk, &inputs))))
+                    })
+                })
+            });
+        }
+        if idx == 2 {
+            g.measurement_time(Duration::from_millis(1));
+            g.bench_function("naive_1_thread", |b| {
+                b.iter_custom(|n| {
+                    timed("matvec128x128/naive_1t", n, || drop(black_box(matvec_naive(pk, &rows, &inputs))))
+                })
+            });
+        }
+        g.finish();
+    }
 }
 
 fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
@@ -158,9 +180,13 @@ fn summary() {
     println!("| operation | samples | median wall | median CPU (single-threaded rows) |");
     println!("|---|---:|---:|---:|");
     let rows = [
-        ("S1 matvec 128×128, Straus, 2 threads", "matvec/straus_2t", false),
-        ("S1 matvec 128×128, Straus, 1 thread", "matvec/straus_1t", true),
-        ("S1 matvec 128×128, naive (mod_pow per weight), 1 thread", "matvec/naive_1t", true),
+        ("S1 matvec 784×128 (layer 1), S1's choice, 2 threads", "matvec784x128/cheapest_2t", false),
+        ("S1 matvec 784×128 (layer 1), Straus, 1 thread", "matvec784x128/straus_1t", true),
+        ("S1 matvec 784×128 (layer 1), subset products, 1 thread", "matvec784x128/subset_1t", true),
+        ("S1 matvec 128×128 (layer 2), S1's choice, 2 threads", "matvec128x128/cheapest_2t", false),
+        ("S1 matvec 128×128 (layer 2), Straus, 1 thread", "matvec128x128/straus_1t", true),
+        ("S1 matvec 128×128 (layer 2), subset products, 1 thread", "matvec128x128/subset_1t", true),
+        ("S1 matvec 128×128 (layer 2), naive (mod_pow per weight), 1 thread", "matvec128x128/naive_1t", true),
         ("S2 `decrypt_raw` (CRT halves in parallel)", "ct/decrypt_2t", false),
         ("S2 `decrypt_raw`, 1 thread", "ct/decrypt_1t", true),
         ("S2 `NoiseSource::encrypt`, S2's source (`SecretKey::noise_source`)", "ct/noise_encrypt_s2", true),
@@ -183,10 +209,26 @@ fn summary() {
             println!("RATIO {what}: {:.1}x", ratio(a, b));
         }
     };
-    r("matvec/naive_1t", "matvec/straus_1t", "matvec naive / Straus, both 1 thread (wall)");
-    r("matvec/naive_1t/cpu", "matvec/straus_1t/cpu", "matvec naive / Straus, both 1 thread (CPU)");
-    r("matvec/naive_1t", "matvec/straus_2t", "matvec naive (1 thread) / Straus (2 threads)");
-    r("matvec/straus_1t", "matvec/straus_2t", "Straus 1 thread / 2 threads");
+    r(
+        "matvec128x128/naive_1t/cpu",
+        "matvec128x128/straus_1t/cpu",
+        "matvec 128×128 naive / Straus, both 1 thread (CPU)",
+    );
+    r(
+        "matvec784x128/straus_1t/cpu",
+        "matvec784x128/subset_1t/cpu",
+        "matvec 784×128 Straus / subset products, 1 thread (CPU)",
+    );
+    r(
+        "matvec128x128/straus_1t/cpu",
+        "matvec128x128/subset_1t/cpu",
+        "matvec 128×128 Straus / subset products, 1 thread (CPU)",
+    );
+    r(
+        "matvec784x128/straus_1t",
+        "matvec784x128/cheapest_2t",
+        "matvec 784×128 Straus 1 thread / S1's choice 2 threads (wall)",
+    );
     r("ct/full_encrypt/cpu", "ct/noise_encrypt_s2/cpu", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (CPU)");
     r(
         "ct/full_encrypt/cpu",

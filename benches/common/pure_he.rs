@@ -4,7 +4,7 @@
 //! 1. The client quantizes `x_int = round(x·2^{f_in})` and sends a full
 //!    Paillier encryption (fresh full-size `r^N`) of every feature.
 //! 2. The server computes each linear layer homomorphically —
-//!    `tandem_crypto::matvec::matvec` (the same Straus product tandem's S1
+//!    `tandem_crypto::matvec::matvec` (the same product, Straus or subset products, tandem's S1
 //!    uses) plus the bias by `add_plain` — rerandomizes the results (without
 //!    it the client, who knows its own `r`, could solve for the weights) and
 //!    returns the encrypted pre-activations.

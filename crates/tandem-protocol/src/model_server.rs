@@ -21,7 +21,7 @@ use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use std::sync::Arc;
 use tandem_crypto::bigint_traits::*;
-use tandem_crypto::matvec::matvec;
+use tandem_crypto::matvec::MatvecPlan;
 use tandem_crypto::packing::{pack, PackingParams};
 use tandem_crypto::{bigint_from_i64, BigInt, Ciphertext, NoiseSource, PublicKey, Ring};
 use tandem_model::{ActivationKind, ModelError, OutputMode, QLayer, QuantizedModel, F_ACT, TAU};
@@ -36,6 +36,9 @@ struct Shared<R> {
     /// Weights reduced into the ring once, per linear layer (the online
     /// phase's only real work is `W·y` with these).
     ring_rows: Vec<Vec<Vec<(u32, R)>>>,
+    /// How each linear layer's `W·[D]` is computed, chosen once per model
+    /// (`None` for activation layers).
+    matvec: Vec<Option<MatvecPlan>>,
 }
 
 /// S1 for one model whose ring is `R`.
@@ -74,7 +77,15 @@ impl<R: Ring> ModelServer<R> {
                 _ => Vec::new(),
             })
             .collect();
-        Ok(ModelServer { shared: Arc::new(Shared { model, pk, noise, plan, bias, ring_rows }) })
+        let matvec = model
+            .layers
+            .iter()
+            .map(|l| match l {
+                QLayer::Linear(l) => Some(MatvecPlan::new(&l.rows, l.in_dim, pk.ciphertext_bytes())),
+                _ => None,
+            })
+            .collect();
+        Ok(ModelServer { shared: Arc::new(Shared { model, pk, noise, plan, bias, ring_rows, matvec }) })
     }
 
     pub fn model(&self) -> &QuantizedModel {
@@ -337,9 +348,10 @@ impl<R: Ring> Preprocessing<R> {
         let sh = self.shared.clone();
         while self.next_layer < sh.model.layers.len() {
             match &sh.model.layers[self.next_layer] {
-                QLayer::Linear(l) => {
+                QLayer::Linear(_) => {
                     // [g] = W·[D]: the expensive part of a query.
-                    self.d = matvec(&sh.pk, &l.rows, &self.d);
+                    let plan = sh.matvec[self.next_layer].as_ref().expect("a plan per linear layer");
+                    self.d = plan.apply(&sh.pk, &self.d);
                     self.next_layer += 1;
                 }
                 QLayer::Activation { kind, scale, .. } => {
