@@ -119,11 +119,16 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
     // which may use the factors).
     let noise = NoiseSource::new(pk);
     let noise_s2 = sk.noise_source();
+    // The 6-bit windows of earlier releases, side by side with today's 8.
+    let noise_s2_w6 = sk.noise_source_with_window(6);
+    let noise_w6 = NoiseSource::with_window(pk, 6);
     let m = BigInt::from_bytes(&[0x5a; 16]);
     let ct = pk.encrypt(&m);
     assert_eq!(sk.decrypt_raw(&ct), m);
     assert_eq!(sk.decrypt_raw(&noise.encrypt(pk, &m)), m);
     assert_eq!(sk.decrypt_raw(&noise_s2.encrypt(pk, &m)), m);
+    assert_eq!(sk.decrypt_raw(&noise_s2_w6.encrypt(pk, &m)), m);
+    assert_eq!(sk.decrypt_raw(&noise_w6.encrypt(pk, &m)), m);
 
     let mut g = c.benchmark_group("server_cost/s2_per_ciphertext");
     g.sample_size(PER_CT_SAMPLES).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
@@ -135,6 +140,12 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
     });
     g.bench_function("noise_source_encrypt_s2", |b| {
         b.iter_custom(|n| timed("ct/noise_encrypt_s2", n, || drop(black_box(noise_s2.encrypt(pk, &m)))))
+    });
+    g.bench_function("noise_source_encrypt_s2_window6", |b| {
+        b.iter_custom(|n| timed("ct/noise_encrypt_s2_w6", n, || drop(black_box(noise_s2_w6.encrypt(pk, &m)))))
+    });
+    g.bench_function("noise_source_encrypt_public_window6", |b| {
+        b.iter_custom(|n| timed("ct/noise_encrypt_w6", n, || drop(black_box(noise_w6.encrypt(pk, &m)))))
     });
     g.bench_function("noise_source_encrypt_public", |b| {
         b.iter_custom(|n| timed("ct/noise_encrypt", n, || drop(black_box(noise.encrypt(pk, &m)))))
@@ -190,7 +201,9 @@ fn summary() {
         ("S2 `decrypt_raw` (CRT halves in parallel)", "ct/decrypt_2t", false),
         ("S2 `decrypt_raw`, 1 thread", "ct/decrypt_1t", true),
         ("S2 `NoiseSource::encrypt`, S2's source (`SecretKey::noise_source`)", "ct/noise_encrypt_s2", true),
+        ("S2 `NoiseSource::encrypt`, S2's source, 6-bit windows (before)", "ct/noise_encrypt_s2_w6", true),
         ("`NoiseSource::encrypt`, public-key source (`NoiseSource::new`, S1's)", "ct/noise_encrypt", true),
+        ("`NoiseSource::encrypt`, public-key source, 6-bit windows (before)", "ct/noise_encrypt_w6", true),
         ("`PublicKey::encrypt` (full r^N)", "ct/full_encrypt", true),
         ("full query MNIST 784-128-128-10, label, in-process", "query/mnist", false),
     ];
@@ -237,6 +250,16 @@ fn summary() {
     );
     r("ct/full_encrypt", "ct/noise_encrypt_s2", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (wall)");
     r("ct/decrypt_1t", "ct/decrypt_2t", "decrypt_raw 1 thread / 2 threads");
+    r(
+        "ct/noise_encrypt_s2_w6/cpu",
+        "ct/noise_encrypt_s2/cpu",
+        "NoiseSource::encrypt S2's source, 6-bit / 8-bit windows (CPU)",
+    );
+    r(
+        "ct/noise_encrypt_w6/cpu",
+        "ct/noise_encrypt/cpu",
+        "NoiseSource::encrypt public source, 6-bit / 8-bit windows (CPU)",
+    );
 }
 
 fn main() {

@@ -321,7 +321,14 @@ impl SecretKey {
 
     /// A noise source for S2's encryptions of `r` and `ρ`.
     pub fn noise_source(&self) -> NoiseSource {
-        NoiseSource::with_factors(self)
+        NoiseSource::with_factors(self, NOISE_WINDOW)
+    }
+
+    /// [`SecretKey::noise_source`] with another table window (benches
+    /// compare windows side by side; the product uses the default).
+    #[doc(hidden)]
+    pub fn noise_source_with_window(&self, window: usize) -> NoiseSource {
+        NoiseSource::with_factors(self, window)
     }
 }
 
@@ -401,18 +408,24 @@ fn random_hs(pk: &PublicKey) -> BigInt {
 impl NoiseSource {
     /// For a party that only has the public key (S1).
     pub fn new(pk: &PublicKey) -> Self {
-        let exp_bits = (pk.bits() as usize).div_ceil(2);
-        let hs = random_hs(pk);
-        NoiseSource { inner: NoiseInner::Public(FixedBase::new(&hs, pk.nn(), exp_bits, NOISE_WINDOW)), exp_bits }
+        Self::with_window(pk, NOISE_WINDOW)
     }
 
-    fn with_factors(sk: &SecretKey) -> Self {
+    /// [`NoiseSource::new`] with another table window (benches only).
+    #[doc(hidden)]
+    pub fn with_window(pk: &PublicKey, window: usize) -> Self {
+        let exp_bits = (pk.bits() as usize).div_ceil(2);
+        let hs = random_hs(pk);
+        NoiseSource { inner: NoiseInner::Public(FixedBase::new(&hs, pk.nn(), exp_bits, window)), exp_bits }
+    }
+
+    fn with_factors(sk: &SecretKey, window: usize) -> Self {
         let pk = &sk.pk;
         let exp_bits = (pk.bits() as usize).div_ceil(2);
         let hs = random_hs(pk);
         let (tp, tq) = rayon::join(
-            || FixedBase::new(&BigInt::modulus(&hs, &sk.pp), &sk.pp, exp_bits, NOISE_WINDOW),
-            || FixedBase::new(&BigInt::modulus(&hs, &sk.qq), &sk.qq, exp_bits, NOISE_WINDOW),
+            || FixedBase::new(&BigInt::modulus(&hs, &sk.pp), &sk.pp, exp_bits, window),
+            || FixedBase::new(&BigInt::modulus(&hs, &sk.qq), &sk.qq, exp_bits, window),
         );
         let pp_inv_qq = BigInt::mod_inv(&sk.pp, &sk.qq).expect("p² and q² are coprime");
         NoiseSource { inner: NoiseInner::Crt { tp, tq, pp: sk.pp.clone(), qq: sk.qq.clone(), pp_inv_qq }, exp_bits }
