@@ -737,3 +737,146 @@ async fn tickets_are_single_use_bounded_and_exact() {
     assert_eq!(got.output, reference(m, &x, m.default_mode));
     assert!(!s1.log_text().contains("panicked") && !s2.log_text().contains("panicked"));
 }
+
+async fn token_client(url: &str, pin: &str, token: &str) -> TandemClient {
+    let mut o = ClientOptions::new(url);
+    o.insecure = true;
+    o.pinned_fingerprint = Some(pin.to_string());
+    o.timeout = Duration::from_secs(60);
+    o.api_token = Some(token.to_string());
+    TandemClient::connect(&o).await.expect("connect")
+}
+
+/// API tokens and per-client rate limits on the public service
+/// (SECURITY.md, "API tokens and rate limits"): refused calls get
+/// UNAUTHENTICATED or RESOURCE_EXHAUSTED saying what to do, budgets are per
+/// client, a ticket's online query is paid for by the ticket, and the
+/// budget refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_tokens_and_rate_limits() {
+    const ALICE: &str = "alice-token-5f0c1e9a7b3d";
+    const BOB: &str = "bob-token-9d2e4f6a8c1b7e30";
+    // printf %s bob-token-9d2e4f6a8c1b7e30 | sha256sum
+    const BOB_SHA256: &str = "9adba70fbaed5d1741028abe26c5c5a03e631257d433dc4dd6b3d8622d88759f";
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
+    let m = ms[0].1.clone();
+    let e = env(&ms);
+    let tokens = e.dir.path().join("api-tokens");
+    std::fs::write(&tokens, format!("# client-id token\nalice {ALICE}\nbob sha256:{BOB_SHA256}\n")).unwrap();
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &s2.url(),
+        &["--api-tokens", tokens.to_str().unwrap(), "--rate-limit", "2/6s"],
+    );
+    let fp = fingerprint(&s2);
+    let url = s1.url();
+    let mut raw = ModelServiceClient::connect(url.clone()).await.unwrap();
+
+    // No token, a wrong token, a token in the wrong scheme: refused before any work.
+    let mut anon = client(&url, Some(&fp)).await;
+    let s = status(anon.list_models().await.unwrap_err());
+    assert_eq!(s.code(), Code::Unauthenticated, "{}", s.message());
+    for needle in ["requires an API token", "send gRPC metadata `authorization: Bearer <token>`", "--api-token"] {
+        assert!(s.message().contains(needle), "{:?} should mention {needle:?}", s.message());
+    }
+    let bare = pb::InferRequest { model_id: "mlp_relu".into(), ..Default::default() };
+    assert_status(raw.infer(bare.clone()).await, Code::Unauthenticated, "requires an API token");
+    let bare_ticket = pb::CreateTicketRequest { model_id: "mlp_relu".into(), ..Default::default() };
+    assert_status(raw.create_ticket(bare_ticket).await, Code::Unauthenticated, "requires an API token");
+    let mut wrong = token_client(&url, &fp, "not-the-right-token-123").await;
+    assert_status(wrong.model("mlp_relu").await.map_err(status), Code::Unauthenticated, "the API token is not valid");
+    let mut basic = tonic::Request::new(pb::ListModelsRequest {});
+    basic.metadata_mut().insert("authorization", format!("Basic {ALICE}").parse().unwrap());
+    assert_status(raw.list_models(basic).await, Code::Unauthenticated, "not a Bearer token");
+
+    // alice: a ticket and a one-shot query use up her burst of 2; both exact.
+    let mut alice = token_client(&url, &fp, ALICE).await;
+    let remote = alice.model("mlp_relu").await.unwrap();
+    let mut rng = StdRng::seed_from_u64(41);
+    let ticket = alice.create_ticket(&remote, Some(OutputMode::Probabilities)).await.unwrap();
+    let x = random_input(&mut rng, &m);
+    let got = alice.infer_with(&remote, &x, Some(OutputMode::Logits)).await.unwrap();
+    assert_eq!(got.output, reference(&m, &x, OutputMode::Logits));
+
+    // A third query is over the limit: RESOURCE_EXHAUSTED, with the limit and when to retry.
+    let denied_at = Instant::now();
+    let s = status(alice.infer_with(&remote, &x, None).await.unwrap_err());
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    for needle in ["rate limit exceeded for client \"alice\"", "2 queries per 6 s (bursts of up to 2)", "retry in"] {
+        assert!(s.message().contains(needle), "{:?} should mention {needle:?}", s.message());
+    }
+    let retry: u64 = s.metadata().get("retry-after").expect("retry-after metadata").to_str().unwrap().parse().unwrap();
+    assert!((1..=3).contains(&retry), "retry-after {retry}");
+    let s = status(alice.create_ticket(&remote, None).await.map(|_| ()).unwrap_err());
+    assert_eq!(s.code(), Code::ResourceExhausted, "tickets share the budget: {}", s.message());
+    // Metadata calls are not charged.
+    assert_eq!(alice.list_models().await.unwrap().len(), 1);
+
+    // bob (stored as a digest) has his own budget; he cannot spend alice's ticket.
+    let mut bob = token_client(&url, &fp, BOB).await;
+    let mut stolen = valid_request(&remote.key, &remote.info, &x, OutputMode::Probabilities);
+    stolen.enc_seed.clear();
+    stolen.ticket_id = ticket.id().to_vec();
+    assert_status(bob.raw().infer(bob.request(stolen)).await, Code::PermissionDenied, "issued to another client");
+    let got = bob.infer_with(&remote, &x, None).await.unwrap();
+    assert_eq!(got.output, reference(&m, &x, OutputMode::Label));
+
+    // alice's ticket still answers, exactly: its online query was paid for with the ticket.
+    let x2 = random_input(&mut rng, &m);
+    let got = alice.infer_on_ticket(ticket, &x2).await.unwrap();
+    assert_eq!(got.output, reference(&m, &x2, OutputMode::Probabilities));
+
+    // After retry-after, alice may query again.
+    tokio::time::sleep(Duration::from_secs(retry).saturating_sub(denied_at.elapsed())).await;
+    let got = alice.infer_with(&remote, &x2, None).await.unwrap();
+    assert_eq!(got.output, reference(&m, &x2, OutputMode::Label));
+
+    // The client binary: --api-token, TANDEM_API_TOKEN, and the refusal without either.
+    let input = e.dir.path().join("x.json");
+    std::fs::write(&input, serde_json::json!(x).to_string()).unwrap();
+    let cli = |args: &[&str], token: Option<&str>| {
+        let mut cmd = std::process::Command::new(bin("tandem-client"));
+        cmd.args(args).env_remove("TANDEM_API_TOKEN");
+        if let Some(t) = token {
+            cmd.env("TANDEM_API_TOKEN", t);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, stdout, stderr) = cli(&["models", "--server", &url, "--insecure"], Some(ALICE));
+    assert!(ok && stdout.starts_with("mlp_relu\t"), "{stdout}\n{stderr}");
+    let infer_args =
+        ["infer", "--server", &url, "--insecure", "--model", "mlp_relu", "--input", input.to_str().unwrap()];
+    let (ok, stdout, stderr) =
+        cli(&[&infer_args[..], &["--api-token", BOB, "--activation-key-fingerprint", &fp]].concat(), None);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&tandem_client::describe_output(&reference(&m, &x, OutputMode::Label))), "{stdout}");
+    let (ok, _, stderr) = cli(&infer_args, None);
+    assert!(!ok && stderr.contains("UNAUTHENTICATED") && stderr.contains("authorization: Bearer <token>"), "{stderr}");
+
+    let log = s1.log_text();
+    assert!(log.contains("API tokens required"), "{log}");
+    assert!(!log.contains(ALICE) && !log.contains(BOB) && !log.contains(BOB_SHA256), "a token was logged:\n{log}");
+    assert!(!log.contains("panicked"), "{log}");
+
+    // Without tokens: open (with a warning), rate-limited per IP address.
+    let open = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--rate-limit", "1/60s"]);
+    assert!(open.log_text().contains("authentication is OFF"), "{}", open.log_text());
+    let mut c = client(&open.url(), Some(&fp)).await;
+    let remote = c.model("mlp_relu").await.unwrap();
+    c.infer_with(&remote, &x, None).await.unwrap();
+    let s = status(c.infer_with(&remote, &x, None).await.unwrap_err());
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    assert!(
+        s.message().contains("rate limit exceeded for client 127.0.0.1: this model server allows 1 query per minute"),
+        "{}",
+        s.message()
+    );
+    assert!(!open.log_text().contains("panicked"));
+}

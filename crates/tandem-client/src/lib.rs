@@ -14,6 +14,7 @@ use tandem_proto::v1 as pb;
 use tandem_proto::v1::model_service_client::ModelServiceClient;
 use tandem_proto::wire_len;
 use tandem_protocol::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, Ticket};
+use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
 
@@ -73,7 +74,7 @@ pub fn code_name(c: Code) -> &'static str {
 }
 
 /// How to reach the model server.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// `https://host:port`, or `http://host:port` with `insecure`.
     pub server: String,
@@ -90,6 +91,26 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Largest response accepted.
     pub max_response_bytes: usize,
+    /// API token for servers that require one (`--api-tokens`), sent with
+    /// every call as `authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+}
+
+// By hand, so that the token never ends up in a log line.
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientOptions")
+            .field("server", &self.server)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_domain", &self.tls_domain)
+            .field("insecure", &self.insecure)
+            .field("pinned_fingerprint", &self.pinned_fingerprint)
+            .field("timeout", &self.timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientOptions {
@@ -103,6 +124,7 @@ impl ClientOptions {
             timeout: Duration::from_secs(300),
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 64 << 20,
+            api_token: None,
         }
     }
 }
@@ -159,6 +181,7 @@ pub struct TandemClient {
     svc: ModelServiceClient<Channel>,
     pinned: Option<String>,
     timeout: Duration,
+    authorization: Option<MetadataValue<Ascii>>,
 }
 
 fn normalize_fp(s: &str) -> String {
@@ -173,6 +196,17 @@ impl TandemClient {
                 "{url} is plaintext http: use an https:// URL, or pass --insecure to send unencrypted traffic"
             )));
         }
+        let authorization = match &opts.api_token {
+            None => None,
+            Some(t) => {
+                let mut v = MetadataValue::try_from(format!("Bearer {}", t.trim())).map_err(|_| {
+                    ClientError::Config("the API token must be printable ASCII (it is sent as gRPC metadata)".into())
+                })?;
+                // Kept out of HTTP/2 header compression tables.
+                v.set_sensitive(true);
+                Some(v)
+            }
+        };
         let mut ep = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Config(format!("bad server URL {url:?}: {e}")))?
             .connect_timeout(opts.connect_timeout)
@@ -192,17 +226,23 @@ impl TandemClient {
             svc: ModelServiceClient::new(channel).max_decoding_message_size(opts.max_response_bytes),
             pinned: opts.pinned_fingerprint.as_deref().map(normalize_fp),
             timeout: opts.timeout,
+            authorization,
         })
     }
 
-    /// The generated gRPC client, for callers that need raw access.
+    /// The generated gRPC client, for callers that need raw access. Its
+    /// calls carry no API token: build them with [`TandemClient::request`].
     pub fn raw(&self) -> ModelServiceClient<Channel> {
         self.svc.clone()
     }
 
-    fn request<T>(&self, msg: T) -> Request<T> {
+    /// A request with this client's deadline and API token.
+    pub fn request<T>(&self, msg: T) -> Request<T> {
         let mut r = Request::new(msg);
         r.set_timeout(self.timeout);
+        if let Some(v) = &self.authorization {
+            r.metadata_mut().insert("authorization", v.clone());
+        }
         r
     }
 

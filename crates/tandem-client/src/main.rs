@@ -38,6 +38,11 @@ struct Conn {
     /// Deadline of each call, in seconds.
     #[arg(long, env = "TANDEM_TIMEOUT_SECS", default_value_t = 300)]
     timeout_secs: u64,
+    /// API token, for a server that requires one (sent as `authorization:
+    /// Bearer <token>`). Prefer the environment variable: command lines are
+    /// visible to other users of the machine.
+    #[arg(long, env = "TANDEM_API_TOKEN", hide_env_values = true)]
+    api_token: Option<String>,
 }
 
 #[derive(Args)]
@@ -74,6 +79,7 @@ fn options(c: &Conn, pin: Option<String>) -> ClientOptions {
     o.insecure = c.insecure;
     o.pinned_fingerprint = pin;
     o.timeout = Duration::from_secs(c.timeout_secs.max(1));
+    o.api_token = c.api_token.clone();
     o
 }
 

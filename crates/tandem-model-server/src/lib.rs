@@ -22,6 +22,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
+pub mod access;
 pub mod models;
 pub mod query;
 pub mod tickets;
@@ -111,9 +112,52 @@ pub struct Config {
     /// Largest message exchanged with the activation server, in bytes.
     #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_internal_message_bytes: usize,
+    /// File of API tokens, one client per line: `CLIENT-ID TOKEN`, or
+    /// `CLIENT-ID sha256:HEX` to keep only the token's SHA-256 on the server
+    /// (`#` starts a comment). Every call must then carry gRPC metadata
+    /// `authorization: Bearer <token>`. Without this file the service is open
+    /// to anyone who can connect (a warning is logged).
+    #[arg(long, env = "TANDEM_API_TOKENS")]
+    pub api_tokens: Option<PathBuf>,
+    /// Queries per client: N per minute, or N/s, N/min, N/hour, N/day, N/Ks
+    /// (per K seconds). Charged per Infer without a ticket and per
+    /// CreateTicket (the online query on a ticket is already paid for);
+    /// ListModels and GetModelInfo are free. Clients are their token's id,
+    /// or their IP address (IPv6: /64) without --api-tokens. 0: no limit.
+    #[arg(long, env = "TANDEM_RATE_LIMIT", default_value = "0")]
+    pub rate_limit: String,
+    /// Most queries a client may make at once before the rate applies
+    /// (the token bucket's size). Default: N of --rate-limit.
+    #[arg(long, env = "TANDEM_RATE_BURST")]
+    pub rate_burst: Option<u32>,
+    /// Most clients the rate limiter tracks at once (about 100 bytes each).
+    /// Clients whose budget has refilled are forgotten; when the table is
+    /// full of clients still within their window, new ones are refused
+    /// with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "TANDEM_RATE_LIMIT_CLIENTS", default_value_t = 100_000)]
+    pub rate_limit_clients: usize,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TANDEM_LOG_JSON")]
     pub log_json: bool,
+}
+
+/// The access policy of `cfg`: the token file read, the rate limit parsed.
+pub fn access_from_config(cfg: &Config) -> anyhow::Result<access::Access> {
+    let tokens = cfg.api_tokens.as_deref().map(access::ApiTokens::load).transpose()?;
+    let limit = access::RateLimit::parse(&cfg.rate_limit, cfg.rate_burst).map_err(anyhow::Error::msg)?;
+    let limiter = limit.map(|l| access::RateLimiter::new(l, cfg.rate_limit_clients));
+    match &tokens {
+        Some(t) => info!(clients = t.len(), "API tokens required (authorization: Bearer)"),
+        None => warn!("no --api-tokens: authentication is OFF; anyone who can connect may query the models"),
+    }
+    match &limiter {
+        Some(l) => {
+            let per = if tokens.is_some() { "client id" } else { "IP address" };
+            info!(limit = %l.limit(), per, "rate limit")
+        }
+        None => info!("no --rate-limit: queries are not rate-limited"),
+    }
+    Ok(access::Access { tokens, limiter })
 }
 
 /// Settings of a running model service (the parts of [`Config`] the service uses).
@@ -177,16 +221,29 @@ pub struct ModelState {
     workers: Arc<Semaphore>,
     tickets: Arc<tickets::TicketStore>,
     settings: Settings,
+    access: access::Access,
     refreshing: tokio::sync::Mutex<()>,
 }
 
 impl ModelState {
-    /// Fetches S2's key (with `retries` attempts) and builds the models for it.
+    /// Fetches S2's key (with `retries` attempts) and builds the models for
+    /// it; the service is open to everyone, without rate limits.
     pub async fn new(
         quantized: Vec<(String, Arc<QuantizedModel>)>,
         s2: ActivationServiceClient<Channel>,
         settings: Settings,
         retries: u32,
+    ) -> anyhow::Result<Arc<Self>> {
+        Self::with_access(quantized, s2, settings, retries, access::Access::default()).await
+    }
+
+    /// [`ModelState::new`] with an access policy (API tokens, rate limit).
+    pub async fn with_access(
+        quantized: Vec<(String, Arc<QuantizedModel>)>,
+        s2: ActivationServiceClient<Channel>,
+        settings: Settings,
+        retries: u32,
+        access: access::Access,
     ) -> anyhow::Result<Arc<Self>> {
         let key = fetch_key(&s2, retries, settings.deadlines.step).await?;
         info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
@@ -202,6 +259,7 @@ impl ModelState {
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
             tickets: tickets::TicketStore::new(settings.max_tickets, settings.ticket_ttl),
             settings,
+            access,
             refreshing: tokio::sync::Mutex::new(()),
         }))
     }
@@ -308,32 +366,44 @@ impl ModelSvc {
             .cloned()
             .ok_or_else(|| Status::not_found(format!("unknown model {id:?}; this server serves: {}", reg.ids())))
     }
+
+    /// Every method first: who is calling (UNAUTHENTICATED without a valid token, when tokens are required).
+    fn caller<T>(&self, req: &Request<T>) -> Result<access::Caller, Status> {
+        self.state.access.authenticate(req.metadata(), req.remote_addr())
+    }
 }
 
 #[tonic::async_trait]
 impl ModelService for ModelSvc {
-    async fn list_models(&self, _: Request<pb::ListModelsRequest>) -> Result<Response<pb::ListModelsResponse>, Status> {
+    async fn list_models(
+        &self,
+        req: Request<pb::ListModelsRequest>,
+    ) -> Result<Response<pb::ListModelsResponse>, Status> {
+        self.caller(&req)?;
         let reg = self.state.registry();
         Ok(Response::new(pb::ListModelsResponse { models: reg.models.values().map(|m| m.proto.clone()).collect() }))
     }
 
     async fn get_model_info(&self, req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
+        self.caller(&req)?;
         Ok(Response::new(self.lookup(&req.get_ref().model_id)?.proto.clone()))
     }
 
     async fn infer(&self, req: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
         let t0 = Instant::now();
+        let caller = self.caller(&req)?;
         let req = req.into_inner();
         let served = self
             .lookup(&req.model_id)
             .inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
         if !req.ticket_id.is_empty() {
-            return self.infer_on_ticket(served, req, t0).await;
+            // Paid for when the ticket was created.
+            return self.infer_on_ticket(served, req, &caller, t0).await;
         }
         let state = &self.state;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
-        let _permit = self.heavy_permit().await?;
+        let _permit = self.heavy_permit(&caller).await?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
         let s2 = state.s2.clone();
@@ -344,7 +414,7 @@ impl ModelService for ModelSvc {
             }
         };
         let result = with_deadline(dl.query, fut).await;
-        self.answer(&served, mode, "query", t0, costs, result).map(|mut r| {
+        self.answer(&served, mode, "query", &caller, t0, costs, result).map(|mut r| {
             r.0.stats = Some(r.1);
             Response::new(r.0)
         })
@@ -352,6 +422,7 @@ impl ModelService for ModelSvc {
 
     async fn create_ticket(&self, req: Request<pb::CreateTicketRequest>) -> Result<Response<pb::Ticket>, Status> {
         let t0 = Instant::now();
+        let caller = self.caller(&req)?;
         let req = req.into_inner();
         let served = self
             .lookup(&req.model_id)
@@ -359,8 +430,12 @@ impl ModelService for ModelSvc {
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "ticket refused: {}", s.message()))?;
         let state = &self.state;
-        let _permit = self.heavy_permit().await?;
-        let slot = state.tickets.reserve().inspect_err(|s| warn!("ticket refused: {}", s.message()))?;
+        let _permit = self.heavy_permit(&caller).await?;
+        let slot = state.tickets.reserve().inspect_err(|s| {
+            // The server is full, not the client over its budget.
+            state.access.refund(&caller, Instant::now());
+            warn!("ticket refused: {}", s.message())
+        })?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
         let s2 = state.s2.clone();
@@ -381,12 +456,12 @@ impl ModelService for ModelSvc {
             })
         };
         let result = with_deadline(dl.query, fut).await;
-        let (prepared, stats) = self.answer(&served, mode, "ticket", t0, costs, result)?;
+        let (prepared, stats) = self.answer(&served, mode, "ticket", &caller, t0, costs, result)?;
         let id = match &prepared {
             tickets::AnyPrepared::K128(p) => p.session_id(),
             tickets::AnyPrepared::K256(p) => p.session_id(),
         };
-        state.tickets.insert(id, served.id.clone(), mode, prepared, slot);
+        state.tickets.insert(id, served.id.clone(), mode, caller.id.clone(), prepared, slot);
         Ok(Response::new(pb::Ticket {
             ticket_id: id.to_vec(),
             model_id: served.id.clone(),
@@ -412,17 +487,21 @@ async fn with_deadline<T>(
 }
 
 impl ModelSvc {
-    /// Permits for Paillier work (one-shot queries, tickets): admission
-    /// into a bounded line, then a worker slot, waited for. Backpressure
-    /// instead of unbounded memory: at most `workers` preprocessings hold
-    /// their tables at once, and a full line is refused at once. Online
-    /// queries on tickets need neither: they are cheap, and bounded by the
-    /// number of tickets.
+    /// Permits for Paillier work (one-shot queries, tickets): the caller's
+    /// rate limit, then admission into a bounded line, then a worker slot,
+    /// waited for. Backpressure instead of unbounded memory: at most
+    /// `workers` preprocessings hold their tables at once, and a full line
+    /// is refused at once. Online queries on tickets need none of it: they
+    /// are cheap, bounded by the number of tickets, and were charged when
+    /// their ticket was made.
     async fn heavy_permit(
         &self,
+        caller: &access::Caller,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), Status> {
         let state = &self.state;
+        state.access.charge(caller, Instant::now())?;
         let admitted = state.queries.clone().try_acquire_owned().map_err(|_| {
+            state.access.refund(caller, Instant::now());
             warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
             Status::resource_exhausted(format!(
                 "the model server is at its limit of {} concurrent queries; retry later",
@@ -444,6 +523,7 @@ impl ModelSvc {
         served: &Served,
         mode: tandem_model::OutputMode,
         what: &str,
+        caller: &access::Caller,
         t0: Instant,
         costs: query::Costs,
         result: Result<T, query::QueryFailure>,
@@ -452,7 +532,7 @@ impl ModelSvc {
         match result {
             Ok(r) => {
                 info!(
-                    model = %served.id, %mode, what, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
+                    model = %served.id, %mode, what, client = %caller, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
                     online_ms = costs.online.as_millis() as u64,
                     s1_compute_ms = costs.s1_compute.as_millis() as u64, s2_compute_ms = costs.s2_compute_micros / 1000,
                     to_s2_bytes = costs.to_s2, from_s2_bytes = costs.from_s2, "served"
@@ -469,7 +549,7 @@ impl ModelSvc {
                 Ok((r, stats))
             }
             Err(f) => {
-                warn!(model = %served.id, %mode, what, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "failed: {}", f.status.message());
+                warn!(model = %served.id, %mode, what, client = %caller, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "failed: {}", f.status.message());
                 if f.key_changed {
                     tokio::spawn(self.state.clone().refresh_key());
                 }
@@ -483,6 +563,7 @@ impl ModelSvc {
         &self,
         served: Arc<Served>,
         req: pb::InferRequest,
+        caller: &access::Caller,
         t0: Instant,
     ) -> Result<Response<pb::InferResponse>, Status> {
         use tickets::AnyPrepared;
@@ -506,6 +587,11 @@ impl ModelSvc {
             .state
             .tickets
             .take(&req.ticket_id, |e| {
+                if e.owner != caller.id {
+                    return Err(Status::permission_denied(
+                        "the ticket was issued to another client; create your own with CreateTicket",
+                    ));
+                }
                 if e.model_id != served.id {
                     return Err(Status::invalid_argument(format!(
                         "the ticket is for model {:?}, not {:?}",
@@ -537,7 +623,7 @@ impl ModelSvc {
         };
         let result = with_deadline(dl.query, fut).await;
         costs.online = t0.elapsed();
-        self.answer(&served, mode, "ticket query", t0, costs, result).map(|(mut r, stats)| {
+        self.answer(&served, mode, "ticket query", caller, t0, costs, result).map(|(mut r, stats)| {
             r.stats = Some(stats);
             Response::new(r)
         })
@@ -601,6 +687,7 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
 /// The `model-server` program.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (server_tls, client_tls) = tls_from_config(&cfg)?;
+    let access = access_from_config(&cfg)?;
     let settings = Settings::from_config(&cfg);
     let qcfg = QuantConfig { weight_bits: cfg.weight_bits };
     let dir = cfg.models.clone();
@@ -615,7 +702,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (url, _) = tandem_proto::tls::normalize_url(&cfg.activation_server);
     let channel = activation_channel(&url, client_tls, settings.deadlines.step)?;
     let s2 = activation_client(channel, settings.max_internal_message_bytes);
-    let state = ModelState::new(quantized, s2, settings, cfg.connect_retries).await?;
+    let state = ModelState::with_access(quantized, s2, settings, cfg.connect_retries, access).await?;
     for m in state.registry().models.values() {
         println!("serving model {} ({} mode by default)", m.id, m.info.default_mode);
     }

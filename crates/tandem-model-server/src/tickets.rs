@@ -23,6 +23,9 @@ pub enum AnyPrepared {
 pub struct TicketEntry {
     pub model_id: String,
     pub mode: OutputMode,
+    /// The API token's client id that created it (None without tokens):
+    /// only that client may spend it.
+    pub owner: Option<Arc<str>>,
     created: Instant,
     pub prepared: AnyPrepared,
 }
@@ -96,9 +99,17 @@ impl TicketStore {
     }
 
     /// Files a preprocessed session under its id.
-    pub fn insert(&self, id: [u8; 16], model_id: String, mode: OutputMode, prepared: AnyPrepared, r: Reservation) {
+    pub fn insert(
+        &self,
+        id: [u8; 16],
+        model_id: String,
+        mode: OutputMode,
+        owner: Option<Arc<str>>,
+        prepared: AnyPrepared,
+        r: Reservation,
+    ) {
         if let Ok(mut g) = self.inner.lock() {
-            g.map.insert(id, TicketEntry { model_id, mode, created: Instant::now(), prepared });
+            g.map.insert(id, TicketEntry { model_id, mode, owner, created: Instant::now(), prepared });
         }
         drop(r); // after the insert: the slot passes from pending to the map
     }
