@@ -16,7 +16,8 @@ use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-pub const PACKAGES: [&str; 4] = ["tandem-activation-server", "tandem-model-server", "tandem-client", "tandem-cli"];
+pub const PACKAGES: [&str; 5] =
+    ["tandem-activation-server", "tandem-model-server", "tandem-client", "tandem-cli", "tandem-loadgen"];
 
 fn target_profile_dir() -> PathBuf {
     // target/<profile>/deps/services-<hash>
