@@ -89,6 +89,11 @@ pub struct Cli {
     /// Deadline of each call, in seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// API token, for a server that requires one (sent as `authorization:
+    /// Bearer <token>`). Prefer the environment variable: command lines are
+    /// visible to other users of the machine. Never written to the report.
+    #[arg(long, env = "TANDEM_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
 
     /// Concurrency levels, one measured run each: e.g. 1,2,4.
     #[arg(long, value_delimiter = ',', value_parser = parse_levels, default_value = "1")]
@@ -237,6 +242,27 @@ fn write_file(p: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(p, bytes).map_err(|e| format!("cannot write {}: {e}", p.display()))
 }
 
+/// The command line for the report, with an `--api-token` value replaced:
+/// the JSON file may be shared, the token must not be.
+fn redacted_command_line(args: impl Iterator<Item = String>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut hide_next = false;
+    for a in args {
+        if hide_next {
+            out.push("<redacted>".into());
+            hide_next = false;
+        } else if a == "--api-token" {
+            out.push(a);
+            hide_next = true;
+        } else if a.starts_with("--api-token=") {
+            out.push("--api-token=<redacted>".into());
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
 /// Prepares the spawned servers' models directory: the loaded model saved
 /// as `<id>.tandem`, so that the server serves exactly the model the
 /// answers are checked against (an ONNX file imports to the same model).
@@ -260,7 +286,7 @@ fn spawn_models_dir(cli: &Cli, id: &str, model: Option<&tandem_model::Model>, tm
 /// part runs on a runtime of its own.
 pub fn run(cli: Cli) -> Result<Outcome, String> {
     let started = SystemTime::now();
-    let command_line: Vec<String> = std::env::args().collect();
+    let command_line = redacted_command_line(std::env::args());
     if let Some(p) = &cli.json {
         check_writable(p, "--json")?;
     }
@@ -330,6 +356,7 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
     client.pinned_fingerprint =
         cli.activation_key_fingerprint.clone().or_else(|| spawned.as_ref().map(|s| s.fingerprint.clone()));
     client.timeout = Duration::from_secs(cli.timeout_secs.max(1));
+    client.api_token = cli.api_token.clone();
     let plan = Plan {
         client,
         model_id,
@@ -617,4 +644,14 @@ async fn run_async(
         }
     }
     Ok(Outcome { levels, interrupted, clean, report })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_token_stays_out_of_the_report() {
+        let args = ["x", "--api-token", "s3cret", "--api-token=s3cret", "--model", "m"].map(String::from);
+        let out = super::redacted_command_line(args.into_iter());
+        assert_eq!(out, ["x", "--api-token", "<redacted>", "--api-token=<redacted>", "--model", "m"]);
+    }
 }
