@@ -6,10 +6,21 @@
 //! folded into a layer. Nodes off that path are never looked at.
 
 use crate::proto::{attribute_proto::AttributeType, type_proto, GraphProto, NodeProto, ValueInfoProto};
-use crate::tensor::{numel, Const, DT_DOUBLE, DT_FLOAT, DT_INT64};
+use crate::tensor::{check_dims, numel, Const, DT_DOUBLE, DT_FLOAT, DT_INT64, MAX_CONST_VALUES, MAX_RANK};
 use crate::{Head, ImportError};
 use std::collections::{HashMap, HashSet};
+use tandem_model::ir::MAX_VALUES;
 use tandem_model::{ActivationKind, Layer, Shape};
+
+/// Values (f64 or f32) the importer may materialize for a file of `len`
+/// bytes: constants decoded or folded, pending elementwise maps, copies of
+/// weights into layers, values cloned for tensors used twice. Enough for
+/// any model within `tandem_model`'s limits (a `MAX_VALUES` activation's
+/// elementwise map is 2^25 values), and proportional to the file beyond
+/// that, so a small file cannot make the importer allocate much.
+pub fn work_budget(len: usize) -> usize {
+    (2 * MAX_VALUES).saturating_add(len.saturating_mul(4))
+}
 
 /// A pending elementwise map `y = scale·x + shift` on the current value.
 #[derive(Clone, Debug)]
@@ -85,8 +96,14 @@ pub(crate) struct Ctx<'a> {
     inits: HashMap<&'a str, usize>,
     inputs: HashMap<&'a str, &'a ValueInfoProto>,
     memo: HashMap<String, Val>,
+    /// Node inputs naming each tensor not yet evaluated: the last use of a
+    /// memoized value takes it instead of cloning it.
+    uses: HashMap<&'a str, usize>,
     visiting: HashSet<usize>,
     next_id: u64,
+    /// What is left of [`work_budget`], and the whole of it (for messages).
+    budget: usize,
+    budget_total: usize,
     pub data_input: Option<String>,
     pub used_nodes: HashSet<usize>,
     pub notes: Vec<String>,
@@ -151,7 +168,7 @@ fn axis(a: i64, rank: usize) -> Option<usize> {
 }
 
 impl<'a> Ctx<'a> {
-    pub fn new(graph: &'a GraphProto, opset: i64) -> Result<Self, ImportError> {
+    pub fn new(graph: &'a GraphProto, opset: i64, budget: usize) -> Result<Self, ImportError> {
         let mut producer = HashMap::new();
         for (i, n) in graph.node.iter().enumerate() {
             for o in &n.output {
@@ -168,6 +185,10 @@ impl<'a> Ctx<'a> {
         }
         let inits: HashMap<&str, usize> = graph.initializer.iter().enumerate().map(|(i, t)| (t.name(), i)).collect();
         let inputs = graph.input.iter().filter(|v| !inits.contains_key(v.name())).map(|v| (v.name(), v)).collect();
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for name in graph.node.iter().flat_map(|n| &n.input) {
+            *uses.entry(name.as_str()).or_default() += 1;
+        }
         Ok(Ctx {
             graph,
             opset,
@@ -175,8 +196,11 @@ impl<'a> Ctx<'a> {
             inits,
             inputs,
             memo: HashMap::new(),
+            uses,
             visiting: HashSet::new(),
             next_id: 0,
+            budget,
+            budget_total: budget,
             data_input: None,
             used_nodes: HashSet::new(),
             notes: Vec::new(),
@@ -192,43 +216,128 @@ impl<'a> Ctx<'a> {
         self.producer.get(name).map(|&i| &self.graph.node[i])
     }
 
-    /// The value of tensor `name`; `consumer` names who asked, for messages.
-    pub fn eval(&mut self, name: &str, consumer: &str) -> Result<Val, ImportError> {
-        if let Some(v) = self.memo.get(name) {
-            return Ok(v.clone());
-        }
-        let v = if let Some(&i) = self.inits.get(name) {
-            let t = &self.graph.initializer[i];
-            Val::Const(Const::from_proto(t, &format!("initializer {name:?}")).map_err(ImportError::Malformed)?)
-        } else if let Some(vi) = self.inputs.get(name).copied() {
-            self.input_value(vi)?
-        } else if let Some(&idx) = self.producer.get(name) {
-            if !self.visiting.insert(idx) {
-                return Err(ImportError::Malformed(format!(
-                    "the graph has a cycle through {}",
-                    node_label(&self.graph.node[idx], idx)
-                )));
+    /// Takes `n` values out of the work budget (`what` names them).
+    fn spend(&mut self, n: usize, what: impl FnOnce() -> String) -> Result<(), ImportError> {
+        match self.budget.checked_sub(n) {
+            Some(left) => {
+                self.budget = left;
+                Ok(())
             }
-            self.used_nodes.insert(idx);
-            let outs = self.eval_node(idx)?;
-            self.visiting.remove(&idx);
-            let node = &self.graph.node[idx];
-            for (o, v) in node.output.iter().zip(outs) {
-                if let Some(v) = v {
-                    self.memo.insert(o.clone(), v);
+            None => Err(ImportError::Malformed(format!(
+                "importing this file needs more than {} values of working memory ({} for {}); \
+                 it is larger, or expands its constants more, than any model tandem can serve",
+                self.budget_total,
+                n,
+                what()
+            ))),
+        }
+    }
+
+    /// The value of tensor `name`; `consumer` names who asked, for messages.
+    ///
+    /// Nodes are evaluated with an explicit stack rather than by recursion,
+    /// in the order a depth-first recursion would take (a node's op is
+    /// checked before its inputs are evaluated, inputs in order), so a graph
+    /// of any depth cannot exhaust the thread's stack.
+    pub fn eval(&mut self, name: &str, consumer: &str) -> Result<Val, ImportError> {
+        struct Frame<'g> {
+            idx: usize,
+            /// The output of this node its parent asked for.
+            wanted: &'g str,
+            /// Who asked (for messages), and this node as a consumer.
+            asked_by: String,
+            me: String,
+            ins: Vec<Option<Val>>,
+        }
+        if !self.memo.contains_key(name) && !self.compute_leaf(name, consumer)? {
+            let mut stack: Vec<Frame<'a>> = Vec::new();
+            let root = *self.producer.get(name).expect("compute_leaf found a producer");
+            let root_name = self.graph.node[root].output.iter().find(|o| *o == name).expect("produces it");
+            let me = self.start_node(root)?;
+            stack.push(Frame { idx: root, wanted: root_name, asked_by: consumer.to_string(), me, ins: Vec::new() });
+            while let Some(top) = stack.last_mut() {
+                let node: &'a NodeProto = &self.graph.node[top.idx];
+                if let Some(input) = node.input.get(top.ins.len()) {
+                    if input.is_empty() {
+                        top.ins.push(None);
+                        continue;
+                    }
+                    let me = top.me.clone();
+                    if self.memo.contains_key(input.as_str()) || self.compute_leaf(input, &me)? {
+                        let v = self.take(input)?;
+                        stack.last_mut().expect("top").ins.push(Some(v));
+                    } else {
+                        let idx = self.producer[input.as_str()];
+                        let child_me = self.start_node(idx)?;
+                        stack.push(Frame { idx, wanted: input, asked_by: me, me: child_me, ins: Vec::new() });
+                    }
+                    continue;
+                }
+                let frame = stack.pop().expect("top");
+                let n = N { node, label: node_label(node, frame.idx) };
+                let outs = self.apply(&n, frame.ins)?;
+                self.visiting.remove(&frame.idx);
+                for (o, v) in node.output.iter().zip(outs) {
+                    if let Some(v) = v {
+                        self.memo.insert(o.clone(), v);
+                    }
+                }
+                if !self.memo.contains_key(frame.wanted) {
+                    return Err(n.err(format!(
+                        "its output {:?} (used by {}) is not supported; only the first output is",
+                        frame.wanted, frame.asked_by
+                    )));
+                }
+                if !stack.is_empty() {
+                    let v = self.take(frame.wanted)?;
+                    stack.last_mut().expect("parent").ins.push(Some(v));
                 }
             }
-            return self.memo.get(name).cloned().ok_or_else(|| {
-                let n = N { node, label: node_label(node, idx) };
-                n.err(format!("its output {name:?} (used by {consumer}) is not supported; only the first output is"))
-            });
+        }
+        self.take(name)
+    }
+
+    /// The memoized value of `name`: moved out on its last use, else a copy
+    /// (charged to the budget).
+    fn take(&mut self, name: &str) -> Result<Val, ImportError> {
+        let last = match self.uses.get_mut(name) {
+            Some(u) if *u > 1 => {
+                *u -= 1;
+                false
+            }
+            Some(u) => {
+                *u = 0;
+                true
+            }
+            None => false,
+        };
+        if last {
+            return Ok(self.memo.remove(name).expect("computed"));
+        }
+        let v = self.memo.get(name).expect("computed").clone();
+        self.spend(weight(&v), || format!("a copy of tensor {name:?}"))?;
+        Ok(v)
+    }
+
+    /// Puts an initializer or graph input into the memo; `false` if `name`
+    /// is produced by a node (an error if by nothing).
+    fn compute_leaf(&mut self, name: &str, consumer: &str) -> Result<bool, ImportError> {
+        let v = if let Some(&i) = self.inits.get(name) {
+            let t = &self.graph.initializer[i];
+            let c = Const::from_proto(t, &format!("initializer {name:?}")).map_err(ImportError::Malformed)?;
+            self.spend(c.len(), || format!("initializer {name:?}"))?;
+            Val::Const(c)
+        } else if let Some(vi) = self.inputs.get(name).copied() {
+            self.input_value(vi)?
+        } else if self.producer.contains_key(name) {
+            return Ok(false);
         } else {
             return Err(ImportError::Malformed(format!(
                 "tensor {name:?}, used by {consumer}, is not produced by any node, initializer or graph input"
             )));
         };
-        self.memo.insert(name.to_string(), v.clone());
-        Ok(v)
+        self.memo.insert(name.to_string(), v);
+        Ok(true)
     }
 
     fn input_value(&mut self, vi: &ValueInfoProto) -> Result<Val, ImportError> {
@@ -269,6 +378,11 @@ impl<'a> Ctx<'a> {
                 _ => return Err(bad(format!("dimension {k} is unknown or not positive"))),
             }
         }
+        if dims.len() > MAX_RANK || numel(&dims) > MAX_VALUES {
+            return Err(bad(format!(
+                "has per-sample shape {dims:?}; tandem takes at most {MAX_VALUES} input features (rank at most {MAX_RANK})"
+            )));
+        }
         // [C, H, W] is an image; any other per-sample shape is read as its
         // flattened vector (a Flatten/Reshape must come before a dense layer).
         let ir = match dims[..] {
@@ -289,12 +403,17 @@ impl<'a> Ctx<'a> {
         })))
     }
 
-    fn eval_node(&mut self, idx: usize) -> Result<Vec<Option<Val>>, ImportError> {
+    /// Enters node `idx`: refuses a cycle and an unsupported op before any
+    /// of its inputs is evaluated. Returns its name as a consumer.
+    fn start_node(&mut self, idx: usize) -> Result<String, ImportError> {
         let node: &'a NodeProto = &self.graph.node[idx];
         let n = N { node, label: node_label(node, idx) };
+        if !self.visiting.insert(idx) {
+            return Err(ImportError::Malformed(format!("the graph has a cycle through {}", n.label)));
+        }
+        self.used_nodes.insert(idx);
         let domain = node.domain();
         let me = format!("node {} ({})", n.label, n.op());
-        let mut ins: Vec<Option<Val>> = Vec::with_capacity(node.input.len());
         let check_op = |ok: bool| -> Result<(), ImportError> {
             if ok {
                 Ok(())
@@ -344,12 +463,7 @@ impl<'a> Ctx<'a> {
             "ai.onnx.ml" => check_op(ml_ops.contains(&n.op()))?,
             _ => check_op(false)?,
         }
-        // The op is known: evaluate its inputs (empty names are omitted optional inputs).
-        for name in &node.input {
-            ins.push(if name.is_empty() { None } else { Some(self.eval(name, &me)?) });
-        }
-        let out = self.apply(&n, ins)?;
-        Ok(out)
+        Ok(me)
     }
 
     fn act_of(&self, n: &N, v: Val) -> Result<Box<Act>, ImportError> {
@@ -418,6 +532,9 @@ impl<'a> Ctx<'a> {
                 let trans_b = n.int("transB", 0) != 0;
                 let (alpha, beta) = (n.float("alpha", 1.0) as f64, n.float("beta", 1.0) as f64);
                 let (outs, ins_) = if trans_b { (b.dims[0], b.dims[1]) } else { (b.dims[1], b.dims[0]) };
+                // Before anything is sized by B: an empty B may claim any number of outputs.
+                self.check_dense_input(n, &a, ins_)?;
+                self.spend(2 * b.len() + 2 * outs, || format!("the weights of {}", n.label))?;
                 let bv = b.as_f64();
                 let w: Vec<f64> = (0..outs)
                     .flat_map(|j| (0..ins_).map(move |i| (j, i)))
@@ -448,6 +565,8 @@ impl<'a> Ctx<'a> {
                     return Err(n.err(format!("weight has shape {}; expected a matrix [in, out]", fmt_dims(&b.dims))));
                 }
                 let (ins_, outs) = (b.dims[0], b.dims[1]);
+                self.check_dense_input(n, &a, ins_)?;
+                self.spend(2 * b.len() + 2 * outs, || format!("the weights of {}", n.label))?;
                 let bv = b.as_f64();
                 let w: Vec<f64> =
                     (0..outs).flat_map(|j| (0..ins_).map(move |i| (j, i))).map(|(j, i)| bv[i * outs + j]).collect();
@@ -469,6 +588,7 @@ impl<'a> Ctx<'a> {
                 };
                 let mut full = vec![1];
                 full.extend_from_slice(&a.dims);
+                self.spend(2 * numel(&full), || format!("the elementwise map of {}", n.label))?;
                 let cv = c.expand_to(&full).ok_or_else(|| {
                     n.err(format!(
                         "its constant of shape {} does not broadcast to the activations' shape {}",
@@ -497,6 +617,7 @@ impl<'a> Ctx<'a> {
             "Neg" => {
                 let mut a = self.act_of(n, input(&mut ins, 0)?)?;
                 let len = numel(&a.dims);
+                self.spend(2 * len, || format!("the elementwise map of {}", n.label))?;
                 self.affine(
                     n,
                     &mut a,
@@ -507,6 +628,7 @@ impl<'a> Ctx<'a> {
             "Scaler" => {
                 let mut a = self.act_of(n, input(&mut ins, 0)?)?;
                 let len = numel(&a.dims);
+                self.spend(4 * len, || format!("the elementwise map of {}", n.label))?;
                 let offset = n.floats("offset").unwrap_or_default();
                 let scale = n.floats("scale").unwrap_or_default();
                 let last = *a.dims.last().unwrap_or(&1);
@@ -537,11 +659,12 @@ impl<'a> Ctx<'a> {
                     );
                 }
                 let eps = n.float("epsilon", 1e-5) as f64;
-                let c = *a.dims.first().ok_or_else(|| n.err("needs a channel dimension"))?;
+                let c = *a.dims.first().filter(|&&c| c > 0).ok_or_else(|| n.err("needs a channel dimension"))?;
                 if p.iter().any(|v| v.len() != c) {
                     return Err(n.err(format!("parameters do not have {c} channels")));
                 }
                 let len = numel(&a.dims);
+                self.spend(2 * len, || format!("the elementwise map of {}", n.label))?;
                 let per = len / c;
                 let (mut scale, mut shift) = (Vec::with_capacity(len), Vec::with_capacity(len));
                 for (((gamma, beta), mean), var) in p[0].iter().zip(&p[1]).zip(&p[2]).zip(&p[3]) {
@@ -750,8 +873,22 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Operations on constants only.
+    /// Operations on constants only. A result may be at most as large as
+    /// its inputs together (or 2^20 values), so folding never amplifies a
+    /// small file into a huge constant; the work budget bounds the total.
     fn fold_const(&mut self, n: &N, ins: &mut [Option<Val>]) -> Result<Const, ImportError> {
+        let in_total = ins
+            .iter()
+            .map(|v| if let Some(Val::Const(c)) = v { c.len() } else { 0 })
+            .fold(0usize, usize::saturating_add);
+        let limit = in_total.max(1 << 20).min(MAX_CONST_VALUES);
+        let out = self.fold_const_within(n, ins, limit)?;
+        check_dims(&out.dims, MAX_CONST_VALUES, "the folded constant").map_err(|e| n.err(e))?;
+        self.spend(out.len(), || format!("the constant computed by {}", n.label))?;
+        Ok(out)
+    }
+
+    fn fold_const_within(&mut self, n: &N, ins: &mut [Option<Val>], limit: usize) -> Result<Const, ImportError> {
         let c = |ins: &mut [Option<Val>], k: usize| -> Result<Const, ImportError> {
             match ins.get_mut(k).and_then(Option::take) {
                 Some(Val::Const(c)) => Ok(c),
@@ -774,7 +911,7 @@ impl<'a> Ctx<'a> {
                     "Mul" => '*',
                     _ => '/',
                 };
-                c(ins, 0)?.binary(&c(ins, 1)?, sym).map_err(e)?
+                c(ins, 0)?.binary(&c(ins, 1)?, sym, limit).map_err(e)?
             }
             "Neg" => c(ins, 0)?.map_f(|x| -x),
             "Sqrt" => c(ins, 0)?.map_f(f64::sqrt),
@@ -783,7 +920,7 @@ impl<'a> Ctx<'a> {
                 let data = c(ins, 0)?;
                 let idx = c(ins, 1)?;
                 let ax = axis(n.int("axis", 0), data.dims.len()).ok_or_else(|| n.err("axis out of range"))?;
-                data.gather(&idx, ax).map_err(e)?
+                data.gather(&idx, ax, limit).map_err(e)?
             }
             "Unsqueeze" | "Squeeze" => {
                 let x = c(ins, 0)?;
@@ -798,7 +935,7 @@ impl<'a> Ctx<'a> {
                 let parts: Vec<Const> = (0..ins.len()).map(|k| c(ins, k)).collect::<Result<_, _>>()?;
                 let r = parts.first().map(|p| p.dims.len()).unwrap_or(1);
                 let ax = axis(n.int("axis", 0), r).ok_or_else(|| n.err("axis out of range"))?;
-                Const::concat(&parts, ax).map_err(e)?
+                Const::concat(&parts, ax, limit).map_err(e)?
             }
             "Reshape" => {
                 let x = c(ins, 0)?;
@@ -852,6 +989,13 @@ impl<'a> Ctx<'a> {
 
     fn push(&mut self, n: &N, a: &mut Act, layer: Layer) -> Result<(), ImportError> {
         a.ir = layer.output_shape(a.ir).map_err(|e| n.err(format!("{} {e}", layer.describe())))?;
+        if a.ir.len() > MAX_VALUES {
+            return Err(n.err(format!(
+                "{} outputs {:?}, more than the {MAX_VALUES} values tandem allows per layer",
+                layer.describe(),
+                a.ir.dims()
+            )));
+        }
         a.layers.push(layer);
         a.layer_nodes.push(format!("node {} ({})", n.label, n.op()));
         a.id = self.fresh();
@@ -906,6 +1050,21 @@ impl<'a> Ctx<'a> {
         Ok(())
     }
 
+    /// Whether `a` can feed a dense layer of `ins` inputs.
+    fn check_dense_input(&self, n: &N, a: &Act, ins: usize) -> Result<(), ImportError> {
+        self.no_head(n, a)?;
+        if a.dims.len() != 1 {
+            return Err(n.err(format!(
+                "multiplies a tensor of per-sample shape {}; tandem's dense layer takes a vector (flatten it first)",
+                fmt_dims(&a.dims)
+            )));
+        }
+        if a.ir.len() != ins {
+            return Err(n.err(format!("weight expects {ins} inputs but the tensor has {}", a.ir.len())));
+        }
+        Ok(())
+    }
+
     /// Appends a dense layer `out × in` (row-major, f64), folding a pending affine map into it.
     fn dense(
         &mut self,
@@ -916,17 +1075,9 @@ impl<'a> Ctx<'a> {
         mut w: Vec<f64>,
         mut b: Vec<f64>,
     ) -> Result<(), ImportError> {
-        self.no_head(n, a)?;
-        if a.dims.len() != 1 {
-            return Err(n.err(format!(
-                "multiplies a tensor of per-sample shape {}; tandem's dense layer takes a vector (flatten it first)",
-                fmt_dims(&a.dims)
-            )));
-        }
+        self.check_dense_input(n, a, ins)?;
         self.ensure_vector(n, a)?;
-        if a.ir.len() != ins {
-            return Err(n.err(format!("weight expects {ins} inputs but the tensor has {}", a.ir.len())));
-        }
+        self.spend(w.len() + b.len(), || format!("the layer of {}", n.label))?;
         if let Some(p) = a.pending.take() {
             for j in 0..outs {
                 let row = &mut w[j * ins..(j + 1) * ins];
@@ -992,6 +1143,7 @@ impl<'a> Ctx<'a> {
             Some(b) => return Err(n.err(format!("bias has {} values for {oc} output channels", b.len()))),
             None => vec![0.0; oc],
         };
+        self.spend(2 * w.len() + 2 * oc, || format!("the weights of {}", n.label))?;
         let mut wv = w.as_f64();
         let mut bias = bias;
         if let Some(p) = a.pending.take() {
@@ -1128,7 +1280,10 @@ impl<'a> Ctx<'a> {
             return Ok(());
         }
         let f = match a.pending.take() {
-            Some(p) => p.then(&f),
+            Some(p) => {
+                self.spend(2 * p.scale.len(), || format!("the elementwise map of {}", n.label))?;
+                p.then(&f)
+            }
             None => f,
         };
         if f.is_identity() {
@@ -1241,6 +1396,9 @@ fn constant_value(n: &N) -> Result<Const, ImportError> {
 
 /// ONNX Reshape's target: `0` copies a dimension (unless allowzero), `-1` is inferred.
 fn resolve_reshape(input: &[usize], target: &[i64], allowzero: bool) -> Result<Vec<usize>, String> {
+    if target.len() > MAX_RANK {
+        return Err(format!("a shape of rank {}; tandem accepts rank at most {MAX_RANK}", target.len()));
+    }
     let total = numel(input);
     let mut out = Vec::with_capacity(target.len());
     let mut infer = None;
@@ -1271,9 +1429,16 @@ fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Result
     if unsqueeze {
         let axes = axes.ok_or("Unsqueeze without axes")?;
         let r = dims.len() + axes.len();
+        if r > MAX_RANK {
+            return Err(format!("unsqueezes to rank {r}; tandem accepts rank at most {MAX_RANK}"));
+        }
         let mut ax: Vec<usize> =
             axes.iter().map(|&a| axis(a, r).ok_or(format!("axis {a} out of range"))).collect::<Result<_, _>>()?;
         ax.sort_unstable();
+        // A repeated axis would insert past the end (found by tests/hostile_formats.rs).
+        if ax.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("axes {axes:?} name an axis twice"));
+        }
         let mut out = dims.to_vec();
         for a in ax {
             out.insert(a, 1);
@@ -1293,5 +1458,40 @@ fn squeeze_dims(dims: &[usize], axes: Option<&[i64]>, unsqueeze: bool) -> Result
                 Ok(dims.iter().enumerate().filter(|(k, _)| !ax.contains(k)).map(|(_, &d)| d).collect())
             }
         }
+    }
+}
+
+/// What a cloned value costs the work budget.
+fn weight(v: &Val) -> usize {
+    match v {
+        Val::Const(c) => c.len(),
+        Val::Act(a) => {
+            let layers: usize = a
+                .layers
+                .iter()
+                .map(|l| match l {
+                    Layer::Dense { weights, bias, .. } | Layer::Conv2d { weights, bias, .. } => {
+                        weights.len() + bias.len()
+                    }
+                    _ => 1,
+                })
+                .sum();
+            layers + a.pending.as_ref().map_or(0, |p| 2 * p.scale.len()) + a.dims.len() + 1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by tests/hostile_formats.rs, onnx_synthetic_graphs):
+    /// Unsqueeze with a repeated axis panicked on an out-of-range insert.
+    #[test]
+    fn unsqueeze_refuses_repeated_axes() {
+        assert_eq!(squeeze_dims(&[3], Some(&[0, 2]), true), Ok(vec![1, 3, 1]));
+        assert!(squeeze_dims(&[3], Some(&[2, 2]), true).unwrap_err().contains("twice"));
+        assert!(squeeze_dims(&[3], Some(&[-1, 2]), true).unwrap_err().contains("twice"));
+        assert!(squeeze_dims(&[3], Some(&[0; 20]), true).unwrap_err().contains("rank"));
     }
 }

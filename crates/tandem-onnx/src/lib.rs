@@ -33,6 +33,19 @@
 //! Anything else is refused with an [`ImportError`] naming the op, the node
 //! and what is supported.
 //!
+//! # Limits (the file is untrusted)
+//!
+//! The importer checks every size before it allocates for it, so a small
+//! hostile file cannot make it allocate much, overflow, or recurse deeply
+//! (`tests/hostile_formats.rs` fuzzes this): a graph input has at most
+//! `tandem_model::ir::MAX_VALUES` features and every layer at most as many
+//! outputs; a constant has rank at most 16 and at most `MAX_MACS` values
+//! (counting zero-size axes as 1); folding constants never produces more
+//! values than its inputs hold (or 2^20); and everything the import
+//! materializes counts against a budget of `2^25 + 4 × file size` values.
+//! Nodes are evaluated with an explicit stack, so depth is not limited by
+//! the thread's stack.
+//!
 //! # Input range
 //!
 //! Private inference needs the range every input feature lies in (the bit
@@ -261,7 +274,7 @@ pub fn import_bytes_with_report(bytes: &[u8], opts: &ImportOptions) -> Result<Im
         },
     };
 
-    let mut ctx = Ctx::new(graph, opset)?;
+    let mut ctx = Ctx::new(graph, opset, graph::work_budget(bytes.len()))?;
     let (output_name, tensor) = choose_output(&ctx, graph, opts)?;
     let val = ctx.eval(&tensor, "the followed graph output")?;
     let Val::Act(act) = val else {

@@ -48,8 +48,35 @@ pub(crate) fn dtype_name(t: i32) -> &'static str {
     }
 }
 
+/// Largest constant the importer holds: the largest dense layer a model
+/// may have (`tandem_model::ir::MAX_MACS` weights).
+pub(crate) const MAX_CONST_VALUES: usize = tandem_model::ir::MAX_MACS;
+/// Highest tensor rank accepted (ONNX models use 6 at most): every
+/// per-element index computation loops over the rank.
+pub(crate) const MAX_RANK: usize = 16;
+
+/// Element count; saturates rather than wrapping on hostile dimensions, so
+/// a comparison or a limit check against it cannot be fooled.
 pub(crate) fn numel(dims: &[usize]) -> usize {
-    dims.iter().product()
+    dims.iter().fold(1usize, |a, &d| a.saturating_mul(d))
+}
+
+/// Checks `dims` before anything is allocated for them: rank at most
+/// [`MAX_RANK`], and the product of the dimensions, with zeros counted as
+/// ones, at most `limit`. Counting zeros as ones matters: an empty tensor
+/// of shape `[0, 2^60]` holds nothing, but anything that iterates over its
+/// other axes (gather, concat, a weight matrix's bias) would not finish.
+pub(crate) fn check_dims(dims: &[usize], limit: usize, what: &str) -> Result<usize, String> {
+    if dims.len() > MAX_RANK {
+        return Err(format!("{what} has rank {}; tandem accepts tensors of rank at most {MAX_RANK}", dims.len()));
+    }
+    let extent = dims.iter().fold(1usize, |a, &d| a.saturating_mul(d.max(1)));
+    if extent > limit {
+        return Err(format!(
+            "{what} has dimensions {dims:?}, more than the {limit} values tandem holds in one constant"
+        ));
+    }
+    Ok(numel(dims))
 }
 
 impl Const {
@@ -63,6 +90,13 @@ impl Const {
         match &self.data {
             Data::F(v) => v.len(),
             Data::I(v) => v.len(),
+        }
+    }
+    /// Value `i` as f64, without copying the tensor.
+    fn f(&self, i: usize) -> f64 {
+        match &self.data {
+            Data::F(v) => v[i],
+            Data::I(v) => v[i] as f64,
         }
     }
     pub fn as_f64(&self) -> Vec<f64> {
@@ -89,17 +123,17 @@ impl Const {
                  (re-save with onnx.save_model(m, path, save_as_external_data=False))"
             ));
         }
+        if t.dims.len() > MAX_RANK {
+            return Err(format!("{what} has rank {}; tandem accepts tensors of rank at most {MAX_RANK}", t.dims.len()));
+        }
         let mut dims = Vec::with_capacity(t.dims.len());
         for &d in &t.dims {
             if d < 0 {
                 return Err(format!("{what} has a negative dimension {d}"));
             }
-            dims.push(d as usize);
+            dims.push(usize::try_from(d).unwrap_or(usize::MAX));
         }
-        let n = dims
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .ok_or_else(|| format!("{what} has dimensions {dims:?} whose product overflows"))?;
+        let n = check_dims(&dims, MAX_CONST_VALUES, what)?;
         let dt = t.data_type.unwrap_or(0);
         let raw = t.raw_data.as_deref().filter(|r| !r.is_empty());
         let width = match dt {
@@ -151,14 +185,14 @@ impl Const {
         Ok(c)
     }
 
-    /// The values of `self` broadcast (numpy rules) to exactly `target`.
+    /// The values of `self` broadcast (numpy rules) to exactly `target`;
+    /// the caller bounds `target`.
     pub fn expand_to(&self, target: &[usize]) -> Option<Vec<f64>> {
-        if broadcast_dims(&self.dims, target)? != target {
+        if target.len() > MAX_RANK || broadcast_dims(&self.dims, target)? != target {
             return None;
         }
-        let v = self.as_f64();
         let strides = broadcast_strides(&self.dims, target);
-        Some((0..numel(target)).map(|i| v[source_index(i, target, &strides)]).collect())
+        Some((0..numel(target)).map(|i| self.f(source_index(i, target, &strides))).collect())
     }
 
     pub fn cast(&self, to: i32) -> Result<Const, String> {
@@ -177,10 +211,12 @@ impl Const {
         Const { dims, data: self.data.clone() }
     }
 
-    /// Elementwise binary op with numpy broadcasting.
-    pub fn binary(&self, other: &Const, op: char) -> Result<Const, String> {
+    /// Elementwise binary op with numpy broadcasting; the result may hold
+    /// at most `limit` values.
+    pub fn binary(&self, other: &Const, op: char, limit: usize) -> Result<Const, String> {
         let dims = broadcast_dims(&self.dims, &other.dims)
             .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast", self.dims, other.dims))?;
+        check_dims(&dims, limit, "the broadcast result")?;
         let sa = broadcast_strides(&self.dims, &dims);
         let sb = broadcast_strides(&other.dims, &dims);
         let n = numel(&dims);
@@ -202,10 +238,9 @@ impl Const {
             }
             return Ok(Const::ints(out, dims));
         }
-        let (a, b) = (self.as_f64(), other.as_f64());
         let out = (0..n)
             .map(|i| {
-                let (x, y) = (a[source_index(i, &dims, &sa)], b[source_index(i, &dims, &sb)]);
+                let (x, y) = (self.f(source_index(i, &dims, &sa)), other.f(source_index(i, &dims, &sb)));
                 match op {
                     '+' => x + y,
                     '-' => x - y,
@@ -250,12 +285,16 @@ impl Const {
         }
     }
 
-    /// ONNX Gather along `axis`.
-    pub fn gather(&self, indices: &Const, axis: usize) -> Result<Const, String> {
+    /// ONNX Gather along `axis`; the result may hold at most `limit` values.
+    pub fn gather(&self, indices: &Const, axis: usize, limit: usize) -> Result<Const, String> {
         let r = self.dims.len();
         if axis >= r {
             return Err(format!("axis {axis} out of range for rank {r}"));
         }
+        let mut dims = self.dims[..axis].to_vec();
+        dims.extend_from_slice(&indices.dims);
+        dims.extend_from_slice(&self.dims[axis + 1..]);
+        check_dims(&dims, limit, "the gathered result")?;
         let ind = indices.as_i64().ok_or("indices are not integers")?;
         let n_axis = self.dims[axis] as i64;
         let ind: Vec<usize> = ind
@@ -279,14 +318,12 @@ impl Const {
                 }
             }
         }
-        let mut dims = self.dims[..axis].to_vec();
-        dims.extend_from_slice(&indices.dims);
-        dims.extend_from_slice(&self.dims[axis + 1..]);
         Ok(self.gather_flat(&idx, dims))
     }
 
-    /// ONNX Concat of constants along `axis`.
-    pub fn concat(parts: &[Const], axis: usize) -> Result<Const, String> {
+    /// ONNX Concat of constants along `axis`; the result may hold at most
+    /// `limit` values.
+    pub fn concat(parts: &[Const], axis: usize, limit: usize) -> Result<Const, String> {
         let first = parts.first().ok_or("no inputs")?;
         let r = first.dims.len();
         if axis >= r {
@@ -297,6 +334,9 @@ impl Const {
                 return Err(format!("shapes {:?} and {:?} do not concatenate on axis {axis}", first.dims, p.dims));
             }
         }
+        let mut dims = first.dims.clone();
+        dims[axis] = parts.iter().fold(0usize, |a, p| a.saturating_add(p.dims[axis]));
+        check_dims(&dims, limit, "the concatenation")?;
         let outer = numel(&first.dims[..axis]);
         let inner = numel(&first.dims[axis + 1..]);
         let float = parts.iter().any(|p| p.is_float());
@@ -304,15 +344,15 @@ impl Const {
         for o in 0..outer {
             for p in parts {
                 let chunk = p.dims[axis] * inner;
-                if float {
-                    fo.extend_from_slice(&p.as_f64()[o * chunk..(o + 1) * chunk]);
-                } else {
-                    io.extend_from_slice(&p.as_i64().expect("ints")[o * chunk..(o + 1) * chunk]);
+                for i in o * chunk..(o + 1) * chunk {
+                    match &p.data {
+                        _ if float => fo.push(p.f(i)),
+                        Data::I(v) => io.push(v[i]),
+                        Data::F(_) => unreachable!("float parts make a float result"),
+                    }
                 }
             }
         }
-        let mut dims = first.dims.clone();
-        dims[axis] = parts.iter().map(|p| p.dims[axis]).sum();
         Ok(if float { Const::floats(fo, dims) } else { Const::ints(io, dims) })
     }
 }
@@ -373,9 +413,34 @@ mod tests {
         let t = m.transpose(&[1, 0]).unwrap();
         assert_eq!(t.dims, vec![3, 2]);
         assert_eq!(t.as_f64(), vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
-        let g = m.gather(&Const::ints(vec![1], vec![]), 1).unwrap();
+        let g = m.gather(&Const::ints(vec![1], vec![]), 1, 100).unwrap();
         assert_eq!((g.dims.clone(), g.as_f64()), (vec![2], vec![1.0, 4.0]));
-        let cat = Const::concat(&[Const::ints(vec![1], vec![1]), Const::ints(vec![-1], vec![1])], 0).unwrap();
+        let cat = Const::concat(&[Const::ints(vec![1], vec![1]), Const::ints(vec![-1], vec![1])], 0, 100).unwrap();
         assert_eq!(cat.as_i64().unwrap(), vec![1, -1]);
+    }
+
+    /// Regression (found by tests/hostile_formats.rs): shapes are checked
+    /// before anything is allocated for them, and zero-size axes do not
+    /// hide a huge extent.
+    #[test]
+    fn hostile_shapes_are_refused_before_allocation() {
+        assert_eq!(numel(&[usize::MAX, 2]), usize::MAX);
+        assert_eq!(numel(&[usize::MAX, 2, 0]), 0);
+        assert!(check_dims(&[0, 1 << 40], MAX_CONST_VALUES, "t").unwrap_err().contains("more than"));
+        assert!(check_dims(&[1; MAX_RANK + 1], MAX_CONST_VALUES, "t").unwrap_err().contains("rank 17"));
+        assert_eq!(check_dims(&[0, 5], 100, "t"), Ok(0));
+        let empty = Const::floats(vec![], vec![1 << 20, 0]);
+        let idx = Const::ints(vec![], vec![0]);
+        assert!(empty.gather(&idx, 1, 1 << 10).is_err(), "an empty gather over 2^20 rows");
+        let row = Const::floats(vec![1.0; 4096], vec![1, 4096]);
+        let col = Const::floats(vec![1.0; 4096], vec![4096, 1]);
+        assert!(row.binary(&col, '+', 1 << 20).unwrap_err().contains("more than"));
+        let parts = vec![row.clone(); 300];
+        assert!(Const::concat(&parts, 0, 1 << 20).unwrap_err().contains("more than"));
+        let mut t =
+            crate::proto::TensorProto { dims: vec![0, i64::MAX], data_type: Some(DT_FLOAT), ..Default::default() };
+        assert!(Const::from_proto(&t, "w").unwrap_err().contains("more than"));
+        t.dims = vec![1; 40];
+        assert!(Const::from_proto(&t, "w").unwrap_err().contains("rank 40"));
     }
 }
