@@ -263,6 +263,14 @@ impl Model {
         let mut prev_linear = false;
         for (i, l) in self.layers.iter().enumerate() {
             s = l.output_shape(s).map_err(|e| ModelError::Invalid(format!("layer {i} ({}) {e}", l.describe())))?;
+            if let Layer::Dense { weights, bias, .. } | Layer::Conv2d { weights, bias, .. } = l {
+                if !weights.iter().chain(bias).all(|v| v.is_finite()) {
+                    return Err(ModelError::Invalid(format!(
+                        "layer {i} ({}) has a weight or bias that is NaN or infinite",
+                        l.describe()
+                    )));
+                }
+            }
             let macs = match l {
                 Layer::Dense { weights, .. } => weights.len(),
                 Layer::Conv2d { in_channels, kernel, .. } => {

@@ -202,12 +202,28 @@ fn weight_scale(weights: &[f32], weight_bits: u32) -> u32 {
     f.clamp(0.0, 40.0) as u32
 }
 
+/// Refuses weights whose quantized magnitude would not fit an i64: they
+/// would saturate silently, and the integer reference (and the private
+/// result) would then differ from the model (found by
+/// tests/hostile_formats.rs: an ONNX weight of 3.4e38 quantized to 2^63 − 1).
+fn check_weight_range(weights: &[f32], f_w: u32, source: &str) -> Result<(), ModelError> {
+    let m = weights.iter().fold(0f64, |m, &w| m.max((w as f64).abs()));
+    if libm::scalbn(m, f_w as i32) >= (1u64 << 62) as f64 {
+        return Err(ModelError::Invalid(format!(
+            "{source}: a weight of magnitude {m:e} is too large to quantize (at most 2^62)"
+        )));
+    }
+    Ok(())
+}
+
 fn quantize_weight(w: f32, f_w: u32) -> i64 {
     round_half_away(libm::scalbn(w as f64, f_w as i32)) as i64
 }
 
 fn row_l1(rows: &[Vec<(u32, i64)>]) -> u64 {
-    rows.iter().map(|r| r.iter().map(|&(_, w)| w.unsigned_abs()).sum::<u64>()).max().unwrap_or(0)
+    // Saturating: weights of huge magnitude quantize to ±2^63 and must fail
+    // the bit budget, not overflow here (found by tests/hostile_formats.rs).
+    rows.iter().map(|r| r.iter().fold(0u64, |a, &(_, w)| a.saturating_add(w.unsigned_abs()))).max().unwrap_or(0)
 }
 
 impl QuantizedModel {
@@ -225,6 +241,7 @@ impl QuantizedModel {
             match layer {
                 Layer::Dense { inputs, outputs, weights, bias } => {
                     let f_w = weight_scale(weights, cfg.weight_bits);
+                    check_weight_range(weights, f_w, &source)?;
                     let rows: Vec<Vec<(u32, i64)>> = (0..*outputs)
                         .map(|j| {
                             (0..*inputs)
@@ -239,6 +256,7 @@ impl QuantizedModel {
                 }
                 Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
                     let f_w = weight_scale(weights, cfg.weight_bits);
+                    check_weight_range(weights, f_w, &source)?;
                     let Shape::Image(_, h, w) = shape else { unreachable!("checked by shapes()") };
                     let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
                     let [kh, kw] = *kernel;
