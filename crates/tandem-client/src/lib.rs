@@ -503,8 +503,17 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
         .map(|&v| mode(v)?.ok_or_else(|| bad("unspecified mode in the mode list".into())))
         .collect::<Result<Vec<_>, _>>()?;
     let default_mode = mode(m.default_mode)?.ok_or_else(|| bad("no default mode".into()))?;
-    if m.input_shape.is_empty() || m.input_shape.contains(&0) {
-        return Err(bad(format!("input shape {:?}", m.input_shape)));
+    // The server's numbers size the client's buffers: bound them as the
+    // model format bounds a model. Before, a model info with 2^32 − 1
+    // outputs (found by tests/hostile_formats.rs) or a shape whose feature
+    // count overflows was accepted here.
+    let max = tandem_model::ir::MAX_VALUES;
+    let features = m.input_shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d as usize));
+    if m.input_shape.is_empty() || m.input_shape.len() > 3 || !matches!(features, Some(1..) if features <= Some(max)) {
+        return Err(bad(format!("input shape {:?} (accepted: 1 to {max} features)", m.input_shape)));
+    }
+    if m.output_len as usize > max {
+        return Err(bad(format!("{} outputs (accepted: at most {max})", m.output_len)));
     }
     if !(m.input_min.is_finite() && m.input_max.is_finite() && m.input_min <= m.input_max) {
         return Err(bad(format!("input range [{}, {}]", m.input_min, m.input_max)));

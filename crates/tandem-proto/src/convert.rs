@@ -84,12 +84,13 @@ pub fn encode_ring<R: Ring>(v: &[R]) -> Vec<u8> {
 /// receiver needs (`None`: any positive multiple of `k/8` bytes).
 pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> Result<Vec<R>, Status> {
     let w = R::BYTES;
+    // checked: `expected` may be absurd, and must then fail the comparison, not overflow
     match expected {
-        Some(n) if b.len() != n * w => Err(invalid(format!(
+        Some(n) if n.checked_mul(w) != Some(b.len()) => Err(invalid(format!(
             "{field} has {} bytes; expected {n} ring values of {w} bytes (k = {}, little-endian) = {} bytes",
             b.len(),
             R::BITS,
-            n * w
+            n as u128 * w as u128
         ))),
         None if !b.len().is_multiple_of(w) => Err(invalid(format!(
             "{field} has {} bytes, not a multiple of {w} (one ring value is k/8 = {w} bytes)",
@@ -118,12 +119,12 @@ pub fn decode_ciphertexts(
 ) -> Result<Vec<Ciphertext>, Status> {
     let w = pk.ciphertext_bytes();
     match expected {
-        Some(n) if b.len() != n * w => {
+        Some(n) if n.checked_mul(w) != Some(b.len()) => {
             return Err(invalid(format!(
                 "{field} has {} bytes; expected {n} ciphertexts of {w} bytes ({}-bit key, big-endian) = {} bytes",
                 b.len(),
                 pk.bits(),
-                n * w
+                n as u128 * w as u128
             )))
         }
         None if !b.len().is_multiple_of(w) => {
@@ -397,6 +398,18 @@ mod tests {
         let mut wrong = p.clone();
         wrong.fingerprint = "00".into();
         assert!(public_key_from_proto(&wrong).is_err());
+    }
+
+    /// Regression (found by tests/hostile_formats.rs): an absurd expected
+    /// count is a length mismatch, not an overflow.
+    #[test]
+    fn absurd_expected_counts_do_not_overflow() {
+        let e = decode_ring::<U256>(&[], Some(usize::MAX), "x").unwrap_err();
+        assert!(e.message().contains("expected 18446744073709551615 ring values"), "{}", e.message());
+        assert!(decode_ring::<u128>(&[0; 16], Some(usize::MAX / 16 + 2), "x").is_err());
+        let sk = SecretKey::generate(1024).unwrap();
+        assert!(decode_ciphertexts(sk.public(), &[], Some(usize::MAX), "c").is_err());
+        assert!(decode_ciphertexts(sk.public(), &[], Some(usize::MAX / 256 + 1), "c").is_err());
     }
 
     #[test]

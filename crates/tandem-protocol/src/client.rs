@@ -162,10 +162,12 @@ fn bad(msg: impl Into<String>) -> ProtocolError {
 }
 
 fn check_perm(perm: &[u32], n: usize) -> Result<()> {
-    let mut seen = vec![false; n];
+    // Length first: `n` comes from the server's model info, the permutation
+    // from its response; only a matching pair may size an allocation.
     if perm.len() != n {
         return Err(bad(format!("permutation of length {} for {n} outputs", perm.len())));
     }
+    let mut seen = vec![false; n];
     for &p in perm {
         let p = p as usize;
         if p >= n || std::mem::replace(&mut seen[p], true) {
@@ -233,5 +235,20 @@ impl<R: Ring> PendingQuery<R> {
             }
             (mode, _) => Err(bad(format!("the response does not fit {mode} mode"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression (found by tests/hostile_formats.rs): a server claiming a
+    /// huge output count is refused before the count sizes anything.
+    #[test]
+    fn a_permutation_is_checked_before_it_sizes_anything() {
+        assert!(check_perm(&[0, 1], 1 << 40).is_err());
+        assert!(check_perm(&[1, 0], 2).is_ok());
+        assert!(check_perm(&[1, 1], 2).is_err());
+        assert!(check_perm(&[2, 0], 2).is_err());
     }
 }
