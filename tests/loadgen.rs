@@ -37,6 +37,8 @@ fn assert_png(p: &Path) {
     let bytes = std::fs::read(p).expect("the plot exists");
     assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{} is not a PNG", p.display());
     assert!(bytes.len() > 10_000, "a suspiciously small plot: {} bytes", bytes.len());
+    // 1500 × 1050 (the IHDR chunk, big-endian width and height).
+    assert_eq!((&bytes[16..20], &bytes[20..24]), (&1500u32.to_be_bytes()[..], &1050u32.to_be_bytes()[..]));
 }
 
 /// Every level of a clean run: the right counts, no errors, every answer
@@ -152,6 +154,10 @@ fn loadgen_measures_real_servers_and_checks_every_answer() {
     assert!(j["started_at"].as_str().unwrap().ends_with('Z') && j["finished_at"].is_string());
     assert_clean_levels(&j, 6, false);
     assert_png(&dir.path().join("oneshot.png"));
+    // The plot again from the report alone.
+    let out = loadgen(&s(&["--replot", &p("oneshot.json"), "--plot", &p("replot.png")]));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_png(&dir.path().join("replot.png"));
 
     // Tickets, rows from the CSV, another mode.
     let out = loadgen(&base("tickets.json", &["--tickets", "--data", &data.display().to_string(), "--mode", "logits"]));

@@ -65,7 +65,7 @@ Bytes per link called 'tcp' are TCP payload bytes from the kernel's socket count
 )]
 pub struct Cli {
     /// Model server URL: https://host:port (or http://host:port with --insecure). Not with --spawn.
-    #[arg(long, env = "TANDEM_SERVER", required_unless_present = "spawn", conflicts_with = "spawn")]
+    #[arg(long, env = "TANDEM_SERVER", required_unless_present_any = ["spawn", "replot"], conflicts_with = "spawn")]
     pub server: Option<String>,
     /// Model id (default: the file stem of --model-file).
     #[arg(long)]
@@ -194,6 +194,10 @@ pub struct Cli {
     /// exceeds its value at the start of the first level by more than this.
     #[arg(long)]
     pub max_rss_growth_mib: Option<f64>,
+    /// Redraw --plot (and print the table) from a JSON report of an earlier
+    /// run; no server is contacted.
+    #[arg(long, conflicts_with_all = ["server", "spawn"], requires = "plot")]
+    pub replot: Option<PathBuf>,
     /// Progress line on stderr every this many seconds (0: none).
     #[arg(long, default_value_t = 10)]
     pub progress_secs: u64,
@@ -285,6 +289,9 @@ fn spawn_models_dir(cli: &Cli, id: &str, model: Option<&tandem_model::Model>, tm
 /// calling thread (their parent-death signal is tied to it), and the async
 /// part runs on a runtime of its own.
 pub fn run(cli: Cli) -> Result<Outcome, String> {
+    if let Some(j) = &cli.replot {
+        return replot(j, cli.plot.as_deref().expect("clap requires --plot with --replot"));
+    }
     let started = SystemTime::now();
     let command_line = redacted_command_line(std::env::args());
     if let Some(p) = &cli.json {
@@ -391,6 +398,43 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
         }
     }
     Ok(outcome)
+}
+
+fn plot_title(model: &str, mode: &str, tickets: bool, stop: &str, key_bits: u64, started: &str) -> String {
+    format!(
+        "tandem-loadgen: {model} ({mode}), {} mode, {stop}, {key_bits}-bit key, {started}",
+        if tickets { "ticket" } else { "one-shot" }
+    )
+}
+
+/// `--replot`: the plot and table again from a report.
+fn replot(json: &Path, png: &Path) -> Result<Outcome, String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("cannot read {}: {e}", json.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", json.display()))?;
+    let levels: Vec<LevelResult> = serde_json::from_value(report["levels"].clone())
+        .map_err(|e| format!("{}: not a tandem-loadgen report: {e}", json.display()))?;
+    let tickets = report["tickets"].as_bool().unwrap_or(false);
+    let stop = match (report["stop"]["duration_s"].as_f64(), report["stop"]["queries"].as_u64()) {
+        (Some(d), _) => format!("{d:.0} s per level"),
+        (None, Some(q)) => format!("{q} queries per level"),
+        _ => String::new(),
+    };
+    let title = plot_title(
+        report["model"].as_str().unwrap_or("?"),
+        report["mode"].as_str().unwrap_or("?"),
+        tickets,
+        &stop,
+        report["activation_key_bits"].as_u64().unwrap_or(0),
+        report["started_at"].as_str().unwrap_or(""),
+    );
+    check_writable(png, "--plot")?;
+    plot::plot(png, &title, &levels, tickets)?;
+    print!("{}", report::table(&levels, tickets));
+    println!("plot: {}", png.display());
+    let clean = report["clean"].as_bool().unwrap_or(false);
+    let interrupted = report["interrupted"].as_bool().unwrap_or(false);
+    Ok(Outcome { levels, interrupted, clean, report })
 }
 
 async fn run_async(
@@ -614,14 +658,13 @@ async fn run_async(
         if levels.is_empty() {
             eprintln!("WARN: no level finished: no plot");
         } else {
-            let title = format!(
-                "tandem-loadgen: {} ({}), {} mode, {}, {}-bit key, {}",
-                remote.info.id,
-                mode,
-                if plan.tickets { "ticket" } else { "one-shot" },
-                stop_desc,
-                remote.key.bits(),
-                report::rfc3339(started)
+            let title = plot_title(
+                &remote.info.id,
+                mode.name(),
+                plan.tickets,
+                &stop_desc,
+                remote.key.bits() as u64,
+                &report::rfc3339(started),
             );
             plot::plot(p, &title, &levels, plan.tickets)?;
         }

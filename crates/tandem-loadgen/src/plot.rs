@@ -72,6 +72,7 @@ fn cdf(area: &Area, caption: &str, series: &[(String, &[f64])]) -> R {
         .map_err(err)?;
     chart
         .configure_mesh()
+        .max_light_lines(2)
         .x_desc(format!("latency ({u})"))
         .y_desc("fraction of queries")
         .label_style((FONT, 14))
@@ -140,6 +141,7 @@ fn histogram(area: &Area, caption: &str, series: &[(String, &[f64])]) -> R {
         .map_err(err)?;
     chart
         .configure_mesh()
+        .max_light_lines(2)
         .x_desc(format!("latency ({u}), {bins} bins of {width:.3} {u}"))
         .y_desc("share of the level's queries")
         .label_style((FONT, 14))
@@ -189,16 +191,27 @@ fn versus_concurrency(area: &Area, caption: &str, y_desc: &str, lines: &[(String
         .map_err(err)?;
     chart
         .configure_mesh()
+        .max_light_lines(2)
         .x_desc("concurrent clients")
         .y_desc(y_desc)
         .x_labels((max_c as usize + 2).min(17))
         .x_label_formatter(&|v| format!("{v:.0}"))
-        .y_label_formatter(&|v| format_value(*v))
+        .y_label_formatter(&|v| axis_value(*v, max_y))
         .label_style((FONT, 14))
         .draw()
         .map_err(err)?;
+    // Value labels go above the highest line's points, below the lowest
+    // line's and to the left for the others, so that close values of
+    // different lines (p95 and p99, say) stay readable.
+    let mean = |p: &[(f64, f64)]| p.iter().map(|q| q.1).sum::<f64>() / p.len().max(1) as f64;
+    let rank = |i: usize| lines.iter().filter(|(_, p)| mean(p) < mean(&lines[i].1)).count();
     for (i, (name, pts)) in lines.iter().enumerate() {
         let c = color(i);
+        let offset = match rank(i) {
+            r if r + 1 == lines.len() => (6, -20),
+            0 => (6, 6),
+            _ => (-46, -8),
+        };
         chart
             .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))
             .map_err(err)?
@@ -208,7 +221,7 @@ fn versus_concurrency(area: &Area, caption: &str, y_desc: &str, lines: &[(String
             .draw_series(pts.iter().map(|&(x, y)| {
                 EmptyElement::at((x, y))
                     + Circle::new((0, 0), 4, c.filled())
-                    + Text::new(format_value(y), (6, -18), (FONT, 14).into_font())
+                    + Text::new(format_value(y), offset, (FONT, 14).into_font())
             }))
             .map_err(err)?;
     }
@@ -220,6 +233,15 @@ fn versus_concurrency(area: &Area, caption: &str, y_desc: &str, lines: &[(String
         .border_style(BLACK)
         .draw()
         .map_err(err)
+}
+
+/// Axis labels with as many decimals as the axis' range needs.
+fn axis_value(v: f64, max: f64) -> String {
+    match max {
+        m if m >= 10.0 => format!("{v:.0}"),
+        m if m >= 1.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
 }
 
 fn format_value(v: f64) -> String {

@@ -1,12 +1,12 @@
 //! The figures of one level and of a whole run, as written to JSON and
 //! printed as a table.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 /// Nearest-rank percentiles of a latency sample, in milliseconds.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct LatencyStats {
     pub count: usize,
     pub mean: f64,
@@ -44,7 +44,7 @@ impl LatencyStats {
 }
 
 /// One server's figures over a level (from `/proc/PID/…`).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ServerFigures {
     pub pid: u32,
     /// utime + stime over the level.
@@ -59,7 +59,7 @@ pub struct ServerFigures {
 }
 
 /// Bytes per answered query on one link, measured two ways.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct LinkBytes {
     /// TCP payload bytes from the kernel's per-socket counters (what the
     /// processes wrote into the sockets: TLS records, HTTP/2 and gRPC
@@ -72,7 +72,7 @@ pub struct LinkBytes {
     pub payload: Option<f64>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct BytesPerQuery {
     pub client_to_s1: LinkBytes,
     pub s1_to_client: LinkBytes,
@@ -80,7 +80,7 @@ pub struct BytesPerQuery {
     pub s2_to_s1: LinkBytes,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CpuPerQuery {
     pub s1: Option<f64>,
     pub s2: Option<f64>,
@@ -93,7 +93,7 @@ pub struct CpuPerQuery {
 }
 
 /// Means of the servers' own per-query accounts (`QueryStats`), seconds and bytes.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct ServerReported {
     pub queries: u64,
     pub s1_wall_s: f64,
@@ -105,14 +105,14 @@ pub struct ServerReported {
 }
 
 /// Memory seen about every second during a level, KiB.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RssPoint {
     pub t_s: f64,
     pub s1_kib: Option<u64>,
     pub s2_kib: Option<u64>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct LevelResult {
     pub concurrency: usize,
     pub started_at: String,
