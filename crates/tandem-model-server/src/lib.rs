@@ -414,7 +414,7 @@ impl ModelService for ModelSvc {
             }
         };
         let result = with_deadline(dl.query, fut).await;
-        self.answer(&served, mode, "query", &caller, t0, costs, result).map(|mut r| {
+        self.answer(&served, mode, Call { what: "query", caller: &caller, t0 }, costs, result).map(|mut r| {
             r.0.stats = Some(r.1);
             Response::new(r.0)
         })
@@ -456,7 +456,8 @@ impl ModelService for ModelSvc {
             })
         };
         let result = with_deadline(dl.query, fut).await;
-        let (prepared, stats) = self.answer(&served, mode, "ticket", &caller, t0, costs, result)?;
+        let (prepared, stats) =
+            self.answer(&served, mode, Call { what: "ticket", caller: &caller, t0 }, costs, result)?;
         let id = match &prepared {
             tickets::AnyPrepared::K128(p) => p.session_id(),
             tickets::AnyPrepared::K256(p) => p.session_id(),
@@ -470,6 +471,13 @@ impl ModelService for ModelSvc {
             stats: Some(stats),
         }))
     }
+}
+
+/// What kind of call [`ModelSvc::answer`] reports on, for whom, since when.
+struct Call<'a> {
+    what: &'a str,
+    caller: &'a access::Caller,
+    t0: Instant,
 }
 
 async fn with_deadline<T>(
@@ -522,12 +530,11 @@ impl ModelSvc {
         &self,
         served: &Served,
         mode: tandem_model::OutputMode,
-        what: &str,
-        caller: &access::Caller,
-        t0: Instant,
+        call: Call<'_>,
         costs: query::Costs,
         result: Result<T, query::QueryFailure>,
     ) -> Result<(T, pb::QueryStats), Status> {
+        let Call { what, caller, t0 } = call;
         let wall = t0.elapsed();
         match result {
             Ok(r) => {
@@ -623,7 +630,7 @@ impl ModelSvc {
         };
         let result = with_deadline(dl.query, fut).await;
         costs.online = t0.elapsed();
-        self.answer(&served, mode, "ticket query", caller, t0, costs, result).map(|(mut r, stats)| {
+        self.answer(&served, mode, Call { what: "ticket query", caller, t0 }, costs, result).map(|(mut r, stats)| {
             r.stats = Some(stats);
             Response::new(r)
         })

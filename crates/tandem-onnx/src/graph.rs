@@ -881,7 +881,7 @@ impl<'a> Ctx<'a> {
             .iter()
             .map(|v| if let Some(Val::Const(c)) = v { c.len() } else { 0 })
             .fold(0usize, usize::saturating_add);
-        let limit = in_total.max(1 << 20).min(MAX_CONST_VALUES);
+        let limit = in_total.clamp(1 << 20, MAX_CONST_VALUES);
         let out = self.fold_const_within(n, ins, limit)?;
         check_dims(&out.dims, MAX_CONST_VALUES, "the folded constant").map_err(|e| n.err(e))?;
         self.spend(out.len(), || format!("the constant computed by {}", n.label))?;
