@@ -28,8 +28,7 @@ pub fn load_model(path: &Path, input_range: Option<(f64, f64)>) -> Result<Model,
         }
         return Ok(m);
     }
-    let mut opts = tandem_onnx::ImportOptions::default();
-    opts.input_range = input_range;
+    let mut opts = tandem_onnx::ImportOptions { input_range, ..Default::default() };
     if opts.input_range.is_none() {
         let mut sidecar = path.as_os_str().to_owned();
         sidecar.push(".input-range");

@@ -65,7 +65,7 @@ Bytes per link called 'tcp' are TCP payload bytes from the kernel's socket count
 )]
 pub struct Cli {
     /// Model server URL: https://host:port (or http://host:port with --insecure). Not with --spawn.
-    #[arg(long, env = "TANDEM_SERVER", required_unless_present_any = ["spawn", "replot"], conflicts_with = "spawn")]
+    #[arg(long, required_unless_present_any = ["spawn", "replot"], conflicts_with = "spawn")]
     pub server: Option<String>,
     /// Model id (default: the file stem of --model-file).
     #[arg(long)]
@@ -338,7 +338,6 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
             log_dir,
             start_timeout: Duration::from_secs(300),
         };
-        println!("starting the activation server ({}-bit key) and the model server …", cli.key_bits);
         let s = spawn::spawn(&opts)?;
         println!(
             "activation-server pid {} on {}, model-server pid {} on {} (logs in {})",
@@ -467,7 +466,7 @@ async fn run_async(
         std::process::exit(130);
     });
 
-    if plan.client.server.starts_with("http://") && !cli.spawn {
+    if plan.client.server.starts_with("http://") && plan.client.insecure && !cli.spawn {
         eprintln!("WARN: --insecure: plaintext http to {}", plan.client.server);
     }
     let mut c = TandemClient::connect(&plan.client).await.map_err(|e| e.to_string())?;

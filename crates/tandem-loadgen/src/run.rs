@@ -328,14 +328,18 @@ struct Snap {
     s1: Option<ProcSample>,
     s2: Option<ProcSample>,
     /// TCP counters of this process's sockets (all of them connections to S1).
-    client_sockets: Option<HashMap<u64, Counters>>,
+    client_sockets: Option<Sockets>,
     /// TCP counters of S2's sockets (all of them connections from S1).
-    s2_sockets: Option<HashMap<u64, Counters>>,
+    s2_sockets: Option<Sockets>,
     self_cpu: Duration,
     loadavg: Option<[f64; 3]>,
 }
 
-fn sockets(plan: &Plan) -> (Option<HashMap<u64, Counters>>, Option<HashMap<u64, Counters>>) {
+/// TCP counters of one process's sockets, by inode.
+type Sockets = HashMap<u64, Counters>;
+
+/// This process's sockets and S2's.
+fn sockets(plan: &Plan) -> (Option<Sockets>, Option<Sockets>) {
     match tcpbytes::all_sockets() {
         Ok(all) => (
             tcpbytes::of_process("self", &all).ok(),

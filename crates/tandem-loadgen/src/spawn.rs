@@ -189,6 +189,7 @@ fn start(name: &'static str, bin: &Path, args: &[String], log: &Path, wait: Dura
 pub fn spawn(o: &SpawnOptions) -> Result<Spawned, String> {
     let s2_bin = binary(&o.bin_dir, "activation-server")?;
     let s1_bin = binary(&o.bin_dir, "model-server")?;
+    println!("starting the activation server ({}-bit key) and the model server …", o.key_bits);
     let mut s2_args: Vec<String> = vec![
         "--listen".into(),
         "127.0.0.1:0".into(),
