@@ -321,42 +321,10 @@ fn interesting_u64() -> impl Strategy<Value = u64> {
     ]
 }
 
-const OPS: &[&str] = &[
-    "Gemm",
-    "MatMul",
-    "Add",
-    "Sub",
-    "Mul",
-    "Div",
-    "Neg",
-    "Conv",
-    "AveragePool",
-    "GlobalAveragePool",
-    "BatchNormalization",
-    "Flatten",
-    "Reshape",
-    "Squeeze",
-    "Unsqueeze",
-    "Relu",
-    "Sigmoid",
-    "Tanh",
-    "Softmax",
-    "LogSoftmax",
-    "ArgMax",
-    "Identity",
-    "Dropout",
-    "Cast",
-    "Constant",
-    "Shape",
-    "Gather",
-    "Concat",
-    "Transpose",
-    "Sqrt",
-    "Reciprocal",
-    "Scaler",
-    "ZipMap",
-    "ArrayFeatureExtractor",
-];
+/// Every op type the importer accepts (both domains), so mutations reach
+/// the code behind each.
+static OPS: std::sync::LazyLock<Vec<&'static str>> =
+    std::sync::LazyLock::new(|| tandem_onnx::ONNX_OPS.iter().chain(tandem_onnx::ONNX_ML_OPS).copied().collect());
 
 const ATTRS: &[&str] = &[
     "axis",

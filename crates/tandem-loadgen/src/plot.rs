@@ -221,7 +221,7 @@ fn versus_concurrency(area: &Area, caption: &str, y_desc: &str, lines: &[(String
             .draw_series(pts.iter().map(|&(x, y)| {
                 EmptyElement::at((x, y))
                     + Circle::new((0, 0), 4, c.filled())
-                    + Text::new(format_value(y), offset, (FONT, 14).into_font())
+                    + Text::new(crate::report::fmt_ms(y), offset, (FONT, 14).into_font())
             }))
             .map_err(err)?;
     }
@@ -241,16 +241,6 @@ fn axis_value(v: f64, max: f64) -> String {
         m if m >= 10.0 => format!("{v:.0}"),
         m if m >= 1.0 => format!("{v:.1}"),
         _ => format!("{v:.2}"),
-    }
-}
-
-fn format_value(v: f64) -> String {
-    if v >= 100.0 {
-        format!("{v:.0}")
-    } else if v >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
 

@@ -69,18 +69,6 @@ pub fn loadavg() -> Option<[f64; 3]> {
     Some([it.next()??, it.next()??, it.next()??])
 }
 
-/// CPU time of this whole process (all threads: the async runtime, TLS, the
-/// client's Paillier encryptions).
-pub fn self_cpu() -> Duration {
-    // SAFETY: an all-zero rusage is a valid value; getrusage fills it in.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
-        return Duration::ZERO;
-    }
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, (t.tv_usec as u32) * 1000);
-    tv(u.ru_utime) + tv(u.ru_stime)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,7 +183,9 @@ pub fn rfc3339(t: SystemTime) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
-fn fmt_ms(v: f64) -> String {
+/// Three significant figures or so: whole numbers from 100 up, else one or
+/// two decimals (table cells and the plot's value labels).
+pub fn fmt_ms(v: f64) -> String {
     if v >= 100.0 {
         format!("{v:.0}")
     } else if v >= 10.0 {

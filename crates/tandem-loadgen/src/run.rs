@@ -353,17 +353,23 @@ fn snap(plan: &Plan) -> Result<Snap, String> {
     let pid = |p: Option<u32>, who: &str| {
         p.map(|p| procfs::sample(&p.to_string()).map_err(|e| format!("{who} (pid {p}): {e}"))).transpose()
     };
+    Ok(snap_with(plan, pid(plan.s1_pid, "the model server")?, pid(plan.s2_pid, "the activation server")?))
+}
+
+/// The servers' samples, taken by the caller, plus everything else a snapshot holds.
+fn snap_with(plan: &Plan, s1: Option<ProcSample>, s2: Option<ProcSample>) -> Snap {
     let (client_sockets, s2_sockets) = sockets(plan);
-    Ok(Snap {
-        s1: pid(plan.s1_pid, "the model server")?,
-        s2: pid(plan.s2_pid, "the activation server")?,
+    Snap {
+        s1,
+        s2,
         client_sockets,
         s2_sockets,
-        self_cpu: procfs::self_cpu(),
+        // The whole loadgen process: its async runtime, TLS and every worker's client.
+        self_cpu: tandem_client::cpu::process_cpu_time(),
         loadavg: procfs::loadavg(),
         at: Instant::now(),
         wall: SystemTime::now(),
-    })
+    }
 }
 
 async fn connect(plan: &Plan) -> Result<(TandemClient, RemoteModel), String> {
@@ -567,17 +573,7 @@ pub async fn level(
 /// Like [`snap`], but a server that died during the level only loses its figures.
 fn snap_end(plan: &Plan) -> Snap {
     let pid = |p: Option<u32>| p.and_then(|p| procfs::sample(&p.to_string()).ok());
-    let (client_sockets, s2_sockets) = sockets(plan);
-    Snap {
-        s1: pid(plan.s1_pid),
-        s2: pid(plan.s2_pid),
-        client_sockets,
-        s2_sockets,
-        self_cpu: procfs::self_cpu(),
-        loadavg: procfs::loadavg(),
-        at: Instant::now(),
-        wall: SystemTime::now(),
-    }
+    snap_with(plan, pid(plan.s1_pid), pid(plan.s2_pid))
 }
 
 fn server_figures(

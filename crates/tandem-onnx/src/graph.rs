@@ -116,6 +116,46 @@ pub(crate) fn node_label(n: &NodeProto, idx: usize) -> String {
     }
 }
 
+/// The op types of the default (`ai.onnx`) domain the importer accepts at all;
+/// each is then checked for the forms [`SUPPORTED_OPS`] describes. Public so
+/// the fuzz tests build graphs from the same list.
+pub const ONNX_OPS: &[&str] = &[
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Neg",
+    "Conv",
+    "AveragePool",
+    "GlobalAveragePool",
+    "BatchNormalization",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Unsqueeze",
+    "Relu",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "LogSoftmax",
+    "ArgMax",
+    "Identity",
+    "Dropout",
+    "Cast",
+    "Constant",
+    "Shape",
+    "Gather",
+    "Concat",
+    "Transpose",
+    "Sqrt",
+    "Reciprocal",
+];
+
+/// The op types of the `ai.onnx.ml` domain the importer accepts.
+pub const ONNX_ML_OPS: &[&str] = &["Scaler", "ZipMap", "ArrayFeatureExtractor"];
+
 /// What the importer supports, for refusal messages.
 pub const SUPPORTED_OPS: &str = "Gemm, MatMul, Add/Sub/Mul/Div by a constant, Conv (group 1, dilation 1, \
 symmetric pads), AveragePool/GlobalAveragePool (no padding), BatchNormalization (folded into the \
@@ -424,43 +464,9 @@ impl<'a> Ctx<'a> {
                 })
             }
         };
-        let std_ops = [
-            "Gemm",
-            "MatMul",
-            "Add",
-            "Sub",
-            "Mul",
-            "Div",
-            "Neg",
-            "Conv",
-            "AveragePool",
-            "GlobalAveragePool",
-            "BatchNormalization",
-            "Flatten",
-            "Reshape",
-            "Squeeze",
-            "Unsqueeze",
-            "Relu",
-            "Sigmoid",
-            "Tanh",
-            "Softmax",
-            "LogSoftmax",
-            "ArgMax",
-            "Identity",
-            "Dropout",
-            "Cast",
-            "Constant",
-            "Shape",
-            "Gather",
-            "Concat",
-            "Transpose",
-            "Sqrt",
-            "Reciprocal",
-        ];
-        let ml_ops = ["Scaler", "ZipMap", "ArrayFeatureExtractor"];
         match domain {
-            "" | "ai.onnx" => check_op(std_ops.contains(&n.op()))?,
-            "ai.onnx.ml" => check_op(ml_ops.contains(&n.op()))?,
+            "" | "ai.onnx" => check_op(ONNX_OPS.contains(&n.op()))?,
+            "ai.onnx.ml" => check_op(ONNX_ML_OPS.contains(&n.op()))?,
             _ => check_op(false)?,
         }
         Ok(me)

@@ -70,7 +70,7 @@ use prost::Message;
 use std::path::Path;
 use tandem_model::{ActivationKind, Layer, Model, ModelError, OutputMode, Shape};
 
-pub use graph::SUPPORTED_OPS;
+pub use graph::{ONNX_ML_OPS, ONNX_OPS, SUPPORTED_OPS};
 
 /// The metadata key holding the input range, `"lo,hi"`.
 pub const INPUT_RANGE_KEY: &str = "tandem.input_range";
