@@ -348,9 +348,17 @@ impl RateLimiter {
 /// An authenticated caller.
 #[derive(Clone, Debug)]
 pub struct Caller {
-    /// The API token's client id (None when the service runs without tokens).
-    pub id: Option<Arc<str>>,
     pub key: ClientKey,
+}
+
+impl Caller {
+    /// The API token's client id (None when the service runs without tokens).
+    pub fn id(&self) -> Option<Arc<str>> {
+        match &self.key {
+            ClientKey::Id(id) => Some(id.clone()),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Caller {
@@ -370,7 +378,7 @@ impl Access {
     /// Checks the call's `authorization` metadata (when tokens are configured).
     pub fn authenticate(&self, metadata: &MetadataMap, peer: Option<SocketAddr>) -> Result<Caller, Status> {
         let Some(tokens) = &self.tokens else {
-            return Ok(Caller { id: None, key: ClientKey::of_peer(peer) });
+            return Ok(Caller { key: ClientKey::of_peer(peer) });
         };
         let refuse = |why: &str| {
             tracing::info!(peer = ?peer, "call refused: {why}");
@@ -385,7 +393,7 @@ impl Access {
             _ => return Err(refuse("the authorization metadata is not a Bearer token")),
         };
         match tokens.identify(token) {
-            Some(id) => Ok(Caller { key: ClientKey::Id(id.clone()), id: Some(id) }),
+            Some(id) => Ok(Caller { key: ClientKey::Id(id) }),
             None => Err(refuse("the API token is not valid for this model server")),
         }
     }
@@ -584,7 +592,7 @@ mod tests {
         let access = Access { tokens: Some(ApiTokens::parse(FILE).unwrap()), limiter: None };
         let peer = Some("127.0.0.1:1".parse().unwrap());
         let c = access.authenticate(&md("Bearer alice-token-0123456789"), peer).unwrap();
-        assert_eq!(c.id.as_deref(), Some("alice"));
+        assert_eq!(c.id().as_deref(), Some("alice"));
         assert_eq!(c.to_string(), "\"alice\"");
         assert!(access.authenticate(&md("bearer  alice-token-0123456789 "), peer).is_ok());
         for (m, want) in [
@@ -604,13 +612,13 @@ mod tests {
         // Without tokens everyone is let in, keyed by address.
         let open = Access::default();
         let c = open.authenticate(&MetadataMap::new(), peer).unwrap();
-        assert_eq!((c.id, c.key), (None, ClientKey::Ip("127.0.0.1".parse().unwrap())));
+        assert_eq!((c.id(), c.key), (None, ClientKey::Ip("127.0.0.1".parse().unwrap())));
     }
 
     #[test]
     fn over_the_limit_is_resource_exhausted_with_retry_after() {
         let access = Access { tokens: None, limiter: Some(lim(1, 60, 1)) };
-        let caller = Caller { id: Some(Arc::from("alice")), key: id("alice") };
+        let caller = Caller { key: id("alice") };
         let t0 = Instant::now();
         access.charge(&caller, t0).unwrap();
         let s = access.charge(&caller, t0 + Duration::from_millis(500)).unwrap_err();

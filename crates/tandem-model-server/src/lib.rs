@@ -462,7 +462,7 @@ impl ModelService for ModelSvc {
             tickets::AnyPrepared::K128(p) => p.session_id(),
             tickets::AnyPrepared::K256(p) => p.session_id(),
         };
-        state.tickets.insert(id, served.id.clone(), mode, caller.id.clone(), prepared, slot);
+        state.tickets.insert(id, served.id.clone(), mode, caller.id(), prepared, slot);
         Ok(Response::new(pb::Ticket {
             ticket_id: id.to_vec(),
             model_id: served.id.clone(),
@@ -594,7 +594,7 @@ impl ModelSvc {
             .state
             .tickets
             .take(&req.ticket_id, |e| {
-                if e.owner != caller.id {
+                if e.owner != caller.id() {
                     return Err(Status::permission_denied(
                         "the ticket was issued to another client; create your own with CreateTicket",
                     ));
