@@ -4,7 +4,7 @@
 //! 1. The client quantizes `x_int = round(x·2^{f_in})` and sends a full
 //!    Paillier encryption (fresh full-size `r^N`) of every feature.
 //! 2. The server computes each linear layer homomorphically —
-//!    `tandem_crypto::matvec::matvec` (the same product, Straus or subset products, tandem's S1
+//!    `tandem_crypto::matvec::MatvecPlan` (the same product, Straus or subset products, tandem's S1
 //!    uses) plus the bias by `add_plain` — rerandomizes the results (without
 //!    it the client, who knows its own `r`, could solve for the weights) and
 //!    returns the encrypted pre-activations.
@@ -24,7 +24,7 @@ use super::{on_client, Cost};
 use num_bigint::{BigInt as NumBigInt, Sign};
 use rayon::prelude::*;
 use tandem_crypto::bigint_traits::*;
-use tandem_crypto::matvec::matvec;
+use tandem_crypto::matvec::MatvecPlan;
 use tandem_crypto::{BigInt, Ciphertext, NoiseSource, PublicKey, SecretKey};
 use tandem_model::activation::{sigmoid_fixed, tanh_fixed};
 use tandem_model::quantize::head;
@@ -58,6 +58,9 @@ pub struct Server<'a> {
     noise: NoiseSource,
     /// Per layer: the bias as GMP integers (empty for activations).
     bias: Vec<Vec<BigInt>>,
+    /// Per layer: how `W·[x]` is computed, planned once like tandem's S1
+    /// (`None` for activations).
+    plans: Vec<Option<MatvecPlan>>,
 }
 
 impl<'a> Server<'a> {
@@ -70,8 +73,16 @@ impl<'a> Server<'a> {
                 _ => Vec::new(),
             })
             .collect();
+        let plans = model
+            .layers
+            .iter()
+            .map(|l| match l {
+                QLayer::Linear(l) => Some(MatvecPlan::new(&l.rows, l.in_dim, pk.ciphertext_bytes())),
+                _ => None,
+            })
+            .collect();
         let noise = NoiseSource::new(&pk);
-        Server { model, pk, noise, bias }
+        Server { model, pk, noise, bias, plans }
     }
 
     /// Applies the linear layers from index `at` up to the next activation (or
@@ -81,7 +92,7 @@ impl<'a> Server<'a> {
         let mut cts = input;
         while let Some(QLayer::Linear(l)) = self.model.layers.get(at) {
             assert_eq!(cts.len(), l.in_dim, "{}: input length", l.source);
-            let g = matvec(&self.pk, &l.rows, &cts);
+            let g = self.plans[at].as_ref().expect("a plan per linear layer").apply(&self.pk, &cts);
             cts = g.par_iter().zip(&self.bias[at]).map(|(c, b)| self.pk.add_plain(c, b)).collect();
             at += 1;
         }
