@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_crypto::{NoiseSource, SecretKey};
+use tandem_crypto::SecretKey;
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, QuantConfig, QuantizedModel};
 use tandem_protocol::{ActivationServer, Client, ModelInfo, ModelServer, OfflineStep};
@@ -34,10 +34,10 @@ fn main() {
     let t = Instant::now();
     let mut s2 = ActivationServer::new(sk);
     let pk = s2.public_key().clone();
-    let s1 = ModelServer::<u128>::new(q.clone(), pk.clone(), Arc::new(NoiseSource::new(&pk))).unwrap();
+    let s1 = ModelServer::<u128>::new(q.clone(), pk.clone()).unwrap();
     println!("server setup (noise tables): {:?}", t.elapsed());
     let info = ModelInfo::of("bench", &q);
-    let client = Client::new(pk);
+    let client = Client::new(pk, s2.seed_epoch());
     let x = random_input(&mut rng, &m);
     let mut totals = Vec::new();
     for i in 0..queries {
@@ -49,7 +49,7 @@ fn main() {
         time("C  prepare (quantize, PRG, encrypt seed)".into(), &mut steps, t);
         // Preprocessing: everything homomorphic, before the input is needed.
         let t = Instant::now();
-        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed).unwrap();
+        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed, req.epoch).unwrap();
         time("S1 start (rerandomize seed)".into(), &mut steps, t);
         let t = Instant::now();
         let (mut sess, masks) = s2.start_session::<u128>(&ss).unwrap();

@@ -11,6 +11,12 @@ pub fn test_key_1024() -> &'static SecretKey {
     K.get_or_init(|| SecretKey::generate(1024).expect("1024 is an accepted size"))
 }
 
+/// An owned copy of [`test_key_1024`] (the key type is not `Clone`; a copy
+/// comes from its file form, as a server's does).
+pub fn test_key_1024_owned() -> SecretKey {
+    SecretKey::from_file(&test_key_1024().to_file()).expect("a valid key round-trips")
+}
+
 /// Everything needed to run private queries against one model in-process.
 pub struct Harness {
     pub model: Arc<QuantizedModel>,
@@ -34,16 +40,18 @@ impl Harness {
             q.ring_bits = k;
         }
         let model = Arc::new(q);
-        let s2 = ActivationServer::new(sk.clone());
+        // The key is not Clone (it is wiped on drop): a harness gets its own copy
+        // the way a server gets one, from the key's file form.
+        let s2 = ActivationServer::new(SecretKey::from_file(&sk.to_file()).expect("a valid key round-trips"));
         let pk: PublicKey = s2.public_key().clone();
-        let noise = Arc::new(tandem_crypto::NoiseSource::new(&pk));
+        let epoch = s2.seed_epoch();
         let (mut s1_128, mut s1_256) = (None, None);
         match model.ring_bits {
-            128 => s1_128 = Some(ModelServer::new(model.clone(), pk.clone(), noise)?),
-            _ => s1_256 = Some(ModelServer::new(model.clone(), pk.clone(), noise)?),
+            128 => s1_128 = Some(ModelServer::new(model.clone(), pk.clone())?),
+            _ => s1_256 = Some(ModelServer::new(model.clone(), pk.clone())?),
         }
         let info = ModelInfo::of("test", &model);
-        Ok(Harness { model, info, s2, client: Client::new(pk), s1_128, s1_256 })
+        Ok(Harness { model, info, s2, client: Client::new(pk, epoch), s1_128, s1_256 })
     }
 
     /// One private query; the transcript's ring is erased to byte sizes.

@@ -265,7 +265,7 @@ fn tampered_sealed_result_is_rejected() {
     let info = h.info.clone();
     let (pending, query) = h.client.prepare::<u128>(&info, &[0.1, 0.2, 0.3], OutputMode::Label).unwrap();
     // Run the phases by hand so the response can be altered in flight.
-    let (prepared, session, offline) = preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed).unwrap();
+    let (prepared, session, offline) = preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed, query.epoch).unwrap();
     let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();
@@ -288,7 +288,7 @@ fn out_of_order_messages_are_typed_errors() {
     let x = [0.0, 0.5, -0.25];
     let (_unused, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
     let s1 = h.s1_128();
-    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed).unwrap();
+    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch).unwrap();
     assert!(is_bad(pre.on_rho_masks(RhoMasks { enc_rho: vec![] })), "ρ before [r]");
     let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
     assert!(is_bad(s2.activate(&MaskedRound { e: vec![0; 4] })), "online before preprocessing");
@@ -314,7 +314,7 @@ fn out_of_order_messages_are_typed_errors() {
     // A failed start consumed that `Prepared`; run the whole session again.
     let (pending, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
     let (prepared, mut s2) = {
-        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed).unwrap();
+        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch).unwrap();
         let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
         let OfflineStep::Round(round) = pre.on_input_masks(masks).unwrap() else { unreachable!() };
         let OfflineStep::Output(out) = pre.on_rho_masks(s2.blind_round(&round).unwrap()).unwrap() else {

@@ -2,7 +2,6 @@
 //! tests/fixtures/make_onnx_fixtures.py), with a cached 1024-bit key.
 
 use std::path::PathBuf;
-use tandem::test_key_1024;
 use tandem_eval::Parser;
 use tandem_eval::{run_with_key, Args, Report};
 
@@ -23,7 +22,7 @@ fn args(extra: &[&str]) -> Args {
 }
 
 fn eval(extra: &[&str]) -> (Report, String) {
-    run_with_key(&args(extra), test_key_1024().clone()).unwrap()
+    run_with_key(&args(extra), tandem::test_key_1024_owned()).unwrap()
 }
 
 fn path(p: &str) -> String {
@@ -165,7 +164,7 @@ fn native_tandem_model_and_errors() {
     );
     assert!(r.summary.max_abs_diff_private_onnxruntime.unwrap() < 1e-2);
 
-    let sk = || test_key_1024().clone();
+    let sk = || tandem::test_key_1024_owned();
     // No input range anywhere.
     let e = run_with_key(
         &args(&["--model", &path("onnx/skl_mlp_binary.onnx"), "--data", &path("eval/skl_mlp_binary.csv")]),

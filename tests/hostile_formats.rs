@@ -797,6 +797,8 @@ fn infer_request() -> impl Strategy<Value = pb::InferRequest> {
             mode,
             masked_input,
             enc_seed,
+            // Hostile epochs too: 0 to 19 bytes, 16 among them.
+            seed_epoch: ticket_id.clone(),
             ticket_id,
         })
 }
@@ -837,11 +839,12 @@ fn model_info() -> impl Strategy<Value = pb::ModelInfo> {
         3 => Just(Some(good_key.clone())),
         1 => Just(None),
         1 => (".{0,300}", any::<u32>(), "[0-9a-f]{0,70}")
-            .prop_map(|(n_hex, bits, fingerprint)| Some(pb::PaillierPublicKey { n_hex, bits, fingerprint })),
+            .prop_map(|(n_hex, bits, fingerprint)| Some(pb::PaillierPublicKey { n_hex, bits, fingerprint, seed_epoch: vec![1; 16] })),
         1 => ("[0-9a-f]{200,300}", any::<u32>()).prop_map(move |(n_hex, bits)| Some(pb::PaillierPublicKey {
             n_hex,
             bits,
             fingerprint: good_key.fingerprint.clone(),
+            seed_epoch: vec![2; 15],
         })),
     ];
     // Mostly well-formed, so that the shape and size checks are reached.
@@ -925,9 +928,11 @@ proptest! {
     #[test]
     fn client_requests(req in infer_request(), d in 0usize..16) {
         check_client_request(&req, d);
-        let t = pb::CreateTicketRequest { model_id: req.model_id.clone(), mode: req.mode, enc_seed: req.enc_seed.clone() };
+        let t = pb::CreateTicketRequest { model_id: req.model_id.clone(), mode: req.mode, enc_seed: req.enc_seed.clone(), seed_epoch: req.seed_epoch.clone() };
         let _ = tandem_proto::mode_from_proto(t.mode);
         let _ = tandem_proto::decode_one_ciphertext(pk(), &t.enc_seed, "enc_seed");
+        let e = tandem_proto::epoch_from_proto(&t.seed_epoch, "seed_epoch");
+        prop_assert_eq!(e.is_ok(), t.seed_epoch.len() == 16);
     }
 
     /// Random bytes decoded as each client message, then converted.
@@ -993,7 +998,7 @@ proptest! {
             let _ = tandem_proto::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
             let _ = tandem_proto::blinded_output_from_proto(pk, &out);
-            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new() };
+            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone() };
             let _ = tandem_proto::session_start_from_proto(pk, &start);
             let _ = tandem_proto::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
             let _ = tandem_proto::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
@@ -1054,13 +1059,14 @@ fn activation_session_with_hostile_messages() {
         .run(&(1u32..6, steps), |(input_len, steps)| {
             let sk = test_key_1024();
             let pk = sk.public();
-            let mut s2 = tandem_protocol::ActivationServer::new(sk.clone());
-            let seed = tandem_crypto::Seed::random();
+            let mut s2 = tandem_protocol::ActivationServer::new(tandem::test_key_1024_owned());
+            let secret = tandem_crypto::SeedSecret::random();
             let start = m::SessionStart {
                 session_id: [3; 16],
-                enc_seed: pk.encrypt(&seed.to_bigint()),
+                enc_seed: pk.encrypt(&secret.to_bigint()),
                 input_len,
                 ring_bits: 128,
+                epoch: s2.seed_epoch(),
             };
             let (mut session, _) = s2.start_session::<u128>(&start).expect("a valid start");
             let n = steps.len();

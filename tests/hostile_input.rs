@@ -79,8 +79,13 @@ proptest! {
     fn ring_and_seed_decoders(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
         let _ = decode_vec::<u128>(&bytes);
         let _ = decode_vec::<U256>(&bytes);
-        let _ = Seed::from_bigint(&tandem_crypto::bigint_traits::Converter::from_bytes(&bytes[..]));
-        let _ = Seed::from_bigint(&-BigInt::from(bytes.len() as u32));
+        // Any plaintext, of any width, turns into a seed: there is no refusal
+        // after decryption (SECURITY.md, the seed oracle).
+        let m: BigInt = tandem_crypto::bigint_traits::Converter::from_bytes(&bytes[..]);
+        let epoch = tandem_crypto::SeedEpoch([bytes.len() as u8; 16]);
+        let a = Seed::from_plaintext(&epoch, &m, 128);
+        prop_assert_eq!(a.clone(), Seed::from_plaintext(&epoch, &m, 128));
+        let _ = Seed::from_plaintext(&epoch, &m, 16);
     }
 
     /// Packing layouts and plaintexts from a peer: validated, never trusted.

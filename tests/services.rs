@@ -11,7 +11,7 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tandem_client::{ClientError, ClientOptions, TandemClient};
-use tandem_crypto::{PublicKey, Seed};
+use tandem_crypto::{PublicKey, SeedSecret};
 use tandem_model::testing::{random_cnn, random_input, random_mlp};
 use tandem_model::{ActivationKind, Model, OutputMode, QuantConfig, QuantizedModel};
 use tandem_proto::v1 as pb;
@@ -153,8 +153,9 @@ async fn every_model_and_mode_matches_the_integer_reference() {
 }
 
 /// A well-formed request for `model`, built with the protocol's own client.
-fn valid_request(pk: &PublicKey, info: &tandem_protocol::ModelInfo, x: &[f64], mode: OutputMode) -> pb::InferRequest {
-    let (_, q) = tandem_protocol::Client::new(pk.clone()).prepare::<u128>(info, x, mode).unwrap();
+fn valid_request(remote: &tandem_client::RemoteModel, x: &[f64], mode: OutputMode) -> pb::InferRequest {
+    let pk = &remote.key;
+    let (_, q) = tandem_protocol::Client::new(pk.clone(), remote.epoch).prepare::<u128>(&remote.info, x, mode).unwrap();
     tandem_proto::query_request_to_proto(pk, &q)
 }
 
@@ -183,7 +184,7 @@ async fn bad_requests_get_clear_statuses() {
         Code::NotFound,
         "unknown model \"nope\"; this server serves: mlp_mixed_binary, mlp_relu",
     );
-    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.model_id = "nope".into();
     assert_status(raw.infer(req).await, Code::NotFound, "unknown model");
 
@@ -194,7 +195,7 @@ async fn bad_requests_get_clear_statuses() {
             .contains("output mode sigmoid is not available for this model; available: label, probabilities, logits"),
         "{err}"
     );
-    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.mode = pb::OutputMode::Sigmoid as i32;
     assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "output mode sigmoid is not available");
     req.mode = 42;
@@ -203,7 +204,7 @@ async fn bad_requests_get_clear_statuses() {
     // Wrong input length.
     let err = c.infer_with(&remote, &x[..5], None).await.unwrap_err();
     assert!(err.to_string().contains("input has 5 values; this model takes exactly 6"), "{err}");
-    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.masked_input.truncate(5 * 16);
     assert_status(
         raw.infer(req).await,
@@ -220,7 +221,7 @@ async fn bad_requests_get_clear_statuses() {
     assert!(c.infer_with(&remote, &bad, None).await.is_err());
 
     // Malformed ciphertexts.
-    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.enc_seed = vec![0xff; req.enc_seed.len()];
     assert_status(
         raw.infer(req.clone()).await,
@@ -238,12 +239,12 @@ async fn bad_requests_get_clear_statuses() {
     assert_status(raw.infer(req).await, Code::InvalidArgument, "does not decrypt to a 256-bit value");
 
     // Oversize request (the server was started with a 64 KiB limit).
-    let mut req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.masked_input = vec![0; 100_000];
     assert_status(raw.infer(req).await, Code::OutOfRange, "the limit is: 65536 bytes");
 
     // Replayed request: S2 refuses the seed the second time.
-    let req = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let req = valid_request(&remote, &x, OutputMode::Label);
     raw.infer(req.clone()).await.expect("first use of the seed");
     assert_status(raw.infer(req).await, Code::AlreadyExists, "this seed was already used");
 
@@ -284,13 +285,14 @@ async fn open_raw(
     Ok(RawSession { tx, rx })
 }
 
-fn start_msg(pk: &PublicKey, d: u32) -> pb::SessionStart {
+fn start_msg(pk: &PublicKey, epoch: &[u8], d: u32) -> pb::SessionStart {
     pb::SessionStart {
         session_id: vec![7; 16],
-        enc_seed: pk.ciphertext_to_bytes(&pk.encrypt(&Seed::random().to_bigint())),
+        enc_seed: pk.ciphertext_to_bytes(&pk.encrypt(&SeedSecret::random().to_bigint())),
         input_len: d,
         ring_bits: 128,
         key_fingerprint: pk.fingerprint(),
+        seed_epoch: epoch.to_vec(),
     }
 }
 
@@ -316,9 +318,10 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     let s2p =
         activation_server(e.dir.path(), &e.key, &["--max-sessions", "2", "--session-timeout-secs", "4"], "127.0.0.1:0");
     let mut s2 = s2_client(s2p.url()).await;
-    let pk =
-        tandem_proto::public_key_from_proto(&s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner())
-            .unwrap();
+    let key = s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner();
+    let pk = tandem_proto::public_key_from_proto(&key).unwrap();
+    let epoch = key.seed_epoch.clone();
+    assert_eq!(epoch.len(), 16);
     assert_eq!(pk.fingerprint(), fingerprint(&s2p));
 
     // Protocol violations.
@@ -339,26 +342,26 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
         .unwrap();
     let mut st = s2.evaluate(ReceiverStream::new(rx)).await.unwrap().into_inner();
     assert_status(st.message().await, Code::NotFound, "no preprocessed session 0909090909090909");
-    let mut wrong = start_msg(&pk, 3);
+    let mut wrong = start_msg(&pk, &epoch, 3);
     wrong.key_fingerprint = "00".repeat(32);
     let mut s = open_raw(&mut s2, wrong).await.unwrap();
     assert_status(s.rx.message().await, Code::FailedPrecondition, "this activation server's key is");
-    let mut bad = start_msg(&pk, 3);
+    let mut bad = start_msg(&pk, &epoch, 3);
     bad.enc_seed[0] ^= 0xff;
     bad.enc_seed = vec![0xff; bad.enc_seed.len()];
     let mut s = open_raw(&mut s2, bad).await.unwrap();
     assert_status(s.rx.message().await, Code::InvalidArgument, "enc_seed: malformed ciphertext");
-    let mut k = start_msg(&pk, 3);
+    let mut k = start_msg(&pk, &epoch, 3);
     k.ring_bits = 64;
     let mut s = open_raw(&mut s2, k).await.unwrap();
     assert_status(s.rx.message().await, Code::InvalidArgument, "ring_bits = 64; accepted 128 or 256");
-    let mut big = start_msg(&pk, 3);
+    let mut big = start_msg(&pk, &epoch, 3);
     big.input_len = 5_000_000;
     let mut s = open_raw(&mut s2, big).await.unwrap();
     assert_status(s.rx.message().await, Code::InvalidArgument, "input length 5000000 outside");
 
     // Replay at S2.
-    let start = start_msg(&pk, 3);
+    let start = start_msg(&pk, &epoch, 3);
     let mut a = open_raw(&mut s2, start.clone()).await.unwrap();
     assert!(matches!(a.rx.message().await.unwrap().unwrap().msg, Some(pb::preprocess_reply::Msg::Masks(_))));
     let mut again = open_raw(&mut s2, start).await.unwrap();
@@ -370,19 +373,19 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     wait_sessions(&mut s2, 0, Duration::from_secs(5)).await;
 
     // At most 2 sessions; idle ones time out.
-    let mut a = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
-    let mut b = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
+    let mut a = open_raw(&mut s2, start_msg(&pk, &epoch, 3)).await.unwrap();
+    let mut b = open_raw(&mut s2, start_msg(&pk, &epoch, 3)).await.unwrap();
     a.rx.message().await.unwrap().unwrap();
     b.rx.message().await.unwrap().unwrap();
     assert_status(
-        open_raw(&mut s2, start_msg(&pk, 3)).await.map(|_| ()),
+        open_raw(&mut s2, start_msg(&pk, &epoch, 3)).await.map(|_| ()),
         Code::ResourceExhausted,
         "limit of 2 concurrent sessions",
     );
     assert_status(a.rx.message().await, Code::DeadlineExceeded, "4 s session timeout");
     assert_status(b.rx.message().await, Code::DeadlineExceeded, "session timeout");
     wait_sessions(&mut s2, 0, Duration::from_secs(5)).await;
-    let ok = open_raw(&mut s2, start_msg(&pk, 3)).await.unwrap();
+    let ok = open_raw(&mut s2, start_msg(&pk, &epoch, 3)).await.unwrap();
     drop((ok, a.tx, b.tx));
     assert!(!s2p.log_text().contains("panicked"));
 }
@@ -689,8 +692,8 @@ async fn tickets_are_single_use_bounded_and_exact() {
     let x = random_input(&mut rng, m);
     let ticket = c.create_ticket(&remote, Some(OutputMode::Label)).await.unwrap();
     let tid = ticket.id().to_vec();
-    let masked = |pk: &PublicKey| {
-        let mut r = valid_request(pk, &remote.info, &x, OutputMode::Label);
+    let masked = |_: &PublicKey| {
+        let mut r = valid_request(&remote, &x, OutputMode::Label);
         r.enc_seed.clear();
         r.ticket_id = tid.clone();
         r
@@ -704,7 +707,7 @@ async fn tickets_are_single_use_bounded_and_exact() {
         Code::InvalidArgument,
         "the ticket is for label mode, but the query asks for probabilities",
     );
-    let mut r = valid_request(&remote.key, &remote.info, &x, OutputMode::Label);
+    let mut r = valid_request(&remote, &x, OutputMode::Label);
     r.ticket_id = tid.clone();
     assert_status(raw.infer(r).await, Code::InvalidArgument, "either enc_seed (a one-shot query) or ticket_id");
     let mut r = masked(&remote.key);
@@ -816,7 +819,7 @@ async fn api_tokens_and_rate_limits() {
 
     // bob (stored as a digest) has his own budget; he cannot spend alice's ticket.
     let mut bob = token_client(&url, &fp, BOB).await;
-    let mut stolen = valid_request(&remote.key, &remote.info, &x, OutputMode::Probabilities);
+    let mut stolen = valid_request(&remote, &x, OutputMode::Probabilities);
     stolen.enc_seed.clear();
     stolen.ticket_id = ticket.id().to_vec();
     assert_status(bob.raw().infer(bob.request(stolen)).await, Code::PermissionDenied, "issued to another client");

@@ -132,6 +132,6 @@ pub fn tandem_response_bytes<R: Ring>(resp: &QueryResponse<R>) -> usize {
 /// Runs S1 and S2 in-process on a client request and returns S1's response
 /// to the client (everything `run_query` does between `prepare` and `finish`).
 pub fn serve_tandem<R: Ring>(s1: &ModelServer<R>, s2: &mut ActivationServer, req: QueryRequest<R>) -> QueryResponse<R> {
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed).expect("preprocessing");
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch).expect("preprocessing");
     online(prepared, session, req.masked_input).expect("online phase").response
 }

@@ -31,7 +31,11 @@ pub fn load(path: &Path) -> anyhow::Result<SecretKey> {
         if let Ok(meta) = std::fs::metadata(path) {
             let mode = meta.permissions().mode() & 0o777;
             if mode & 0o077 != 0 {
-                warn!(path = %path.display(), mode = format!("{mode:o}"), "the secret key file is readable by group or others; chmod 600 it");
+                bail!(
+                    "key file {} has mode {mode:o}: a secret key must not be accessible by group or others; run `chmod 600 {}` (or 400)",
+                    path.display(),
+                    path.display()
+                );
             }
         }
     }
@@ -81,5 +85,21 @@ mod tests {
         assert!(load_or_create(&p, 1024, false).is_err());
         std::fs::write(&p, b"{}").unwrap();
         assert!(load(&p).is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn refuses_a_key_file_readable_by_others() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.json");
+        load_or_create(&p, 1024, true).unwrap();
+        for mode in [0o640, 0o604, 0o660, 0o644] {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+            let e = load(&p).err().expect("a group- or world-accessible key must be refused").to_string();
+            assert!(e.contains("chmod 600"), "{e}");
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(load(&p).is_ok());
     }
 }

@@ -10,7 +10,9 @@
 //! fails or times out, when it is evaluated, or when it expires.
 
 use anyhow::{bail, Context};
-use std::collections::{HashMap, HashSet};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -22,7 +24,7 @@ use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_server::{ActivationService, ActivationServiceServer};
 use tandem_proto::{status_from_protocol, wire_len};
 use tandem_protocol::activation_server::{decrypt_seed, open_session, ActivationKeys};
-use tandem_protocol::ActivationSession;
+use tandem_protocol::{ActivationSession, ReplayLog};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -77,6 +79,12 @@ pub struct Config {
     /// dropped. Keep it above the model server's --ticket-ttl-secs.
     #[arg(long, env = "TANDEM_PREPARED_TTL_SECS", default_value_t = 900)]
     pub prepared_ttl_secs: u64,
+    /// Seeds remembered per seed epoch for replay detection (about 40 bytes
+    /// each). S2 keeps two epochs; when the current one is full a new random
+    /// epoch starts and the oldest is forgotten, so clients of that epoch
+    /// must fetch the model info again. Memory: at most twice this many tags.
+    #[arg(long, env = "TANDEM_REPLAY_SEEDS_PER_EPOCH", default_value_t = tandem_protocol::replay::DEFAULT_SEEDS_PER_EPOCH)]
+    pub replay_seeds_per_epoch: usize,
     /// Largest gRPC message accepted or sent, in bytes.
     #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
@@ -109,6 +117,8 @@ pub struct Limits {
     pub max_prepared: usize,
     /// A preprocessed session not evaluated within this long is dropped.
     pub prepared_ttl: Duration,
+    /// Seeds per replay epoch (memory bound of the replay log).
+    pub replay_seeds_per_epoch: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +128,7 @@ impl Default for Limits {
             session_timeout: Duration::from_secs(300),
             max_prepared: 4096,
             prepared_ttl: Duration::from_secs(900),
+            replay_seeds_per_epoch: tandem_protocol::replay::DEFAULT_SEEDS_PER_EPOCH,
         }
     }
 }
@@ -140,12 +151,25 @@ impl PreparedStore {
     }
 }
 
+/// The replay log and the RNG that draws its epochs.
+struct Replay {
+    log: ReplayLog,
+    rng: ChaCha20Rng,
+}
+
+impl Replay {
+    fn new(per_epoch: usize) -> Self {
+        let mut rng = ChaCha20Rng::from_entropy();
+        Replay { log: ReplayLog::new(per_epoch, &mut rng), rng }
+    }
+}
+
 /// Shared state of one activation server.
 pub struct ActivationState {
     keys: Arc<ActivationKeys>,
     fingerprint: String,
-    /// Replay tags of every seed seen since start (PROTOCOL §4.2).
-    seen: Mutex<HashSet<[u8; 32]>>,
+    /// Replay tags of the seeds served, in bounded epochs (PROTOCOL §4.2).
+    replay: Mutex<Replay>,
     sessions: Arc<Semaphore>,
     evaluations: Arc<Semaphore>,
     prepared: Mutex<PreparedStore>,
@@ -158,7 +182,7 @@ impl ActivationState {
         Arc::new(ActivationState {
             keys: Arc::new(ActivationKeys::new(sk)),
             fingerprint,
-            seen: Mutex::new(HashSet::new()),
+            replay: Mutex::new(Replay::new(limits.replay_seeds_per_epoch)),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             evaluations: Arc::new(Semaphore::new(limits.max_sessions)),
             prepared: Mutex::new(PreparedStore { map: HashMap::new() }),
@@ -167,6 +191,10 @@ impl ActivationState {
     }
     pub fn fingerprint(&self) -> &str {
         &self.fingerprint
+    }
+    /// The epoch clients derive new seeds under (public).
+    pub fn seed_epoch(&self) -> Result<tandem_crypto::SeedEpoch, Status> {
+        Ok(self.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?.log.current_epoch())
     }
     /// Preprocess streams open now.
     pub fn active_sessions(&self) -> usize {
@@ -287,12 +315,14 @@ impl ActivationService for ActivationSvc {
         &self,
         _: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PaillierPublicKey>, Status> {
-        Ok(Response::new(tandem_proto::public_key_to_proto(self.state.keys.public_key())))
+        let mut key = tandem_proto::public_key_to_proto(self.state.keys.public_key());
+        key.seed_epoch = self.state.seed_epoch()?.0.to_vec();
+        Ok(Response::new(key))
     }
 
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::ActivationStatus>, Status> {
         let s = &self.state;
-        let seen = s.seen.lock().map(|g| g.len()).unwrap_or(0);
+        let seen = s.replay.lock().map(|g| g.log.len()).unwrap_or(0);
         Ok(Response::new(pb::ActivationStatus {
             active_sessions: s.active_sessions() as u32,
             max_sessions: s.limits.max_sessions as u32,
@@ -391,8 +421,10 @@ fn short_id(id: &[u8]) -> String {
     hex::encode(&id[..id.len().min(8)])
 }
 
-fn pre_reply(msg: pb::preprocess_reply::Msg, compute: Duration) -> pb::PreprocessReply {
-    let m = pb::PreprocessReply { msg: Some(msg), compute_micros: compute.as_micros() as u64 };
+/// S2's compute time stays in its own log (SessionLog), never on the wire:
+/// it depends on the values S2 handles.
+fn pre_reply(msg: pb::preprocess_reply::Msg) -> pb::PreprocessReply {
+    let m = pb::PreprocessReply { msg: Some(msg) };
     debug!(bytes = wire_len(&m), "sending");
     m
 }
@@ -435,31 +467,31 @@ async fn preprocess_ring<R: Ring>(
     wrap: fn(ActivationSession<R>) -> AnySession,
 ) -> Result<(), Status> {
     let keys = state.keys.clone();
-    // §4.2: decrypt the seed (outside any lock), then refuse replays.
-    let ((msg, seed, tag), d1) = blocking(log, move || {
-        let msg = tandem_proto::session_start_from_proto(keys.public_key(), &start)?;
-        let (seed, tag) = decrypt_seed::<R>(&keys, &msg).map_err(|e| status_from_protocol(&e))?;
-        Ok((msg, seed, tag))
-    })
+    let msg = tandem_proto::session_start_from_proto(keys.public_key(), &start)?;
+    // §4.2: the epoch is public, so it is checked before anything is
+    // decrypted; after the decryption (outside any lock) nothing depends on
+    // the plaintext but the derived seed, whose replay tag is recorded.
+    state.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?.log.check_epoch(&msg.epoch).map_err(|e| status_from_protocol(&e))?;
+    let (seed, _) = blocking(log, move || decrypt_seed::<R>(&keys, &msg).map(|s| (msg, s)).map_err(|e| status_from_protocol(&e)))
     .await?;
+    let (msg, seed) = seed;
     {
-        let mut seen = state.seen.lock().map_err(|_| Status::internal("replay set poisoned"))?;
-        if !seen.insert(tag) {
-            return Err(status_from_protocol(&tandem_protocol::ProtocolError::ReplayedSeed));
-        }
+        let mut replay = state.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?;
+        let Replay { log: l, rng } = &mut *replay;
+        l.record(&msg.epoch, seed.replay_tag(), rng).map_err(|e| status_from_protocol(&e))?;
     }
     let keys = state.keys.clone();
-    let ((mut session, masks), d2) = blocking(log, move || {
+    let ((mut session, masks), _) = blocking(log, move || {
         let (session, masks) = open_session::<R>(keys.clone(), &msg, seed);
         Ok((session, tandem_proto::input_masks_to_proto(keys.public_key(), &masks)))
     })
     .await?;
-    reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks), d1 + d2)).await?;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks))).await?;
     loop {
         match next(&mut inbound, "BlindedRound or BlindedOutput").await?.msg {
             Some(pb::preprocess_msg::Msg::Round(req)) => {
                 let keys = state.keys.clone();
-                let ((s, rho), d) = blocking(log, move || {
+                let ((s, rho), _) = blocking(log, move || {
                     let pk = keys.public_key();
                     let req = tandem_proto::blinded_round_from_proto(pk, &req)?;
                     let rho = session.blind_round(&req).map_err(|e| status_from_protocol(&e))?;
@@ -468,11 +500,11 @@ async fn preprocess_ring<R: Ring>(
                 .await?;
                 session = s;
                 log.rounds += 1;
-                reply(tx, pre_reply(pb::preprocess_reply::Msg::Rho(rho), d)).await?;
+                reply(tx, pre_reply(pb::preprocess_reply::Msg::Rho(rho))).await?;
             }
             Some(pb::preprocess_msg::Msg::Output(req)) => {
                 let keys = state.keys.clone();
-                let (s, d) = blocking(log, move || {
+                let (s, _) = blocking(log, move || {
                     let req = tandem_proto::blinded_output_from_proto(keys.public_key(), &req)?;
                     session.blind_output(&req).map_err(|e| status_from_protocol(&e))?;
                     Ok(session)
@@ -480,7 +512,7 @@ async fn preprocess_ring<R: Ring>(
                 .await?;
                 log.rounds += 1;
                 state.store(s.session_id(), wrap(s))?;
-                reply(tx, pre_reply(pb::preprocess_reply::Msg::Ready(pb::SessionReady {}), d)).await?;
+                reply(tx, pre_reply(pb::preprocess_reply::Msg::Ready(pb::SessionReady {}))).await?;
                 return Ok(());
             }
             Some(pb::preprocess_msg::Msg::Start(_)) => {
@@ -531,7 +563,6 @@ async fn evaluate_ring<R: Ring>(
                 let out = session.finish(&o).map_err(|e| status_from_protocol(&e))?;
                 let reply = pb::EvaluateReply {
                     msg: Some(pb::evaluate_reply::Msg::Output(pb::OutputResponse { sealed: out.sealed })),
-                    compute_micros: t.elapsed().as_micros() as u64,
                 };
                 log.rounds += 1;
                 log.compute += t.elapsed();
@@ -545,7 +576,7 @@ async fn evaluate_ring<R: Ring>(
         let d = t.elapsed();
         log.rounds += 1;
         log.compute += d;
-        reply(tx, pb::EvaluateReply { msg: Some(out), compute_micros: d.as_micros() as u64 }).await?;
+        reply(tx, pb::EvaluateReply { msg: Some(out) }).await?;
     }
 }
 
@@ -618,6 +649,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             session_timeout: Duration::from_secs(cfg.session_timeout_secs.max(1)),
             max_prepared: cfg.max_prepared,
             prepared_ttl: Duration::from_secs(cfg.prepared_ttl_secs.max(1)),
+            replay_seeds_per_epoch: cfg.replay_seeds_per_epoch.max(1),
         },
     );
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;

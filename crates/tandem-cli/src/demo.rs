@@ -221,7 +221,6 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
                 kib(s.s2_to_s1_bytes),
                 s.rounds
             );
-            println!("  activation server  : compute {}", us(s.s2_compute_micros));
         }
         println!("  end to end         : {} at the client", ms(c.wall));
     }

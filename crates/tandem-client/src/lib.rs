@@ -8,7 +8,7 @@
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tandem_crypto::{PublicKey, Ring, U256};
+use tandem_crypto::{PublicKey, Ring, SeedEpoch, U256};
 use tandem_model::{Output, OutputMode};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::model_service_client::ModelServiceClient;
@@ -135,6 +135,9 @@ pub struct RemoteModel {
     pub info: ModelInfo,
     pub name: String,
     pub key: PublicKey,
+    /// S2's seed epoch when the model info was fetched (public). A query
+    /// under a stale epoch gets FAILED_PRECONDITION: fetch the model again.
+    pub epoch: SeedEpoch,
     /// Recomputed from the key itself, never taken from the server's word.
     pub fingerprint: String,
     /// Whether the fingerprint was checked against a pinned one.
@@ -262,6 +265,12 @@ impl TandemClient {
 
     /// Fetches the model's metadata, then runs one private inference.
     /// `mode = None` uses the model's default mode.
+    ///
+    /// If the activation server restarted (or started a new seed epoch)
+    /// since the metadata was fetched, the query is refused with
+    /// FAILED_PRECONDITION before anything is decrypted; this method then
+    /// fetches the metadata again and retries once with a fresh seed, so
+    /// the caller does not notice.
     pub async fn infer(
         &mut self,
         model_id: &str,
@@ -269,7 +278,13 @@ impl TandemClient {
         mode: Option<OutputMode>,
     ) -> Result<Inference, ClientError> {
         let model = self.model(model_id).await?;
-        self.infer_with(&model, x, mode).await
+        match self.infer_with(&model, x, mode).await {
+            Err(ClientError::Status(s)) if s.code() == Code::FailedPrecondition => {
+                let model = self.model(model_id).await?;
+                self.infer_with(&model, x, mode).await
+            }
+            r => r,
+        }
     }
 
     /// One private inference for a model whose metadata is already known.
@@ -296,7 +311,7 @@ impl TandemClient {
         mode: OutputMode,
     ) -> Result<Inference, ClientError> {
         let t0 = Instant::now();
-        let client = Client::new(model.key.clone());
+        let client = Client::new(model.key.clone(), model.epoch);
         let info = model.info.clone();
         let x = x.to_vec();
         let ((pending, req), prepare_cpu) = on_worker(move || {
@@ -349,7 +364,7 @@ impl TandemClient {
         let mode = mode.unwrap_or(model.info.default_mode);
         model.info.check_mode(mode)?;
         let t0 = Instant::now();
-        let client = Client::new(model.key.clone());
+        let client = Client::new(model.key.clone(), model.epoch);
         let info = model.info.clone();
         let ((seed, req), prepare_cpu) = match model.info.ring_bits {
             128 => {
@@ -489,6 +504,8 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
     let bad = |s: String| ClientError::BadModelInfo(format!("model {:?}: {s}", m.id));
     let key_pb = m.activation_key.as_ref().ok_or_else(|| bad("no activation key".into()))?;
     let key = tandem_proto::public_key_from_proto(key_pb).map_err(|s| bad(s.message().to_string()))?;
+    let epoch = tandem_proto::epoch_from_proto(&key_pb.seed_epoch, "activation_key.seed_epoch")
+        .map_err(|s| bad(s.message().to_string()))?;
     let fingerprint = key.fingerprint();
     if let Some(pin) = pinned {
         let pin = normalize_fp(pin);
@@ -536,6 +553,7 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
         },
         name: m.name.clone(),
         key,
+        epoch,
         fingerprint,
         pinned: pinned.is_some(),
         max_request_bytes: m.max_request_bytes,

@@ -164,11 +164,10 @@ async fn infer(a: InferArgs) -> Result<(), String> {
 
 fn print_server(label: &str, s: &tandem_proto::v1::QueryStats) {
     println!(
-        "{label}: model server wall {} (online phase {}, compute {}), activation server compute {}, {} rounds, S1->S2 {}, S2->S1 {}",
+        "{label}: model server wall {} (online phase {}, compute {}), {} rounds, S1->S2 {}, S2->S1 {}",
         ms(Duration::from_micros(s.s1_wall_micros)),
         ms(Duration::from_micros(s.online_micros)),
         ms(Duration::from_micros(s.s1_compute_micros)),
-        ms(Duration::from_micros(s.s2_compute_micros)),
         s.rounds,
         kib(s.s1_to_s2_bytes),
         kib(s.s2_to_s1_bytes)

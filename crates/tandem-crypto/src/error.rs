@@ -6,8 +6,6 @@ pub enum CryptoError {
     InvalidKey(String),
     #[error("malformed ciphertext: {0}")]
     MalformedCiphertext(String),
-    #[error("the encrypted seed does not decrypt to a 256-bit value")]
-    BadSeed,
     #[error("the sealed result failed authentication (tampered, or sealed for another session or seed)")]
     SealedResultRejected,
     #[error("bit budget exceeded: {0}")]

@@ -14,7 +14,7 @@ pub use error::CryptoError;
 pub use kzen_paillier::BigInt;
 pub use paillier::{Ciphertext, NoiseSource, PublicKey, SecretKey};
 pub use ring::{Ring, U256};
-pub use seed::Seed;
+pub use seed::{Seed, SeedEpoch, SeedSecret};
 
 /// Re-exported so dependants can use `BigInt` methods without naming curv.
 pub use curv::arithmetic::traits as bigint_traits;

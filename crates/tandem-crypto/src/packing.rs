@@ -7,7 +7,7 @@
 //! to itself and S2 splits it back into slots.
 
 use crate::error::CryptoError;
-use crate::paillier::{Ciphertext, NoiseSource, PublicKey};
+use crate::paillier::{Ciphertext, PublicKey};
 use curv::arithmetic::traits::*;
 use kzen_paillier::BigInt;
 use rayon::prelude::*;
@@ -55,7 +55,12 @@ impl PackingParams {
 
 /// Packs and rerandomizes. `values[p]` lands in slot `p mod n` of ciphertext
 /// `p / n`.
-pub fn pack(pk: &PublicKey, params: &PackingParams, values: &[Ciphertext], noise: &NoiseSource) -> Vec<Ciphertext> {
+///
+/// The packed ciphertexts go to S2, which holds the secret key and knows the
+/// randomness of its own `[r]`/`[ρ]` that `values` were computed from, so
+/// they are rerandomized with a full-size `r^N` (uniform over the `N`-th
+/// residues, whoever knows `p, q`), not with short-exponent noise.
+pub fn pack(pk: &PublicKey, params: &PackingParams, values: &[Ciphertext]) -> Vec<Ciphertext> {
     let n = params.slots_per_ciphertext as usize;
     let shift = BigInt::one() << params.slot_bits as usize;
     let offset = BigInt::one() << params.offset_bits as usize;
@@ -71,7 +76,7 @@ pub fn pack(pk: &PublicKey, params: &PackingParams, values: &[Ciphertext], noise
             }
             // Adding all offsets at once equals adding 2^{b_tg} to each slot.
             let packed = pk.add_plain(&Ciphertext(acc), &total_offset);
-            noise.rerandomize(pk, &packed)
+            pk.rerandomize_full(&packed)
         })
         .collect()
 }
@@ -115,7 +120,7 @@ mod tests {
                 })
                 .collect();
             let cts: Vec<_> = vals.iter().map(|v| noise.encrypt(pk, v)).collect();
-            let packed = pack(pk, &params, &cts, &noise);
+            let packed = pack(pk, &params, &cts);
             assert_eq!(packed.len(), params.ciphertexts_for(vals.len()));
             let mut out = Vec::new();
             for (i, c) in packed.iter().enumerate() {

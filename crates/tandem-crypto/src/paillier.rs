@@ -45,7 +45,9 @@ impl PartialEq for PublicKey {
 impl Eq for PublicKey {}
 
 /// The secret key: `p, q` and the CRT constants decryption needs.
-#[derive(Clone)]
+///
+/// Deliberately not `Clone`: one copy lives in S2, shared by reference, and
+/// it is wiped when dropped.
 pub struct SecretKey {
     pk: PublicKey,
     p: BigInt,
@@ -59,6 +61,25 @@ pub struct SecretKey {
     hq: BigInt,
     /// `p^{-1} mod q`, for recombining `m mod p` and `m mod q`.
     p_inv_q: BigInt,
+}
+
+impl Drop for SecretKey {
+    fn drop(&mut self) {
+        use zeroize::Zeroize;
+        for v in [
+            &mut self.p,
+            &mut self.q,
+            &mut self.pp,
+            &mut self.qq,
+            &mut self.p_minus_1,
+            &mut self.q_minus_1,
+            &mut self.hp,
+            &mut self.hq,
+            &mut self.p_inv_q,
+        ] {
+            v.zeroize();
+        }
+    }
 }
 
 impl std::fmt::Debug for SecretKey {
@@ -101,6 +122,10 @@ impl PublicKey {
     pub fn nn(&self) -> &BigInt {
         &self.nn
     }
+    /// Bytes of `N` (and of any plaintext) at fixed width: `⌈|N|/8⌉`.
+    pub fn modulus_bytes(&self) -> usize {
+        (self.bits as usize).div_ceil(8)
+    }
     /// Bytes of one ciphertext on the wire (big-endian, fixed width).
     pub fn ciphertext_bytes(&self) -> usize {
         (2 * self.bits as usize).div_ceil(8)
@@ -142,18 +167,29 @@ impl PublicKey {
 
     /// Full encryption with fresh `r ∈ Z*_N` from the OS CSPRNG and a full
     /// `r^N` exponentiation. This is the client's one encryption per query;
-    /// servers use [`NoiseSource`] instead.
+    /// servers encrypt toward S1 with [`NoiseSource`].
     pub fn encrypt(&self, m: &BigInt) -> Ciphertext {
+        self.rerandomize_full(&self.encrypt_deterministic(m))
+    }
+
+    /// A full-size `r^N mod N²`, `r` uniform in `Z*_N` (OS CSPRNG): a
+    /// uniformly random `N`-th residue, whoever knows the factors of `N`.
+    pub fn full_noise(&self) -> BigInt {
         let r = loop {
             let r = BigInt::sample_below(&self.n);
             if r > BigInt::one() && r.gcd(&self.n) == BigInt::one() {
                 break r;
             }
         };
-        let rn = BigInt::mod_pow(&r, &self.n, &self.nn);
-        let mut c = self.encrypt_deterministic(m);
-        c.0 = BigInt::mod_mul(&c.0, &rn, &self.nn);
-        c
+        BigInt::mod_pow(&r, &self.n, &self.nn)
+    }
+
+    /// `[a]·r^N` with a full-size `r^N`: the rerandomization for every
+    /// ciphertext sent toward the key holder (S2). The cheaper short-exponent
+    /// noise of [`NoiseSource`] is not sound against S2, which knows `p, q`
+    /// (SECURITY.md, "Rerandomization toward the key holder").
+    pub fn rerandomize_full(&self, a: &Ciphertext) -> Ciphertext {
+        self.rerandomize_with(a, &self.full_noise())
     }
 
     /// `[a + b]`.

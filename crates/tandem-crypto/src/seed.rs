@@ -16,10 +16,64 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 
 pub const INPUT_MASK_INFO: &[u8] = b"tandem/v1/input-mask";
 pub const RESULT_INFO: &[u8] = b"tandem/v1/result";
+/// HKDF info for turning a decrypted seed plaintext into the query's seed.
+pub const SEED_INFO: &[u8] = b"tandem/v1/seed";
 /// Bytes of the random nonce in front of a sealed result.
 pub const NONCE_BYTES: usize = 12;
+/// Bytes of a seed epoch.
+pub const EPOCH_BYTES: usize = 16;
 
-/// 32 random bytes, fresh per query, never reused.
+/// The activation server's seed epoch: 16 public random bytes that S2 draws
+/// when it starts and again whenever its replay log rotates. Every seed is
+/// derived under one epoch, so a `[secret]` recorded before S2 restarted (or
+/// before two rotations) can never be turned back into the same seed: S2
+/// refuses an epoch it does not hold before it decrypts anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct SeedEpoch(pub [u8; EPOCH_BYTES]);
+
+impl SeedEpoch {
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_slice(b: &[u8]) -> Option<Self> {
+        b.try_into().ok().map(SeedEpoch)
+    }
+}
+
+/// What the client encrypts to S2: 32 random bytes, fresh per query.
+/// Only its derived [`Seed`] keys anything.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct SeedSecret([u8; 32]);
+
+impl std::fmt::Debug for SeedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SeedSecret(..)")
+    }
+}
+
+impl SeedSecret {
+    /// From the OS CSPRNG.
+    pub fn random() -> Self {
+        let mut s = [0u8; 32];
+        OsRng.fill_bytes(&mut s);
+        SeedSecret(s)
+    }
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        SeedSecret(b)
+    }
+    /// The plaintext the client encrypts: the 32 bytes read big-endian, an
+    /// integer below `2^256`.
+    pub fn to_bigint(&self) -> BigInt {
+        BigInt::from_bytes(&self.0)
+    }
+    /// The seed S2 will derive from this secret's plaintext under `epoch`.
+    pub fn seed(&self, epoch: &SeedEpoch, modulus_bytes: usize) -> Seed {
+        Seed::from_plaintext(epoch, &self.to_bigint(), modulus_bytes)
+    }
+}
+
+/// The 32-byte key of one query: it keys the input mask `r` and the sealed
+/// result. Never sent anywhere.
 #[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
 pub struct Seed([u8; 32]);
 
@@ -30,30 +84,41 @@ impl std::fmt::Debug for Seed {
 }
 
 impl Seed {
-    /// From the OS CSPRNG.
+    /// A seed with no secret behind it (tests and benchmarks of the PRG and
+    /// sealing; the protocol always derives seeds with [`Seed::from_plaintext`]).
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        Seed(b)
+    }
+    /// From the OS CSPRNG (tests and benchmarks, as [`Seed::from_bytes`]).
     pub fn random() -> Self {
         let mut s = [0u8; 32];
         OsRng.fill_bytes(&mut s);
         Seed(s)
     }
-    pub fn from_bytes(b: [u8; 32]) -> Self {
-        Seed(b)
+
+    /// `seed = HKDF-SHA256(salt = epoch, ikm = I2OSP(m, modulus_bytes),
+    /// info = "tandem/v1/seed")`: the whole plaintext `m ∈ [0, N)`, written
+    /// big-endian at the modulus' fixed width, is hashed, whatever it is.
+    ///
+    /// This is what closes the decryption oracle (SECURITY.md): S2 never
+    /// refuses a plaintext. A ciphertext that was tampered with (`[s]·Enc(−t)`)
+    /// decrypts to some other `m`, which silently yields an unrelated seed;
+    /// the query then runs to the end and its result opens for nobody, and
+    /// the answer looks the same as for any other ciphertext.
+    pub fn from_plaintext(epoch: &SeedEpoch, m: &BigInt, modulus_bytes: usize) -> Self {
+        let b = m.to_bytes();
+        // m < N, so it fits; a wider m (never produced by decryption) keeps
+        // its low bytes rather than panicking.
+        let mut ikm = vec![0u8; modulus_bytes];
+        let take = b.len().min(modulus_bytes);
+        ikm[modulus_bytes - take..].copy_from_slice(&b[b.len() - take..]);
+        let hk = Hkdf::<Sha256>::new(Some(&epoch.0), &ikm);
+        ikm.zeroize();
+        let mut okm = [0u8; 32];
+        hk.expand(SEED_INFO, &mut okm).expect("32 bytes is a valid HKDF-SHA256 output length");
+        Seed(okm)
     }
-    /// The seed as the integer `< 2^256` that the client encrypts: its 32
-    /// bytes read big-endian.
-    pub fn to_bigint(&self) -> BigInt {
-        BigInt::from_bytes(&self.0)
-    }
-    /// Inverse of [`Seed::to_bigint`]; rejects anything outside `[0, 2^256)`.
-    pub fn from_bigint(v: &BigInt) -> Result<Self, CryptoError> {
-        if v < &BigInt::zero() || v.bit_length() > 256 {
-            return Err(CryptoError::BadSeed);
-        }
-        let b = v.to_bytes();
-        let mut s = [0u8; 32];
-        s[32 - b.len()..].copy_from_slice(&b);
-        Ok(Seed(s))
-    }
+
     /// A replay-detection tag that does not reveal the seed.
     pub fn replay_tag(&self) -> [u8; 32] {
         let mut h = Sha256::new();
@@ -119,17 +184,32 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bigint_round_trip() {
-        for b in [[0u8; 32], [0xff; 32], {
-            let mut x = [0u8; 32];
-            x[31] = 7;
-            x
-        }] {
-            let s = Seed::from_bytes(b);
-            assert_eq!(Seed::from_bigint(&s.to_bigint()).unwrap(), s);
+    fn every_plaintext_gives_a_seed_and_only_the_same_one_the_same_seed() {
+        let e = SeedEpoch([3; 16]);
+        let secret = SeedSecret::from_bytes([9; 32]);
+        let a = secret.seed(&e, 256);
+        assert_eq!(a, Seed::from_plaintext(&e, &secret.to_bigint(), 256));
+        // Other plaintexts, including ones far above 2^256, are not refused:
+        // they give other seeds.
+        for m in [BigInt::zero(), BigInt::one() << 300, secret.to_bigint() + BigInt::one()] {
+            assert_ne!(Seed::from_plaintext(&e, &m, 256), a);
         }
-        assert!(Seed::from_bigint(&(BigInt::one() << 256)).is_err());
-        assert!(Seed::from_bigint(&BigInt::from(-1)).is_err());
+        // Another epoch, another seed.
+        assert_ne!(secret.seed(&SeedEpoch([4; 16]), 256), a);
+        // The width is part of the input: a 3072-bit key derives differently.
+        assert_ne!(secret.seed(&e, 384), a);
+    }
+
+    #[test]
+    fn seed_derivation_follows_the_spec_byte_for_byte() {
+        let e = SeedEpoch([0xab; 16]);
+        let secret = SeedSecret::from_bytes([0x11; 32]);
+        let mut ikm = vec![0u8; 256];
+        ikm[224..].copy_from_slice(&[0x11; 32]);
+        let hk = Hkdf::<Sha256>::new(Some(&[0xab; 16]), &ikm);
+        let mut okm = [0u8; 32];
+        hk.expand(b"tandem/v1/seed", &mut okm).unwrap();
+        assert_eq!(secret.seed(&e, 256), Seed::from_bytes(okm));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tandem_crypto::{NoiseSource, PublicKey, SecretKey, U256};
+use tandem_crypto::{PublicKey, SecretKey, U256};
 use tandem_model::quantize::{eval_f64, float_head};
 use tandem_model::{Model, ModelError, Output, OutputMode, QuantConfig, QuantizedModel};
 use tandem_onnx::{ImportOptions, ImportReport};
@@ -94,14 +94,14 @@ impl Runner {
         let model = Arc::new(QuantizedModel::new(model, QuantConfig::default())?);
         let s2 = ActivationServer::new(sk);
         let pk: PublicKey = s2.public_key().clone();
-        let noise = Arc::new(NoiseSource::new(&pk));
+        let epoch = s2.seed_epoch();
         let (mut s1_128, mut s1_256) = (None, None);
         match model.ring_bits {
-            128 => s1_128 = Some(ModelServer::new(model.clone(), pk.clone(), noise)?),
-            _ => s1_256 = Some(ModelServer::new(model.clone(), pk.clone(), noise)?),
+            128 => s1_128 = Some(ModelServer::new(model.clone(), pk.clone())?),
+            _ => s1_256 = Some(ModelServer::new(model.clone(), pk.clone())?),
         }
         let info = ModelInfo::of(&model.name, &model);
-        Ok(Runner { model, info, s2, client: Client::new(pk), s1_128, s1_256 })
+        Ok(Runner { model, info, s2, client: Client::new(pk, epoch), s1_128, s1_256 })
     }
 
     pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> tandem_protocol::Result<Output> {

@@ -98,7 +98,6 @@ pub struct ServerReported {
     pub queries: u64,
     pub s1_wall_s: f64,
     pub s1_compute_s: f64,
-    pub s2_compute_s: f64,
     pub online_s: f64,
     pub s1_to_s2_bytes: f64,
     pub s2_to_s1_bytes: f64,

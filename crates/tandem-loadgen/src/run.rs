@@ -69,7 +69,6 @@ struct StatsSum {
     n: u64,
     s1_wall: u64,
     s1_compute: u64,
-    s2_compute: u64,
     online: u64,
     s1_to_s2: u64,
     s2_to_s1: u64,
@@ -80,7 +79,6 @@ impl StatsSum {
         self.n += 1;
         self.s1_wall += s.s1_wall_micros;
         self.s1_compute += s.s1_compute_micros;
-        self.s2_compute += s.s2_compute_micros;
         self.online += s.online_micros;
         self.s1_to_s2 += s.s1_to_s2_bytes;
         self.s2_to_s1 += s.s2_to_s1_bytes;
@@ -92,7 +90,6 @@ impl StatsSum {
             queries: self.n,
             s1_wall_s: s(self.s1_wall),
             s1_compute_s: s(self.s1_compute),
-            s2_compute_s: s(self.s2_compute),
             online_s: s(self.online),
             s1_to_s2_bytes: self.s1_to_s2 as f64 / n,
             s2_to_s1_bytes: self.s2_to_s1 as f64 / n,

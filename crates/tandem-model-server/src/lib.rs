@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tandem_crypto::PublicKey;
+use tandem_crypto::{PublicKey, SeedEpoch};
 use tandem_model::{QuantConfig, QuantizedModel};
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_client::ActivationServiceClient;
@@ -223,6 +223,8 @@ pub struct ModelState {
     settings: Settings,
     access: access::Access,
     refreshing: tokio::sync::Mutex<()>,
+    /// S2's current seed epoch, published in every model info (public).
+    seed_epoch: RwLock<SeedEpoch>,
 }
 
 impl ModelState {
@@ -245,7 +247,7 @@ impl ModelState {
         retries: u32,
         access: access::Access,
     ) -> anyhow::Result<Arc<Self>> {
-        let key = fetch_key(&s2, retries, settings.deadlines.step).await?;
+        let (key, epoch) = fetch_key(&s2, retries, settings.deadlines.step).await?;
         info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
         let registry = build_registry(quantized.clone(), key, &settings).await?;
         if registry.models.is_empty() {
@@ -261,6 +263,7 @@ impl ModelState {
             settings,
             access,
             refreshing: tokio::sync::Mutex::new(()),
+            seed_epoch: RwLock::new(epoch),
         }))
     }
 
@@ -268,17 +271,32 @@ impl ModelState {
         self.registry.read().expect("registry lock").clone()
     }
 
-    /// After S2 reported a different key: fetch it and rebuild the models.
+    /// The model info clients see: the model's own, with S2's current seed
+    /// epoch filled in.
+    fn model_info(&self, served: &Served) -> pb::ModelInfo {
+        let mut info = served.proto.clone();
+        if let Some(k) = info.activation_key.as_mut() {
+            k.seed_epoch = self.seed_epoch.read().expect("epoch lock").0.to_vec();
+        }
+        info
+    }
+
+    /// After S2 reported a different key or refused a seed epoch: fetch both
+    /// and, if the key changed, rebuild the models.
     async fn refresh_key(self: Arc<Self>) {
         let Ok(_guard) = self.refreshing.try_lock() else { return };
         let old = self.registry().key.fingerprint();
-        let key = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
+        let (key, epoch) = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
             Ok(k) => k,
             Err(e) => {
                 warn!("could not refetch the activation server's key: {e:#}");
                 return;
             }
         };
+        let old_epoch = std::mem::replace(&mut *self.seed_epoch.write().expect("epoch lock"), epoch);
+        if old_epoch != epoch {
+            info!(epoch = %epoch.to_hex(), "the activation server started a new seed epoch (restart or replay-log rotation)");
+        }
         if key.fingerprint() == old {
             return;
         }
@@ -299,12 +317,13 @@ async fn build_registry(
     tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max)).await?
 }
 
-/// `GetPublicKey` with a deadline, `attempts` times one second apart.
+/// `GetPublicKey` with a deadline, `attempts` times one second apart: S2's
+/// key and its current seed epoch.
 pub async fn fetch_key(
     s2: &ActivationServiceClient<Channel>,
     attempts: u32,
     deadline: Duration,
-) -> anyhow::Result<PublicKey> {
+) -> anyhow::Result<(PublicKey, SeedEpoch)> {
     let mut last = String::new();
     for attempt in 1..=attempts.max(1) {
         let mut c = s2.clone();
@@ -312,8 +331,11 @@ pub async fn fetch_key(
         req.set_timeout(deadline);
         match tokio::time::timeout(deadline, c.get_public_key(req)).await {
             Ok(Ok(r)) => {
-                return tandem_proto::public_key_from_proto(&r.into_inner())
-                    .map_err(|s| anyhow::anyhow!("{}", s.message()))
+                let r = r.into_inner();
+                let key = tandem_proto::public_key_from_proto(&r).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                let epoch = tandem_proto::epoch_from_proto(&r.seed_epoch, "the activation server's seed_epoch")
+                    .map_err(|s| anyhow::anyhow!("{} (is the activation server older than this model server?)", s.message()))?;
+                return Ok((key, epoch));
             }
             Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
             Err(_) => last = format!("no answer within {} s", deadline.as_secs()),
@@ -381,12 +403,15 @@ impl ModelService for ModelSvc {
     ) -> Result<Response<pb::ListModelsResponse>, Status> {
         self.caller(&req)?;
         let reg = self.state.registry();
-        Ok(Response::new(pb::ListModelsResponse { models: reg.models.values().map(|m| m.proto.clone()).collect() }))
+        Ok(Response::new(pb::ListModelsResponse {
+            models: reg.models.values().map(|m| self.state.model_info(m)).collect(),
+        }))
     }
 
     async fn get_model_info(&self, req: Request<pb::GetModelInfoRequest>) -> Result<Response<pb::ModelInfo>, Status> {
         self.caller(&req)?;
-        Ok(Response::new(self.lookup(&req.get_ref().model_id)?.proto.clone()))
+        let served = self.lookup(&req.get_ref().model_id)?;
+        Ok(Response::new(self.state.model_info(&served)))
     }
 
     async fn infer(&self, req: Request<pb::InferRequest>) -> Result<Response<pb::InferResponse>, Status> {
@@ -446,12 +471,13 @@ impl ModelService for ModelSvc {
                 Engine::K256(s1) => s1.public_key(),
             };
             let enc_seed = tandem_proto::decode_one_ciphertext(pk, &req.enc_seed, "enc_seed")?;
+            let epoch = tandem_proto::epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
             Ok(match &served.engine {
                 Engine::K128(s1) => {
-                    AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, dl, &mut costs).await?)
+                    AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
                 }
                 Engine::K256(s1) => {
-                    AnyPrepared::K256(query::preprocess(s1.clone(), s2, mode, enc_seed, dl, &mut costs).await?)
+                    AnyPrepared::K256(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
                 }
             })
         };
@@ -541,13 +567,12 @@ impl ModelSvc {
                 info!(
                     model = %served.id, %mode, what, client = %caller, rounds = costs.rounds, wall_ms = wall.as_millis() as u64,
                     online_ms = costs.online.as_millis() as u64,
-                    s1_compute_ms = costs.s1_compute.as_millis() as u64, s2_compute_ms = costs.s2_compute_micros / 1000,
+                    s1_compute_ms = costs.s1_compute.as_millis() as u64,
                     to_s2_bytes = costs.to_s2, from_s2_bytes = costs.from_s2, "served"
                 );
                 let stats = pb::QueryStats {
                     s1_wall_micros: wall.as_micros() as u64,
                     s1_compute_micros: costs.s1_compute.as_micros() as u64,
-                    s2_compute_micros: costs.s2_compute_micros,
                     s1_to_s2_bytes: costs.to_s2,
                     s2_to_s1_bytes: costs.from_s2,
                     rounds: costs.rounds,

@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
-use tandem_crypto::{NoiseSource, PublicKey, U256};
+use tandem_crypto::{PublicKey, U256};
 use tandem_model::{Model, OutputMode, QuantConfig, QuantizedModel};
 use tandem_proto::v1 as pb;
 use tandem_protocol::{ModelInfo, ModelServer};
@@ -61,12 +61,11 @@ impl Registry {
         strict: bool,
         max_request_bytes: usize,
     ) -> anyhow::Result<Registry> {
-        let noise = Arc::new(NoiseSource::new(key));
         let mut models = BTreeMap::new();
         for (id, q) in quantized {
             let engine = match q.ring_bits {
-                128 => ModelServer::<u128>::new(q.clone(), key.clone(), noise.clone()).map(Engine::K128),
-                _ => ModelServer::<U256>::new(q.clone(), key.clone(), noise.clone()).map(Engine::K256),
+                128 => ModelServer::<u128>::new(q.clone(), key.clone()).map(Engine::K128),
+                _ => ModelServer::<U256>::new(q.clone(), key.clone()).map(Engine::K256),
             };
             let engine = match engine {
                 Ok(e) => e,

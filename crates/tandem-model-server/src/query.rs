@@ -5,7 +5,7 @@
 //! deadline.
 
 use std::time::{Duration, Instant};
-use tandem_crypto::{Ciphertext, Ring};
+use tandem_crypto::{Ciphertext, Ring, SeedEpoch};
 use tandem_model::OutputMode;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_client::ActivationServiceClient;
@@ -30,7 +30,6 @@ pub struct Deadlines {
 #[derive(Default, Debug, Clone)]
 pub struct Costs {
     pub s1_compute: Duration,
-    pub s2_compute_micros: u64,
     pub to_s2: u64,
     pub from_s2: u64,
     pub rounds: u32,
@@ -88,7 +87,7 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
         Code::FailedPrecondition => {
             return QueryFailure {
                 status: Status::failed_precondition(format!(
-                    "the activation server's key changed ({m}); fetch the model info again and retry"
+                    "the activation server's key or seed epoch changed ({m}); fetch the model info again and retry with a fresh seed"
                 )),
                 key_changed: true,
             }
@@ -98,23 +97,23 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
     QueryFailure { status, key_changed: false }
 }
 
-/// A reply message of S2's streams: its payload and S2's compute time.
+/// A reply message of S2's streams.
 pub trait Reply: Send + 'static {
     type Msg;
-    fn into_parts(self) -> (Option<Self::Msg>, u64);
+    fn into_msg(self) -> Option<Self::Msg>;
 }
 
 impl Reply for pb::PreprocessReply {
     type Msg = pb::preprocess_reply::Msg;
-    fn into_parts(self) -> (Option<Self::Msg>, u64) {
-        (self.msg, self.compute_micros)
+    fn into_msg(self) -> Option<Self::Msg> {
+        self.msg
     }
 }
 
 impl Reply for pb::EvaluateReply {
     type Msg = pb::evaluate_reply::Msg;
-    fn into_parts(self) -> (Option<Self::Msg>, u64) {
-        (self.msg, self.compute_micros)
+    fn into_msg(self) -> Option<Self::Msg> {
+        self.msg
     }
 }
 
@@ -182,9 +181,7 @@ impl<O: prost::Message, I: Reply> Link<O, I> {
             .into()),
             Ok(Ok(Some(m))) => {
                 costs.from_s2 += wire_len(&m);
-                let (msg, micros) = m.into_parts();
-                costs.s2_compute_micros += micros;
-                msg.ok_or_else(|| {
+                m.into_msg().ok_or_else(|| {
                     Status::internal(format!("the activation server sent an empty message instead of {expecting}"))
                         .into()
                 })
@@ -233,6 +230,7 @@ pub async fn preprocess<R: Ring>(
     mut s2: ActivationServiceClient<Channel>,
     mode: OutputMode,
     enc_seed: Ciphertext,
+    epoch: SeedEpoch,
     deadlines: Deadlines,
     costs: &mut Costs,
 ) -> Result<Prepared<R>, QueryFailure> {
@@ -241,7 +239,7 @@ pub async fn preprocess<R: Ring>(
     let (pre, start) = {
         let pk = pk.clone();
         blocking(costs, move || {
-            let (pre, start) = s1.start_preprocessing(mode, &enc_seed).map_err(|e| status_from_protocol(&e))?;
+            let (pre, start) = s1.start_preprocessing(mode, &enc_seed, epoch).map_err(|e| status_from_protocol(&e))?;
             Ok((pre, tandem_proto::session_start_to_proto(&pk, &start)))
         })
         .await?
@@ -357,7 +355,7 @@ pub async fn run<R: Ring>(
         })
         .await?
     };
-    let prepared = preprocess(s1, s2.clone(), mode, qr.enc_seed, deadlines, costs).await?;
+    let prepared = preprocess(s1, s2.clone(), mode, qr.enc_seed, qr.epoch, deadlines, costs).await?;
     let t = Instant::now();
     let r = online(prepared, s2, qr.masked_input, deadlines, costs).await;
     costs.online = t.elapsed();

@@ -6,7 +6,7 @@ use crate::status::invalid;
 use crate::v1 as pb;
 use rayon::prelude::*;
 use tandem_crypto::packing::PackingParams;
-use tandem_crypto::{Ciphertext, PublicKey, Ring};
+use tandem_crypto::{Ciphertext, PublicKey, Ring, SeedEpoch};
 use tandem_model::{ActivationKind, OutputMode};
 use tandem_protocol::messages as m;
 use tandem_protocol::messages::SessionId;
@@ -152,9 +152,21 @@ pub fn session_id_from_bytes(b: &[u8], field: &str) -> Result<SessionId, Status>
 
 // ---------------------------------------------------------------- keys
 
+/// The key with `seed_epoch` empty: the epoch changes while the key does
+/// not, so whoever publishes the key sets the current epoch.
 pub fn public_key_to_proto(pk: &PublicKey) -> pb::PaillierPublicKey {
     let f = pk.to_file();
-    pb::PaillierPublicKey { n_hex: f.n, bits: pk.bits(), fingerprint: f.fingerprint }
+    pb::PaillierPublicKey { n_hex: f.n, bits: pk.bits(), fingerprint: f.fingerprint, seed_epoch: Vec::new() }
+}
+
+/// A seed epoch: exactly 16 bytes.
+pub fn epoch_from_proto(b: &[u8], field: &str) -> Result<SeedEpoch, Status> {
+    SeedEpoch::from_slice(b).ok_or_else(|| {
+        invalid(format!(
+            "{field} has {} bytes; a seed epoch is exactly 16 (activation_key.seed_epoch of the model info)",
+            b.len()
+        ))
+    })
 }
 
 /// Parses a key and checks that its stated fingerprint is its own (the caller
@@ -177,6 +189,7 @@ pub fn query_request_to_proto<R: Ring>(pk: &PublicKey, q: &m::QueryRequest<R>) -
         masked_input: encode_ring(&q.masked_input),
         enc_seed: pk.ciphertext_to_bytes(&q.enc_seed),
         ticket_id: Vec::new(),
+        seed_epoch: q.epoch.0.to_vec(),
     }
 }
 
@@ -188,6 +201,7 @@ pub fn ticket_query_to_proto<R: Ring>(q: &m::TicketQuery<R>) -> pb::InferRequest
         masked_input: encode_ring(&q.masked_input),
         enc_seed: Vec::new(),
         ticket_id: q.ticket.to_vec(),
+        seed_epoch: Vec::new(),
     }
 }
 
@@ -196,6 +210,7 @@ pub fn ticket_request_to_proto(pk: &PublicKey, q: &m::TicketRequest) -> pb::Crea
         model_id: q.model_id.clone(),
         mode: mode_to_proto(q.mode) as i32,
         enc_seed: pk.ciphertext_to_bytes(&q.enc_seed),
+        seed_epoch: q.epoch.0.to_vec(),
     }
 }
 
@@ -218,7 +233,8 @@ pub fn query_request_from_proto<R: Ring>(
 ) -> Result<m::QueryRequest<R>, Status> {
     let masked_input = decode_ring::<R>(&req.masked_input, Some(input_len), "masked_input")?;
     let enc_seed = decode_one_ciphertext(pk, &req.enc_seed, "enc_seed")?;
-    Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, enc_seed })
+    let epoch = epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
+    Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, enc_seed, epoch })
 }
 
 pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<pb::QueryStats>) -> pb::InferResponse {
@@ -256,6 +272,7 @@ pub fn session_start_to_proto(pk: &PublicKey, s: &m::SessionStart) -> pb::Sessio
         input_len: s.input_len,
         ring_bits: s.ring_bits,
         key_fingerprint: pk.fingerprint(),
+        seed_epoch: s.epoch.0.to_vec(),
     }
 }
 
@@ -267,6 +284,7 @@ pub fn session_start_from_proto(pk: &PublicKey, s: &pb::SessionStart) -> Result<
         enc_seed: decode_one_ciphertext(pk, &s.enc_seed, "enc_seed")?,
         input_len: s.input_len,
         ring_bits: s.ring_bits,
+        epoch: epoch_from_proto(&s.seed_epoch, "seed_epoch")?,
     })
 }
 

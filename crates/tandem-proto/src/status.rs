@@ -18,14 +18,13 @@ pub fn code_of(e: &ProtocolError) -> Code {
             ModelError::File(_) | ModelError::UnknownLayer { .. } => Code::Internal,
         },
         ProtocolError::Crypto(c) => match c {
-            CryptoError::MalformedCiphertext(_) | CryptoError::BadSeed | CryptoError::Budget(_) => {
-                Code::InvalidArgument
-            }
+            CryptoError::MalformedCiphertext(_) | CryptoError::Budget(_) => Code::InvalidArgument,
             CryptoError::InvalidKey(_) => Code::FailedPrecondition,
             CryptoError::SealedResultRejected => Code::DataLoss,
         },
         ProtocolError::BadMessage(_) | ProtocolError::RingMismatch { .. } => Code::InvalidArgument,
         ProtocolError::ReplayedSeed => Code::AlreadyExists,
+        ProtocolError::UnknownEpoch => Code::FailedPrecondition,
         ProtocolError::KeyTooSmall { .. } => Code::FailedPrecondition,
     }
 }

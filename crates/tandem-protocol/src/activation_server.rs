@@ -10,10 +10,10 @@ use crate::messages::*;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
-use std::collections::HashSet;
 use std::sync::Arc;
 use tandem_crypto::packing::{unpack, PackingParams};
-use tandem_crypto::{BigInt, Ciphertext, NoiseSource, PublicKey, Ring, SecretKey, Seed};
+use crate::replay::ReplayLog;
+use tandem_crypto::{BigInt, Ciphertext, NoiseSource, PublicKey, Ring, SecretKey, Seed, SeedEpoch};
 use tandem_model::activation::{argmax_first, sigmoid_fixed, softmax_fixed, tanh_fixed};
 use tandem_model::{ActivationKind, OutputMode, F_ACT};
 
@@ -44,37 +44,50 @@ impl ActivationKeys {
 /// S2's long-lived state.
 pub struct ActivationServer {
     keys: Arc<ActivationKeys>,
-    /// Replay tags (a hash of each seed) seen so far.
-    seen: HashSet<[u8; 32]>,
+    /// Replay tags of the seeds served, in two bounded epochs.
+    replay: ReplayLog,
+    rng: ChaCha20Rng,
 }
 
 impl ActivationServer {
     pub fn new(sk: SecretKey) -> Self {
-        ActivationServer { keys: Arc::new(ActivationKeys::new(sk)), seen: HashSet::new() }
+        Self::with_replay_bound(sk, crate::replay::DEFAULT_SEEDS_PER_EPOCH)
+    }
+    /// [`ActivationServer::new`] with `per_epoch` seeds per replay epoch.
+    pub fn with_replay_bound(sk: SecretKey, per_epoch: usize) -> Self {
+        let mut rng = ChaCha20Rng::from_entropy();
+        let replay = ReplayLog::new(per_epoch, &mut rng);
+        ActivationServer { keys: Arc::new(ActivationKeys::new(sk)), replay, rng }
     }
     pub fn public_key(&self) -> &PublicKey {
         self.keys.public_key()
+    }
+    /// The epoch clients must derive their seeds under now.
+    pub fn seed_epoch(&self) -> SeedEpoch {
+        self.replay.current_epoch()
     }
     pub fn keys(&self) -> &Arc<ActivationKeys> {
         &self.keys
     }
     pub fn seen_seeds(&self) -> usize {
-        self.seen.len()
+        self.replay.len()
     }
 
     /// Decrypts the seed, refuses a replay, and returns `[r]` (§4.2).
     pub fn start_session<R: Ring>(&mut self, msg: &SessionStart) -> Result<(ActivationSession<R>, InputMasks)> {
-        let (seed, tag) = decrypt_seed::<R>(&self.keys, msg)?;
-        if !self.seen.insert(tag) {
-            return Err(ProtocolError::ReplayedSeed);
-        }
+        self.replay.check_epoch(&msg.epoch)?;
+        let seed = decrypt_seed::<R>(&self.keys, msg)?;
+        self.replay.record(&msg.epoch, seed.replay_tag(), &mut self.rng)?;
         Ok(open_session(self.keys.clone(), msg, seed))
     }
 }
 
 /// The part of `start_session` that needs no shared mutable state, so a
-/// concurrent server can decrypt outside its lock: check, decrypt, tag.
-pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Result<(Seed, [u8; 32])> {
+/// concurrent server can decrypt outside its lock. Every check here is on
+/// S1's public message and comes before the decryption; after it nothing
+/// can fail: the seed is a hash of the whole plaintext, whatever it is
+/// (PROTOCOL §4.2), so no answer depends on the decrypted value.
+pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
     if msg.ring_bits != R::BITS {
         return Err(ProtocolError::RingMismatch { model: msg.ring_bits, code: R::BITS });
     }
@@ -84,9 +97,11 @@ pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Resul
             msg.input_len
         )));
     }
-    let seed = Seed::from_bigint(&keys.sk.decrypt(&msg.enc_seed))?;
-    let tag = seed.replay_tag();
-    Ok((seed, tag))
+    let pk = keys.public_key();
+    let mut m = keys.sk.decrypt_raw(&msg.enc_seed);
+    let seed = Seed::from_plaintext(&msg.epoch, &m, pk.modulus_bytes());
+    zeroize::Zeroize::zeroize(&mut m);
+    Ok(seed)
 }
 
 /// Derives `r` from the seed and encrypts it.

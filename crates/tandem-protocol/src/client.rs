@@ -6,7 +6,7 @@ use crate::error::{ProtocolError, Result};
 use crate::messages::*;
 use serde::{Deserialize, Serialize};
 use std::marker::PhantomData;
-use tandem_crypto::{PublicKey, Ring, Seed};
+use tandem_crypto::{PublicKey, Ring, Seed, SeedEpoch, SeedSecret};
 use tandem_model::{quantize_input, ModelError, Output, OutputMode, QuantizedModel};
 
 /// What a client must know about a model: public metadata S1 publishes.
@@ -55,9 +55,11 @@ impl ModelInfo {
     }
 }
 
-/// A client bound to one activation-server key (pin it: see SECURITY.md).
+/// A client bound to one activation-server key (pin it: see SECURITY.md)
+/// and the seed epoch S2 currently holds (public, from the model info).
 pub struct Client {
     pk: PublicKey,
+    epoch: SeedEpoch,
 }
 
 /// The client's secret state between request and response.
@@ -71,8 +73,11 @@ pub struct PendingQuery<R> {
 }
 
 impl Client {
-    pub fn new(pk: PublicKey) -> Self {
-        Client { pk }
+    pub fn new(pk: PublicKey, epoch: SeedEpoch) -> Self {
+        Client { pk, epoch }
+    }
+    pub fn epoch(&self) -> SeedEpoch {
+        self.epoch
     }
     pub fn public_key(&self) -> &PublicKey {
         &self.pk
@@ -88,7 +93,8 @@ impl Client {
     ) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
         let (ticket, req) = self.request_ticket(info, mode)?;
         let masked_input = ticket.mask(x)?;
-        let query = QueryRequest { model_id: req.model_id, mode, masked_input, enc_seed: req.enc_seed };
+        let query =
+            QueryRequest { model_id: req.model_id, mode, masked_input, enc_seed: req.enc_seed, epoch: req.epoch };
         Ok((PendingQuery { seed: ticket.seed, info: ticket.info, mode, session_id: None, _r: PhantomData }, query))
     }
 
@@ -103,9 +109,12 @@ impl Client {
             return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
         }
         info.check_mode(mode)?;
-        let seed = Seed::random();
-        let enc_seed = self.pk.encrypt(&seed.to_bigint());
-        let req = TicketRequest { model_id: info.id.clone(), mode, enc_seed };
+        // The client encrypts a fresh secret; its seed is what S2 will derive
+        // from the decrypted plaintext under the epoch (§4.1).
+        let secret = SeedSecret::random();
+        let enc_seed = self.pk.encrypt(&secret.to_bigint());
+        let seed = secret.seed(&self.epoch, self.pk.modulus_bytes());
+        let req = TicketRequest { model_id: info.id.clone(), mode, enc_seed, epoch: self.epoch };
         Ok((PendingTicket { seed, info: info.clone(), mode, _r: PhantomData }, req))
     }
 }

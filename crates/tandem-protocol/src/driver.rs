@@ -8,7 +8,7 @@ use crate::client::{Client, ModelInfo, PendingTicket};
 use crate::error::Result;
 use crate::messages::*;
 use crate::model_server::{ModelServer, Prepared};
-use tandem_crypto::{Ciphertext, Ring};
+use tandem_crypto::{Ciphertext, Ring, SeedEpoch};
 use tandem_model::{Output, OutputMode};
 
 /// Every preprocessing message of one session.
@@ -43,8 +43,9 @@ pub fn preprocess<R: Ring>(
     s2: &mut ActivationServer,
     mode: OutputMode,
     enc_seed: &Ciphertext,
+    epoch: SeedEpoch,
 ) -> Result<(Prepared<R>, ActivationSession<R>, OfflineTranscript)> {
-    let (mut pre, session_start) = s1.start_preprocessing(mode, enc_seed)?;
+    let (mut pre, session_start) = s1.start_preprocessing(mode, enc_seed, epoch)?;
     let (mut session, masks) = s2.start_session::<R>(&session_start)?;
     let mut step = pre.on_input_masks(masks.clone())?;
     let (mut to_s2, mut from_s2) = (Vec::new(), Vec::new());
@@ -102,7 +103,7 @@ pub fn run_query<R: Ring>(
 ) -> Result<(Output, Transcript<R>)> {
     let (pending, query) = client.prepare::<R>(info, x, mode)?;
     s1.check_input(&query.masked_input)?;
-    let (prepared, session, offline) = preprocess(s1, s2, query.mode, &query.enc_seed)?;
+    let (prepared, session, offline) = preprocess(s1, s2, query.mode, &query.enc_seed, query.epoch)?;
     let online = online(prepared, session, query.masked_input.clone())?;
     let result = pending.finish(online.response.clone())?;
     Ok((result, Transcript { query, offline, online }))
@@ -126,7 +127,7 @@ pub fn issue_ticket<R: Ring>(
     mode: OutputMode,
 ) -> Result<IssuedTicket<R>> {
     let (pending, req) = client.request_ticket::<R>(info, mode)?;
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed)?;
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch)?;
     let ticket = Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode: req.mode };
     Ok(IssuedTicket { pending, ticket, prepared, session })
 }

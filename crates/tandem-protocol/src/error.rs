@@ -15,6 +15,10 @@ pub enum ProtocolError {
     BadMessage(String),
     #[error("this seed was already used: every query needs a fresh seed (replay refused)")]
     ReplayedSeed,
+    /// The seed epoch named with `[secret]` is not one S2 holds (S2 restarted
+    /// or rotated its replay log). Decided before any decryption.
+    #[error("unknown seed epoch: the activation server restarted or started a new epoch; fetch the model info again and re-encrypt the seed")]
+    UnknownEpoch,
     #[error("ring size mismatch: the model uses k = {model}, this code path k = {code}")]
     RingMismatch { model: u32, code: u32 },
     #[error("the activation server's key has {key_bits} bits, too small for {layer}: {needed} bits per packing slot")]

@@ -14,6 +14,7 @@ pub mod error;
 pub mod messages;
 pub mod model_server;
 pub mod plan;
+pub mod replay;
 
 pub use activation_server::{ActivationServer, ActivationSession};
 pub use client::{Client, ModelInfo, PendingQuery, PendingTicket};
@@ -23,3 +24,4 @@ pub use driver::{
 pub use error::{ProtocolError, Result};
 pub use messages::*;
 pub use model_server::{ModelServer, OnlineQuery, Prepared, Preprocessing};
+pub use replay::ReplayLog;

@@ -13,7 +13,7 @@
 //!   then `MaskedOutput` → `OutputResponse` → `QueryResponse`.
 
 use tandem_crypto::packing::PackingParams;
-use tandem_crypto::Ciphertext;
+use tandem_crypto::{Ciphertext, SeedEpoch};
 use tandem_model::{ActivationKind, OutputMode};
 
 pub type SessionId = [u8; 16];
@@ -25,8 +25,10 @@ pub struct QueryRequest<R> {
     pub mode: OutputMode,
     /// `ỹ = x_int + r (mod 2^k)`.
     pub masked_input: Vec<R>,
-    /// `[seed]` under S2's key.
+    /// `[secret]` under S2's key.
     pub enc_seed: Ciphertext,
+    /// S2's seed epoch the client derived its seed under.
+    pub epoch: SeedEpoch,
 }
 
 /// Client → S1: ask for a ticket, i.e. a session preprocessed ahead of the
@@ -35,8 +37,10 @@ pub struct QueryRequest<R> {
 pub struct TicketRequest {
     pub model_id: String,
     pub mode: OutputMode,
-    /// `[seed]` under S2's key.
+    /// `[secret]` under S2's key.
     pub enc_seed: Ciphertext,
+    /// S2's seed epoch the client derived its seed under.
+    pub epoch: SeedEpoch,
 }
 
 /// S1 → client: the ticket is ready. The id is the session id, which the
@@ -62,8 +66,11 @@ pub struct TicketQuery<R> {
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionStart {
     pub session_id: SessionId,
-    /// The client's `[seed]`, rerandomized by S1.
+    /// The client's `[secret]`, rerandomized by S1.
     pub enc_seed: Ciphertext,
+    /// The seed epoch the client named (public; S2 refuses one it does not
+    /// hold before decrypting).
+    pub epoch: SeedEpoch,
     /// `d`, the number of input features.
     pub input_len: u32,
     pub ring_bits: u32,

@@ -23,13 +23,12 @@ use std::sync::Arc;
 use tandem_crypto::bigint_traits::*;
 use tandem_crypto::matvec::MatvecPlan;
 use tandem_crypto::packing::{pack, PackingParams};
-use tandem_crypto::{bigint_from_i64, BigInt, Ciphertext, NoiseSource, PublicKey, Ring};
+use tandem_crypto::{bigint_from_i64, BigInt, Ciphertext, PublicKey, Ring, SeedEpoch};
 use tandem_model::{ActivationKind, ModelError, OutputMode, QLayer, QuantizedModel, F_ACT, TAU};
 
 struct Shared<R> {
     model: Arc<QuantizedModel>,
     pk: PublicKey,
-    noise: Arc<NoiseSource>,
     plan: Plan,
     /// Biases reduced into the ring once, per linear layer.
     bias: Vec<Vec<R>>,
@@ -54,7 +53,7 @@ impl<R: Ring> Clone for ModelServer<R> {
 
 impl<R: Ring> ModelServer<R> {
     /// Checks the ring and the homomorphic bit budget for S2's key.
-    pub fn new(model: Arc<QuantizedModel>, pk: PublicKey, noise: Arc<NoiseSource>) -> Result<Self> {
+    pub fn new(model: Arc<QuantizedModel>, pk: PublicKey) -> Result<Self> {
         if model.ring_bits != R::BITS {
             return Err(ProtocolError::RingMismatch { model: model.ring_bits, code: R::BITS });
         }
@@ -85,7 +84,7 @@ impl<R: Ring> ModelServer<R> {
                 _ => None,
             })
             .collect();
-        Ok(ModelServer { shared: Arc::new(Shared { model, pk, noise, plan, bias, ring_rows, matvec }) })
+        Ok(ModelServer { shared: Arc::new(Shared { model, pk, plan, bias, ring_rows, matvec }) })
     }
 
     pub fn model(&self) -> &QuantizedModel {
@@ -112,6 +111,7 @@ impl<R: Ring> ModelServer<R> {
         &self,
         mode: OutputMode,
         enc_seed: &Ciphertext,
+        epoch: SeedEpoch,
     ) -> Result<(Preprocessing<R>, SessionStart)> {
         let sh = &self.shared;
         sh.model.check_mode(mode)?;
@@ -121,8 +121,10 @@ impl<R: Ring> ModelServer<R> {
         let start = SessionStart {
             session_id,
             // Rerandomized like every ciphertext S1 sends S2, so S2 cannot
-            // link the session to the client's ciphertext.
-            enc_seed: sh.noise.rerandomize(&sh.pk, enc_seed),
+            // link the session to the client's ciphertext; full-size noise,
+            // as for everything sent toward the key holder.
+            enc_seed: sh.pk.rerandomize_full(enc_seed),
+            epoch,
             input_len: sh.model.input_len() as u32,
             ring_bits: R::BITS,
         };
@@ -155,14 +157,15 @@ struct HiddenSecrets<R> {
 }
 
 /// How the output round maps `u_j` to `e_p − μ_j` (§4.8, per mode).
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum OutputMap<R> {
     /// `logits`: S2 gets no `e`; S1 returns `u + μ`.
     Logits,
     /// `probabilities`: `u_j + β`.
     Shift(R),
-    /// Multi-class `label`: `m·(n·u_j + n−1−j) + β` (the tie-break encoding).
-    TieBreak { m: R, n: u64, beta: R },
+    /// Multi-class `label`: `m·(n·u_j + n−1−j) + η_p + β` (the tie-break
+    /// encoding, with `η_p ∈ [0, m)` fresh per position, indexed by position).
+    TieBreak { m: R, n: u64, beta: R, eta: Vec<R> },
     /// `sigmoid` (`t = σ`, `off = 0`) and one-output `label` (`t = 2σm`, `off = m·σ`).
     Affine { t: R, off: R },
 }
@@ -239,7 +242,16 @@ fn random_perm(rng: &mut ChaCha20Rng, n: usize) -> Vec<u32> {
 
 /// Odd `m`, log-uniform: `e ∈ [1, τ]`, then `m` odd uniform in `[2^{e−1}, 2^e)`.
 fn log_uniform_odd(rng: &mut ChaCha20Rng) -> u64 {
-    let e = rng.gen_range(1..=TAU);
+    log_uniform_odd_from(rng, 1)
+}
+
+/// The multi-class `label` round draws `m` with `e ∈ [LABEL_M_MIN_BITS, τ]`,
+/// so `m > 2^8` and its noise `η ∈ [0, m)` has at least 8 bits.
+pub const LABEL_M_MIN_BITS: u32 = 9;
+
+/// [`log_uniform_odd`] with `e ∈ [min_e, τ]`.
+fn log_uniform_odd_from(rng: &mut ChaCha20Rng, min_e: u32) -> u64 {
+    let e = rng.gen_range(min_e..=TAU);
     if e == 1 {
         return 1;
     }
@@ -406,7 +418,7 @@ impl<R: Ring> Preprocessing<R> {
                 sh.pk.add_plain(&tg, &mu[j])
             })
             .collect();
-        pack(&sh.pk, packing, &c, &sh.noise)
+        pack(&sh.pk, packing, &c)
     }
 
     /// §4.8: the output round's blinding for this session's mode.
@@ -429,11 +441,20 @@ impl<R: Ring> Preprocessing<R> {
                 // v_p = m·(n·z_j + (n−1−j)) + β: the (n−1−j) term makes every
                 // value distinct and lets the lowest index win ties, exactly
                 // like the reference's arg-max, whatever π is.
+                //
+                // η_p ∈ [0, m), fresh per position, keeps S2 from learning m
+                // (and with it n·(z_a − z_b) + (b − a), i.e. every position's
+                // class up to a cyclic shift) from the gcd of its values'
+                // differences. Order and distinctness survive: the encoded
+                // values are distinct multiples of m and η_p < m. m is at
+                // least 2^{LABEL_M_MIN_BITS − 1} so that η_p is never nearly
+                // constant (with m = 1 it would be 0).
                 let perm = random_perm(&mut self.rng, n);
                 let beta: R = random_beta(&mut self.rng);
-                let m = log_uniform_odd(&mut self.rng);
+                let m = log_uniform_odd_from(&mut self.rng, LABEL_M_MIN_BITS);
+                let eta = (0..n).map(|_| R::from_u64(self.rng.gen_range(0..m))).collect();
                 let t = BigInt::from(m) * BigInt::from(n as u64);
-                (perm, OutputMap::TieBreak { m: R::from_u64(m), n: n as u64, beta }, t, false)
+                (perm, OutputMap::TieBreak { m: R::from_u64(m), n: n as u64, beta, eta }, t, false)
             }
             OutputMode::Label => {
                 // One output: v = σ·m·(2z − 1) is never 0, and v > 0 ⇔ σ·(z > 0).
@@ -567,17 +588,17 @@ impl<R: Ring> OnlineQuery<R> {
         let out = &self.output;
         let u = &self.y;
         let n = u.len();
-        let e_at = |f: &dyn Fn(usize, R) -> R| -> Vec<R> {
-            out.perm.iter().map(|&j| f(j as usize, u[j as usize]).add(out.mu[j as usize])).collect()
+        let e_at = |f: &dyn Fn(usize, usize, R) -> R| -> Vec<R> {
+            out.perm.iter().enumerate().map(|(p, &j)| f(p, j as usize, u[j as usize]).add(out.mu[j as usize])).collect()
         };
-        let (e, aux) = match out.map {
+        let (e, aux) = match &out.map {
             OutputMap::Logits => (Vec::new(), OutputAux::Logits((0..n).map(|j| u[j].add(out.mu[j])).collect())),
-            OutputMap::Shift(beta) => (e_at(&|_, u| u.add(beta)), OutputAux::Permutation(out.perm.clone())),
-            OutputMap::TieBreak { m, n, beta } => (
-                e_at(&|j, u| m.mul(R::from_u64(n).mul(u).add(R::from_u64(n - 1 - j as u64))).add(beta)),
+            OutputMap::Shift(beta) => (e_at(&|_, _, u| u.add(*beta)), OutputAux::Permutation(out.perm.clone())),
+            OutputMap::TieBreak { m, n, beta, eta } => (
+                e_at(&|p, j, u| m.mul(R::from_u64(*n).mul(u).add(R::from_u64(*n - 1 - j as u64))).add(eta[p]).add(*beta)),
                 OutputAux::Permutation(out.perm.clone()),
             ),
-            OutputMap::Affine { t, off } => (e_at(&|_, u| t.mul(u).sub(off)), OutputAux::Negated(out.negated)),
+            OutputMap::Affine { t, off } => (e_at(&|_, _, u| t.mul(u).sub(*off)), OutputAux::Negated(out.negated)),
         };
         self.stage = OnlineStage::AwaitOutput(aux);
         OnlineStep::Output(MaskedOutput { e })
