@@ -214,6 +214,9 @@ impl<R: Ring> PendingQuery<R> {
                     return Err(bad("sealed probabilities have a bad length"));
                 }
                 let by_pos = u64s(&plain);
+                if by_pos.iter().any(|&v| v > 1u64 << f_act) {
+                    return Err(bad("sealed probability above 1"));
+                }
                 let mut values = vec![0u64; n];
                 for (p, &j) in perm.iter().enumerate() {
                     values[j as usize] = by_pos[p];
@@ -250,6 +253,86 @@ impl<R: Ring> PendingQuery<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    fn info(n: usize) -> ModelInfo {
+        ModelInfo {
+            id: "m".into(),
+            input_shape: vec![2],
+            input_range: (-1.0, 1.0),
+            f_in: 16,
+            f_act: 16,
+            ring_bits: 128,
+            output_len: n,
+            output_scale: 20,
+            modes: vec![OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits, OutputMode::Sigmoid],
+            default_mode: OutputMode::Label,
+        }
+    }
+
+    fn pending(n: usize, mode: OutputMode, seed: &Seed) -> PendingQuery<u128> {
+        PendingQuery { seed: seed.clone(), info: info(n), mode, session_id: None, _r: PhantomData }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Issue 14 item 11: payloads that are validly sealed for this
+        /// client (so they pass authentication) but whose content is
+        /// hostile — any length, any value, any aux — give a typed error or
+        /// a well-formed output, never a panic or an out-of-range value.
+        #[test]
+        fn validly_sealed_hostile_payloads(
+            n in 1usize..12,
+            mode_i in 0usize..4,
+            payload in prop::collection::vec(any::<u8>(), 0..100),
+            perm in prop::collection::vec(0u32..14, 0..14),
+            aux_i in 0usize..3,
+            neg in any::<bool>(),
+            logits in prop::collection::vec(any::<u128>(), 0..14),
+        ) {
+            let seed = Seed::from_bytes([7; 32]);
+            let mode = [OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits, OutputMode::Sigmoid][mode_i];
+            let sid = [1u8; 16];
+            let aux = match aux_i {
+                0 => OutputAux::Permutation(perm),
+                1 => OutputAux::Negated(neg),
+                _ => OutputAux::Logits(logits),
+            };
+            let resp = QueryResponse { session_id: sid, sealed: seed.seal(&sid, &payload), aux };
+            match pending(n, mode, &seed).finish(resp) {
+                Ok(Output::Label(l)) => prop_assert!(l < n.max(2)),
+                Ok(Output::Probabilities { values, scale }) => {
+                    prop_assert_eq!(values.len(), n);
+                    prop_assert!(values.iter().all(|&v| v <= 1u64 << scale));
+                }
+                Ok(Output::Logits { values, .. }) => prop_assert_eq!(values.len(), n),
+                Ok(Output::Sigmoid { value, scale }) => prop_assert!(value <= 1u64 << scale),
+                Err(e) => prop_assert!(matches!(e, ProtocolError::BadMessage(_)), "{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_payloads_that_fit_the_mode_in_size_are_still_refused() {
+        let seed = Seed::from_bytes([9; 32]);
+        let sid = [2u8; 16];
+        let answer = |n, mode, payload: &[u8], aux| {
+            pending(n, mode, &seed).finish(QueryResponse { session_id: sid, sealed: seed.seal(&sid, payload), aux })
+        };
+        // A label position beyond the permutation.
+        assert!(answer(3, OutputMode::Label, &7u32.to_le_bytes(), OutputAux::Permutation(vec![2, 0, 1])).is_err());
+        // A binary label that is not a bit.
+        assert!(answer(1, OutputMode::Label, &[2], OutputAux::Negated(false)).is_err());
+        // A sigmoid above 1.
+        assert!(answer(1, OutputMode::Sigmoid, &((1u64 << 16) + 1).to_le_bytes(), OutputAux::Negated(true)).is_err());
+        // A permutation that repeats an index.
+        assert!(answer(2, OutputMode::Probabilities, &[0; 16], OutputAux::Permutation(vec![1, 1])).is_err());
+        // Logits for a different output count.
+        assert!(answer(2, OutputMode::Logits, &[0; 48], OutputAux::Logits(vec![0; 3])).is_err());
+        // An aux of another mode.
+        assert!(answer(2, OutputMode::Label, &0u32.to_le_bytes(), OutputAux::Negated(false)).is_err());
+    }
 
     /// Regression (found by tests/hostile_formats.rs): a server claiming a
     /// huge output count is refused before the count sizes anything.
