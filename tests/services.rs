@@ -234,9 +234,17 @@ async fn bad_requests_get_clear_statuses() {
         Code::InvalidArgument,
         "a ciphertext under this 1024-bit key is exactly 256 bytes",
     );
-    // A valid ciphertext of something that is not a seed: refused by S2.
+    // A valid ciphertext of something that is not a 32-byte secret is NOT
+    // refused: a refusal that depended on the plaintext was a decryption
+    // oracle (SECURITY.md). The query runs and its answer opens for nobody.
     req.enc_seed = remote.key.ciphertext_to_bytes(&remote.key.encrypt(&(tandem_crypto::BigInt::from(1u32) << 300)));
-    assert_status(raw.infer(req).await, Code::InvalidArgument, "does not decrypt to a 256-bit value");
+    raw.infer(req.clone()).await.expect("no refusal that depends on the decrypted plaintext");
+    // Seed epochs: malformed, or one the activation server does not hold.
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
+    req.seed_epoch = vec![1; 3];
+    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "seed_epoch has 3 bytes; a seed epoch is exactly 16");
+    req.seed_epoch = vec![1; 16];
+    assert_status(raw.infer(req).await, Code::FailedPrecondition, "fetch the model info again");
 
     // Oversize request (the server was started with a 64 KiB limit).
     let mut req = valid_request(&remote, &x, OutputMode::Label);
@@ -464,11 +472,26 @@ async fn activation_server_outages_become_statuses() {
     let s = status(c.infer_with(&remote, &x, None).await.unwrap_err());
     assert_eq!(s.code(), Code::Unavailable, "{}", s.message());
 
-    // Back with the same key on the same port: queries work again.
+    // Back with the same key on the same port, in a new seed epoch: a seed
+    // derived under the old epoch is refused before S2 decrypts it (so no
+    // seed recorded before the restart can ever be served again), and the
+    // library's `infer` refetches the model info and retries by itself.
     let s2p = activation_server(e.dir.path(), &e.key, &[], &s2_addr);
-    let mut ok = false;
+    let mut stale = None;
     for _ in 0..20 {
         match c.infer_with(&remote, &x, None).await {
+            Err(ClientError::Status(s)) if s.code() == Code::FailedPrecondition => {
+                stale = Some(s);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(_) => panic!("a seed of the epoch before the restart must be refused"),
+        }
+    }
+    assert!(stale.expect("the old epoch is refused").message().contains("seed epoch"));
+    let mut ok = false;
+    for _ in 0..20 {
+        match c.infer("slow", &x, None).await {
             Ok(r) => {
                 assert_eq!(r.output, reference(&model, &x, OutputMode::Label));
                 ok = true;
@@ -500,7 +523,7 @@ async fn activation_server_outages_become_statuses() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    assert!(refused.expect("key change detected").message().contains("key changed"));
+    assert!(refused.expect("key change detected").message().contains("key or seed epoch changed"));
     let mut fresh = None;
     for _ in 0..50 {
         let m = c.model("slow").await.unwrap();

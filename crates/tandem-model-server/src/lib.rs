@@ -284,7 +284,10 @@ impl ModelState {
     /// After S2 reported a different key or refused a seed epoch: fetch both
     /// and, if the key changed, rebuild the models.
     async fn refresh_key(self: Arc<Self>) {
-        let Ok(_guard) = self.refreshing.try_lock() else { return };
+        // Waits for a refresh already running rather than skipping it: the
+        // caller answers its client only afterwards, so that a client that
+        // refetches the model info at once gets the new key and epoch.
+        let _guard = self.refreshing.lock().await;
         let old = self.registry().key.fingerprint();
         let (key, epoch) = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
             Ok(k) => k,
@@ -439,7 +442,7 @@ impl ModelService for ModelSvc {
             }
         };
         let result = with_deadline(dl.query, fut).await;
-        self.answer(&served, mode, Call { what: "query", caller: &caller, t0 }, costs, result).map(|mut r| {
+        self.answer(&served, mode, Call { what: "query", caller: &caller, t0 }, costs, result).await.map(|mut r| {
             r.0.stats = Some(r.1);
             Response::new(r.0)
         })
@@ -483,7 +486,7 @@ impl ModelService for ModelSvc {
         };
         let result = with_deadline(dl.query, fut).await;
         let (prepared, stats) =
-            self.answer(&served, mode, Call { what: "ticket", caller: &caller, t0 }, costs, result)?;
+            self.answer(&served, mode, Call { what: "ticket", caller: &caller, t0 }, costs, result).await?;
         let id = match &prepared {
             tickets::AnyPrepared::K128(p) => p.session_id(),
             tickets::AnyPrepared::K256(p) => p.session_id(),
@@ -552,7 +555,7 @@ impl ModelSvc {
     }
 
     /// Logs the outcome and turns the costs into `QueryStats`.
-    fn answer<T>(
+    async fn answer<T>(
         &self,
         served: &Served,
         mode: tandem_model::OutputMode,
@@ -583,7 +586,7 @@ impl ModelSvc {
             Err(f) => {
                 warn!(model = %served.id, %mode, what, client = %caller, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "failed: {}", f.status.message());
                 if f.key_changed {
-                    tokio::spawn(self.state.clone().refresh_key());
+                    self.state.clone().refresh_key().await;
                 }
                 Err(f.status)
             }
@@ -655,7 +658,7 @@ impl ModelSvc {
         };
         let result = with_deadline(dl.query, fut).await;
         costs.online = t0.elapsed();
-        self.answer(&served, mode, Call { what: "ticket query", caller, t0 }, costs, result).map(|(mut r, stats)| {
+        self.answer(&served, mode, Call { what: "ticket query", caller, t0 }, costs, result).await.map(|(mut r, stats)| {
             r.stats = Some(stats);
             Response::new(r)
         })
