@@ -150,6 +150,12 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
     g.bench_function("noise_source_encrypt_public", |b| {
         b.iter_custom(|n| timed("ct/noise_encrypt", n, || drop(black_box(noise.encrypt(pk, &m)))))
     });
+    g.bench_function("rerandomize_full", |b| {
+        b.iter_custom(|n| timed("ct/rerandomize_full", n, || drop(black_box(pk.rerandomize_full(&ct)))))
+    });
+    g.bench_function("noise_source_rerandomize_public", |b| {
+        b.iter_custom(|n| timed("ct/rerandomize_djn", n, || drop(black_box(noise.rerandomize(pk, &ct)))))
+    });
     g.bench_function("public_key_encrypt", |b| {
         b.iter_custom(|n| timed("ct/full_encrypt", n, || drop(black_box(pk.encrypt(&m)))))
     });
@@ -159,6 +165,21 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
 fn bench_query(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
     let mut rng = StdRng::seed_from_u64(1);
     let mut h = tandem::Harness::new(&mnist.m, sk).expect("harness");
+    if mnist.q.ring_bits == 128 {
+        // How many ciphertexts S1 sends S2 per query: each gets a full-size
+        // r^N (SECURITY.md, "Rerandomization toward the key holder").
+        let t = h.transcript_128(&mnist.input(&mut rng), OutputMode::Label).expect("query");
+        let packed: usize = t
+            .offline
+            .to_s2
+            .iter()
+            .map(|s| match s {
+                tandem_protocol::OfflineStep::Round(r) => r.packed.len(),
+                tandem_protocol::OfflineStep::Output(o) => o.packed.len(),
+            })
+            .sum();
+        println!("MNIST query: {packed} packed ciphertexts + 1 seed = {} full-size rerandomizations by S1", packed + 1);
+    }
     let mut g = c.benchmark_group("server_cost/query");
     g.sampling_mode(SamplingMode::Flat)
         .sample_size(10)
@@ -205,6 +226,8 @@ fn summary() {
         ("`NoiseSource::encrypt`, public-key source (`NoiseSource::new`, S1's)", "ct/noise_encrypt", true),
         ("`NoiseSource::encrypt`, public-key source, 6-bit windows (before)", "ct/noise_encrypt_w6", true),
         ("`PublicKey::encrypt` (full r^N)", "ct/full_encrypt", true),
+        ("S1 `PublicKey::rerandomize_full` (full r^N, toward S2 since issue 14)", "ct/rerandomize_full", true),
+        ("S1 `NoiseSource::rerandomize`, public source (DJN, toward S2 before issue 14)", "ct/rerandomize_djn", true),
         ("full query MNIST 784-128-128-10, label, in-process", "query/mnist", false),
     ];
     for (name, k, single) in rows {
@@ -250,6 +273,11 @@ fn summary() {
     );
     r("ct/full_encrypt", "ct/noise_encrypt_s2", "PublicKey::encrypt / NoiseSource::encrypt, S2's source (wall)");
     r("ct/decrypt_1t", "ct/decrypt_2t", "decrypt_raw 1 thread / 2 threads");
+    r(
+        "ct/rerandomize_full/cpu",
+        "ct/rerandomize_djn/cpu",
+        "rerandomization toward S2: full r^N / DJN public source (CPU)",
+    );
     r(
         "ct/noise_encrypt_s2_w6/cpu",
         "ct/noise_encrypt_s2/cpu",

@@ -222,7 +222,18 @@ impl Level {
 /// worker into a busy loop of instant errors.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-async fn oneshot_worker(mut client: TandemClient, model: RemoteModel, lv: Arc<Level>) {
+/// After FAILED_PRECONDITION (S2 restarted, or started a new seed epoch, or
+/// changed its key) a client must fetch the model info again, as the
+/// client library's `infer` does; keeps the old info if that fails too.
+async fn refetch_on_stale<T>(client: &mut TandemClient, model: &mut RemoteModel, r: &Result<T, ClientError>) {
+    if matches!(r, Err(e) if e.status().is_some_and(|s| code_name(s.code()) == "FAILED_PRECONDITION")) {
+        if let Ok(m) = client.model(&model.info.id).await {
+            *model = m;
+        }
+    }
+}
+
+async fn oneshot_worker(mut client: TandemClient, mut model: RemoteModel, lv: Arc<Level>) {
     loop {
         if lv.past_deadline() || !lv.claim() {
             break;
@@ -230,6 +241,7 @@ async fn oneshot_worker(mut client: TandemClient, model: RemoteModel, lv: Arc<Le
         let row = lv.row();
         let t0 = Instant::now();
         let r = client.infer_with(&model, &lv.work.rows[row], Some(lv.mode)).await;
+        refetch_on_stale(&mut client, &mut model, &r).await;
         let failed = r.is_err();
         lv.record(row, r, t0.elapsed(), None);
         if failed {
@@ -248,7 +260,7 @@ type TicketItem = Result<RemoteTicket, ClientError>;
 /// its online queries, off their critical path).
 async fn prefetcher(
     mut client: TandemClient,
-    model: RemoteModel,
+    mut model: RemoteModel,
     tx: mpsc::Sender<TicketItem>,
     lv: Arc<Level>,
     reserve: usize,
@@ -265,6 +277,7 @@ async fn prefetcher(
         let t0 = Instant::now();
         let r = client.create_ticket(&model, Some(lv.mode)).await;
         let lat = t0.elapsed();
+        refetch_on_stale(&mut client, &mut model, &r).await;
         let failed = r.is_err();
         if lv.measuring.load(Ordering::Relaxed) {
             let mut a = lv.acc();
