@@ -699,7 +699,7 @@ async fn tickets_are_single_use_bounded_and_exact() {
         for mode in q.modes() {
             let t = c.create_ticket(&remote, Some(mode)).await.unwrap();
             assert_eq!((t.model_id(), t.mode()), (id.as_str(), mode));
-            let pre = t.cost.server.clone().expect("preprocessing stats");
+            let pre = t.cost.server.expect("preprocessing stats");
             assert!(pre.s1_to_s2_bytes > 0 && pre.s2_to_s1_bytes > 0 && pre.rounds >= 2);
             let x = random_input(&mut rng, m);
             let got = c.infer_on_ticket(t, &x).await.unwrap_or_else(|e| panic!("{id} {mode}: {e}"));

@@ -96,7 +96,7 @@ mod tests {
         load_or_create(&p, 1024, true).unwrap();
         for mode in [0o640, 0o604, 0o660, 0o644] {
             std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
-            let e = load(&p).err().expect("a group- or world-accessible key must be refused").to_string();
+            let e = load(&p).expect_err("a group- or world-accessible key must be refused").to_string();
             assert!(e.contains("chmod 600"), "{e}");
         }
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o400)).unwrap();

@@ -428,7 +428,7 @@ mod tests {
             let enc: Vec<_> = xs[..cols].iter().map(|&x| noise.encrypt(pk, &crate::bigint_from_i64(x))).collect();
             let sparse: Vec<SparseRow> = rows.iter().map(|r| {
                 r[..cols].iter().enumerate()
-                    .filter(|(i, _)| sparsity == 0 || (*i as u32) % (sparsity + 1) == 0)
+                    .filter(|(i, _)| sparsity == 0 || (*i as u32).is_multiple_of(sparsity + 1))
                     .map(|(i, &w)| (i as u32, w)).collect()
             }).collect();
             let fast = matvec(pk, &sparse, &enc);

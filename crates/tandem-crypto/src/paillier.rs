@@ -520,7 +520,7 @@ pub(crate) mod tests {
             let c = pk.encrypt(&m);
             let dk = kzen_paillier::DecryptionKey { p: sk.p.clone(), q: sk.q.clone() };
             let raw: RawPlaintext = Paillier::decrypt(&dk, RawCiphertext(Cow::Borrowed(&c.0)));
-            assert_eq!(pk.decode_signed(&raw.0.into_owned()), m);
+            assert_eq!(pk.decode_signed(&raw.0), m);
             // kzen's encryption → ours
             let kc: RawCiphertext = Paillier::encrypt(&ek, RawPlaintext::from(pk.encode_signed(&m)));
             assert_eq!(sk.decrypt(&Ciphertext(kc.0.into_owned())), m);

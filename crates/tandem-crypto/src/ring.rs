@@ -163,7 +163,7 @@ pub fn encode_vec<R: Ring>(v: &[R]) -> Vec<u8> {
 
 /// Inverse of [`encode_vec`]; `None` when the length is not a multiple of `k/8`.
 pub fn decode_vec<R: Ring>(b: &[u8]) -> Option<Vec<R>> {
-    if b.len() % R::BYTES != 0 {
+    if !b.len().is_multiple_of(R::BYTES) {
         return None;
     }
     b.chunks_exact(R::BYTES).map(R::from_le_slice).collect()

@@ -95,7 +95,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
     let hend = 20 + hlen as usize;
     let header: Header = serde_json::from_slice(&bytes[20..hend]).map_err(|e| err(format!("header: {e}")))?;
     let blob_bytes = &bytes[hend..];
-    if blob_bytes.len() % 4 != 0 {
+    if !blob_bytes.len().is_multiple_of(4) {
         return Err(err("weight blob length is not a multiple of 4 bytes"));
     }
     let blob: Vec<f32> = blob_bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().expect("4"))).collect();
