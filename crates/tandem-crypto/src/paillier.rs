@@ -579,6 +579,41 @@ pub(crate) mod tests {
         assert_eq!(parsed, c);
     }
 
+    /// Euler's criterion: `a^((p−1)/2) mod p` is 1 for a square, −1 else.
+    fn is_square_mod(a: &BigInt, p: &BigInt) -> bool {
+        BigInt::mod_pow(&BigInt::modulus(a, p), &((p - BigInt::one()) >> 1), p) == BigInt::one()
+    }
+
+    /// Issue 14 item 4: what S1 sends S2 must carry randomness that is
+    /// uniform even to the key holder. S2 knows `p, q`, so it can read the
+    /// quadratic characters of a ciphertext's randomness mod `p` and mod `q`
+    /// (for `c = (1 + mN)·R^N`, `c mod p` is a square iff `R` is). Noise
+    /// `h^x` with `h = (−y²)^N` confines the pair of characters to a subgroup
+    /// of size at most 2 (their values are `((−1|p)^x, (−1|q)^x)`), so S2
+    /// learns a parity of the exponents (linear in the weights) when the
+    /// character of `−1` is trivial. A full-size `r^N` makes all four pairs
+    /// appear. With 64 samples the chance that one pair is missing by
+    /// accident is below 4·(3/4)^64 < 10^-7.
+    #[test]
+    fn what_s1_sends_s2_has_uniform_characters_for_the_key_holder() {
+        let sk = key1024();
+        let pk = sk.public();
+        let pair = |c: &Ciphertext| (is_square_mod(&c.0, &sk.p), is_square_mod(&c.0, &sk.q));
+        // The plaintext part 1 + mN is 1 mod p and mod q: only R counts.
+        let c = pk.encrypt_deterministic(&BigInt::from(12345));
+        let packing = crate::packing::PackingParams::new(40, 40, pk.bits()).unwrap();
+        let mut full = std::collections::HashSet::new();
+        let mut djn = std::collections::HashSet::new();
+        let noise = NoiseSource::new(pk);
+        for _ in 0..64 {
+            full.insert(pair(&crate::packing::pack(pk, &packing, std::slice::from_ref(&c))[0]));
+            djn.insert(pair(&noise.rerandomize(pk, &c)));
+        }
+        assert_eq!(full.len(), 4, "packing must rerandomize with a full-size r^N: {full:?}");
+        // The reason: short-exponent noise from a public base never covers them.
+        assert!(djn.len() <= 2, "{djn:?}");
+    }
+
     #[test]
     fn refuses_unsupported_sizes() {
         assert!(SecretKey::generate(512).is_err());
