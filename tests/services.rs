@@ -234,7 +234,10 @@ async fn bad_requests_get_clear_statuses() {
     // A mode the model could compute but its owner does not allow:
     // PERMISSION_DENIED naming the allowed ones (the library refuses first).
     let err = c.infer_with(&remote, &x, Some(OutputMode::Logits)).await.unwrap_err();
-    assert!(err.to_string().contains("output mode logits is not available for this model; available: label, probabilities"), "{err}");
+    assert!(
+        err.to_string().contains("output mode logits is not available for this model; available: label, probabilities"),
+        "{err}"
+    );
     let mut unrestricted = remote.info.clone();
     unrestricted.modes = OutputMode::available(unrestricted.output_len);
     let mut req = valid_request(&remote.key, &unrestricted, &x, OutputMode::Logits);
@@ -243,7 +246,8 @@ async fn bad_requests_get_clear_statuses() {
         Code::PermissionDenied,
         "output mode logits is not allowed on model \"mlp_relu\" by its owner; allowed: label, probabilities",
     );
-    let t = pb::CreateTicketRequest { model_id: "mlp_relu".into(), mode: P::Logits as i32, enc_seed: req.enc_seed.clone() };
+    let t =
+        pb::CreateTicketRequest { model_id: "mlp_relu".into(), mode: P::Logits as i32, enc_seed: req.enc_seed.clone() };
     assert_status(raw.create_ticket(t).await, Code::PermissionDenied, "allowed: label, probabilities");
     // A mode the model cannot compute at all.
     let err = c.infer_with(&remote, &x, Some(OutputMode::Sigmoid)).await.unwrap_err();
@@ -740,7 +744,7 @@ async fn tickets_are_single_use_bounded_and_exact() {
         for mode in q.modes() {
             let t = c.create_ticket(&remote, Some(mode)).await.unwrap();
             assert_eq!((t.model_id(), t.mode()), (id.as_str(), mode));
-            let pre = t.cost.server.clone().expect("preprocessing stats");
+            let pre = t.cost.server.expect("preprocessing stats");
             assert!(pre.s1_to_s2_bytes > 0 && pre.s2_to_s1_bytes > 0 && pre.rounds >= 2);
             let x = random_input(&mut rng, m);
             let got = c.infer_on_ticket(t, &x).await.unwrap_or_else(|e| panic!("{id} {mode}: {e}"));
@@ -1045,7 +1049,11 @@ async fn ticket_cap_per_client_and_mode_costs() {
     let _t2 = alice.create_ticket(&remote, None).await.unwrap();
     let s = status(alice.create_ticket(&remote, None).await.map(|_| ()).unwrap_err());
     assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
-    assert!(s.message().contains("client \"alice\" holds its limit of 2 outstanding tickets per client"), "{}", s.message());
+    assert!(
+        s.message().contains("client \"alice\" holds its limit of 2 outstanding tickets per client"),
+        "{}",
+        s.message()
+    );
     // bob is not blocked by alice's tickets.
     let tb = bob.create_ticket(&remote, None).await.unwrap();
     let x = random_input(&mut rng, &m);

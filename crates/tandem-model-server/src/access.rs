@@ -735,10 +735,6 @@ mod tests {
         }
         access.refund(&alice, OutputMode::Probabilities, t0);
         let s = access.charge(&alice, OutputMode::Logits, t0).unwrap_err();
-        assert!(
-            s.message().contains("and a logits query counts as 10; retry in 36.0 s"),
-            "{}",
-            s.message()
-        );
+        assert!(s.message().contains("and a logits query counts as 10; retry in 36.0 s"), "{}", s.message());
     }
 }

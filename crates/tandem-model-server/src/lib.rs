@@ -495,7 +495,8 @@ impl ModelService for ModelSvc {
         let t0 = Instant::now();
         let caller = self.caller(&req)?;
         let req = req.into_inner();
-        let served = self.lookup(&req.model_id).inspect_err(|s| info!(client = %caller, "query refused: {}", s.message()))?;
+        let served =
+            self.lookup(&req.model_id).inspect_err(|s| info!(client = %caller, "query refused: {}", s.message()))?;
         if !req.ticket_id.is_empty() {
             // Paid for when the ticket was created.
             return self.infer_on_ticket(served, req, &caller, t0).await;

@@ -419,8 +419,7 @@ pub fn resolve_mode(served: &Served, v: i32) -> Result<OutputMode, tonic::Status
     } else {
         Err(tonic::Status::invalid_argument(format!(
             "output mode {mode} is not available for model {:?} ({} outputs); allowed: {allowed}",
-            served.id,
-            served.info.output_len
+            served.id, served.info.output_len
         )))
     }
 }
@@ -473,7 +472,11 @@ mod tests {
             let s = check_model_id(bad).unwrap_err();
             assert_eq!(s.code(), tonic::Code::InvalidArgument);
             // The status gives the length, never the id (it could be 1 MiB of anything).
-            assert!(s.message().len() < 200 && s.message().contains(&format!("({} bytes)", bad.len())), "{}", s.message());
+            assert!(
+                s.message().len() < 200 && s.message().contains(&format!("({} bytes)", bad.len())),
+                "{}",
+                s.message()
+            );
             if bad.len() > 1 {
                 assert!(!s.message().contains(bad), "{}", s.message());
             }
@@ -518,7 +521,10 @@ mod tests {
         // A mode the model cannot compute, in a sidecar or a flag: the model is not served.
         std::fs::write(d.join("c.tandem.modes"), "label,sigmoid\n").unwrap();
         let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
-        assert!(err.contains("c.tandem.modes") && err.contains("output mode sigmoid is allowed but the model cannot"), "{err}");
+        assert!(
+            err.contains("c.tandem.modes") && err.contains("output mode sigmoid is allowed but the model cannot"),
+            "{err}"
+        );
         assert_eq!(load_dir(d, QuantConfig::default(), false).unwrap().models.len(), 2);
         std::fs::write(d.join("c.tandem.modes"), "label\nlogits\n").unwrap();
         let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
@@ -564,11 +570,18 @@ mod tests {
         assert_eq!(resolve_mode(served, tandem_proto::v1::OutputMode::Logits as i32).unwrap(), OutputMode::Logits);
         let e = resolve_mode(served, tandem_proto::v1::OutputMode::Sigmoid as i32).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("not available for model \"m\" (2 outputs); allowed: label, logits"), "{}", e.message());
+        assert!(
+            e.message().contains("not available for model \"m\" (2 outputs); allowed: label, logits"),
+            "{}",
+            e.message()
+        );
         // The model can compute probabilities, but its owner does not allow them.
         let e = resolve_mode(served, tandem_proto::v1::OutputMode::Probabilities as i32).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
-        assert_eq!(e.message(), "output mode probabilities is not allowed on model \"m\" by its owner; allowed: label, logits");
+        assert_eq!(
+            e.message(),
+            "output mode probabilities is not allowed on model \"m\" by its owner; allowed: label, logits"
+        );
         assert_eq!(reg.ids(), "m");
     }
 }
