@@ -1221,4 +1221,39 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
     // Still serving.
     assert_eq!(c.model("mlp_relu").await.unwrap().info.id, "mlp_relu");
     assert!(!s1.log_text().contains("panicked"));
+    drop(s1);
+
+    // A client that opens more calls than --max-streams-per-connection on
+    // one connection: only 2 run at once (the others wait for a free
+    // stream, so the last ones end a whole deadline later), while another
+    // connection is served at once.
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &stub_url,
+        &["--activation-timeout-secs", "2", "--workers", "4", "--max-streams-per-connection", "2"],
+    );
+    let c = client(&s1.url(), None).await;
+    let remote = c.clone().model("mlp_relu").await.unwrap();
+    let t0 = Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut c, r, x) = (c.clone(), remote.clone(), x.clone());
+            tokio::spawn(async move { (c.infer_with(&r, &x, None).await.map(|_| ()).map_err(status), t0.elapsed()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut other = client(&s1.url(), None).await;
+    let t = Instant::now();
+    other.model("mlp_relu").await.expect("another connection is not blocked");
+    assert!(t.elapsed() < Duration::from_secs(1), "another connection waited {:?}", t.elapsed());
+    let mut took = Vec::new();
+    for call in calls {
+        let (r, elapsed) = call.await.unwrap();
+        assert_eq!(r.unwrap_err().code(), Code::DeadlineExceeded);
+        took.push(elapsed);
+    }
+    took.sort();
+    assert!(took[1] < Duration::from_secs(3) && took[3] >= Duration::from_millis(3900), "{took:?}");
+    assert!(!s1.log_text().contains("panicked"));
 }
