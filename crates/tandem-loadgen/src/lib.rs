@@ -70,7 +70,9 @@ pub struct Cli {
     /// Model id (default: the file stem of --model-file).
     #[arg(long)]
     pub model: Option<String>,
-    /// Output mode: label, probabilities, logits or sigmoid (default: the model's default).
+    /// Output mode: label, probabilities, logits or sigmoid (default: the
+    /// model's default). The model server must allow it; with --spawn the
+    /// spawned one is started with --allow-modes=MODEL=label,MODE.
     #[arg(long, value_parser = parse_mode)]
     pub mode: Option<OutputMode>,
     /// PEM CA certificate to verify the model server (default: the web PKI roots).
