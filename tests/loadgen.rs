@@ -115,7 +115,8 @@ fn loadgen_measures_real_servers_and_checks_every_answer() {
     std::fs::write(&data, csv).unwrap();
 
     let s2 = activation_server(dir.path(), &dir.path().join("key.json"), &[], "127.0.0.1:0");
-    let s1 = model_server(dir.path(), &models, &s2.url(), &[]);
+    // The owner allows logits as well (label only otherwise): one run below uses it.
+    let s1 = model_server(dir.path(), &models, &s2.url(), &["--allow-modes", "mlp=label,logits"]);
     let fp = s2
         .banner
         .iter()

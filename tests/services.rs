@@ -43,6 +43,24 @@ fn slow_model() -> Model {
     random_mlp(&mut rng, &[32, 128, 128, 4], &[ActivationKind::Relu], 1.0, OutputMode::Label)
 }
 
+/// `--allow-modes` values that let clients use every mode of each model,
+/// the model file's own default first (so the served default is the file's).
+fn allow_every_mode(models: &[(String, Model)]) -> Vec<String> {
+    let mut args = Vec::new();
+    for (id, m) in models {
+        let mut modes = vec![m.default_mode];
+        modes.extend(OutputMode::available(m.output_len().unwrap()).into_iter().filter(|x| *x != m.default_mode));
+        let names: Vec<&str> = modes.iter().map(|m| m.name()).collect();
+        args.push("--allow-modes".to_string());
+        args.push(format!("{id}={}", names.join(",")));
+    }
+    args
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
 struct Env {
     dir: tempfile::TempDir,
     key: PathBuf,
@@ -102,7 +120,9 @@ async fn every_model_and_mode_matches_the_integer_reference() {
     let ms = models();
     let e = env(&ms);
     let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
-    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--strict"]);
+    // The owner allows every mode of every model (by default only label is served).
+    let allow = allow_every_mode(&ms);
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &[&["--strict"][..], &strs(&allow)].concat());
     let fp = fingerprint(&s2);
     let mut c = client(&s1.url(), Some(&fp)).await;
 
@@ -117,6 +137,12 @@ async fn every_model_and_mode_matches_the_integer_reference() {
         let q = QuantizedModel::new(m, QuantConfig::default()).unwrap();
         let remote = c.model(id).await.unwrap();
         assert_eq!(remote.info.ring_bits, q.ring_bits, "{id}");
+        assert_eq!(remote.info.default_mode, m.default_mode, "{id}");
+        let mut offered = remote.info.modes.clone();
+        offered.sort_by_key(|m| m.name());
+        let mut all = q.modes();
+        all.sort_by_key(|m| m.name());
+        assert_eq!(offered, all, "{id}: every mode allowed");
         assert_eq!(remote.fingerprint, fp);
         assert!(remote.pinned);
         rings.push(q.ring_bits);
@@ -169,7 +195,12 @@ async fn bad_requests_get_clear_statuses() {
     wide.input_range = (-1e60, 1e60);
     tandem_model::format::save(&wide, &e.models_dir.join("too_wide.tandem")).unwrap();
     let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
-    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--max-request-bytes", "65536"]);
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &s2.url(),
+        &["--max-request-bytes", "65536", "--allow-modes", "mlp_relu=label,probabilities"],
+    );
     assert!(s1.log_text().contains("does not fit the bit budget"), "{}", s1.log_text());
     let fp = fingerprint(&s2);
     let mut c = client(&s1.url(), Some(&fp)).await;
@@ -188,16 +219,51 @@ async fn bad_requests_get_clear_statuses() {
     req.model_id = "nope".into();
     assert_status(raw.infer(req).await, Code::NotFound, "unknown model");
 
-    // Unsupported mode: caught by the library, and by the server.
-    let err = c.infer_with(&remote, &x, Some(OutputMode::Sigmoid)).await.unwrap_err();
+    // Output modes: GetModelInfo lists exactly what the owner allows (label
+    // only when nothing is configured, whatever the model file's own default).
+    use pb::OutputMode as P;
+    let info = |id: &str| {
+        let mut raw = raw.clone();
+        let id = id.to_string();
+        async move { raw.get_model_info(pb::GetModelInfoRequest { model_id: id }).await.unwrap().into_inner() }
+    };
+    let relu = info("mlp_relu").await;
+    assert_eq!((relu.modes, relu.default_mode), (vec![P::Label as i32, P::Probabilities as i32], P::Label as i32));
+    let binary = info("mlp_mixed_binary").await;
+    assert_eq!((binary.modes, binary.default_mode), (vec![P::Label as i32], P::Label as i32));
+    assert_eq!(remote.info.modes, [OutputMode::Label, OutputMode::Probabilities]);
+    // A mode the model could compute but its owner does not allow:
+    // PERMISSION_DENIED naming the allowed ones (the library refuses first).
+    let err = c.infer_with(&remote, &x, Some(OutputMode::Logits)).await.unwrap_err();
     assert!(
-        err.to_string()
-            .contains("output mode sigmoid is not available for this model; available: label, probabilities, logits"),
+        err.to_string().contains("output mode logits is not available for this model; available: label, probabilities"),
         "{err}"
     );
-    let mut req = valid_request(&remote, &x, OutputMode::Label);
+    let mut unrestricted = remote.clone();
+    unrestricted.info.modes = OutputMode::available(unrestricted.info.output_len);
+    let mut req = valid_request(&unrestricted, &x, OutputMode::Logits);
+    assert_status(
+        raw.infer(req.clone()).await,
+        Code::PermissionDenied,
+        "output mode logits is not allowed on model \"mlp_relu\" by its owner; allowed: label, probabilities",
+    );
+    let t =
+        pb::CreateTicketRequest {
+        model_id: "mlp_relu".into(),
+        mode: P::Logits as i32,
+        enc_seed: req.enc_seed.clone(),
+        seed_epoch: req.seed_epoch.clone(),
+    };
+    assert_status(raw.create_ticket(t).await, Code::PermissionDenied, "allowed: label, probabilities");
+    // A mode the model cannot compute at all.
+    let err = c.infer_with(&remote, &x, Some(OutputMode::Sigmoid)).await.unwrap_err();
+    assert!(err.to_string().contains("output mode sigmoid is not available for this model"), "{err}");
     req.mode = pb::OutputMode::Sigmoid as i32;
-    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "output mode sigmoid is not available");
+    assert_status(
+        raw.infer(req.clone()).await,
+        Code::InvalidArgument,
+        "output mode sigmoid is not available for model \"mlp_relu\" (5 outputs); allowed: label, probabilities",
+    );
     req.mode = 42;
     assert_status(raw.infer(req).await, Code::InvalidArgument, "unknown output mode 42");
 
@@ -597,6 +663,8 @@ async fn tls_mutual_tls_and_the_client_binary() {
         &e.dir.path().join("s2-tls.log"),
         Duration::from_secs(60),
     );
+    // The owner's modes in a sidecar next to the model file; the first is the default.
+    std::fs::write(e.models_dir.join("mlp_sigmoid.tandem.modes"), "probabilities,label,logits\n").unwrap();
     let s1 = Proc::start(
         &bin("model-server"),
         &s(&[
@@ -675,7 +743,9 @@ async fn tls_mutual_tls_and_the_client_binary() {
     assert!(stderr.contains("refusing to encrypt"), "{stderr}");
     let out = run_bin("tandem-client", &["models", "--server", &url, "--tls-ca", &p("ca.pem")]);
     assert!(out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("mlp_sigmoid\t"));
+    let listing = String::from_utf8_lossy(&out.stdout);
+    assert!(listing.starts_with("mlp_sigmoid\t"), "{listing}");
+    assert!(listing.contains("modes: probabilities, label, logits (default probabilities)"), "{listing}");
 }
 
 /// Tickets over gRPC (docs/PROTOCOL.md §4.0): preprocessed ahead of the
@@ -687,7 +757,13 @@ async fn tickets_are_single_use_bounded_and_exact() {
         models().into_iter().filter(|(id, _)| id == "mlp_sigmoid" || id == "mlp_deep_k256").collect();
     let e = env(&ms);
     let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
-    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--max-tickets", "3", "--ticket-ttl-secs", "3"]);
+    let allow = allow_every_mode(&ms);
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &s2.url(),
+        &[&["--max-tickets", "3", "--ticket-ttl-secs", "3"][..], &strs(&allow)].concat(),
+    );
     let mut c = client(&s1.url(), Some(&fingerprint(&s2))).await;
     let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
     let mut rng = StdRng::seed_from_u64(77);
@@ -794,11 +870,30 @@ async fn api_tokens_and_rate_limits() {
         e.dir.path(),
         &e.models_dir,
         &s2.url(),
-        &["--api-tokens", tokens.to_str().unwrap(), "--rate-limit", "2/6s"],
+        &[
+            "--api-tokens",
+            tokens.to_str().unwrap(),
+            "--rate-limit",
+            "2/6s",
+            "--allow-modes",
+            "mlp_relu=label,probabilities,logits",
+        ],
     );
     let fp = fingerprint(&s2);
     let url = s1.url();
     let mut raw = ModelServiceClient::connect(url.clone()).await.unwrap();
+
+    // The token is checked from the headers, before the body is read: a
+    // request over any size limit (40 MiB; the old default was 32 MiB)
+    // without a token is UNAUTHENTICATED, not decoded (OUT_OF_RANGE). With a
+    // token it reaches the decoder, whose limit is sized from the served
+    // model (16 KiB floor).
+    let huge = pb::InferRequest { model_id: "mlp_relu".into(), masked_input: vec![7; 40 << 20], ..Default::default() };
+    assert_status(raw.infer(huge).await, Code::Unauthenticated, "requires an API token");
+    let big = pb::InferRequest { model_id: "mlp_relu".into(), masked_input: vec![7; 1 << 20], ..Default::default() };
+    let mut authed = tonic::Request::new(big);
+    authed.metadata_mut().insert("authorization", format!("Bearer {ALICE}").parse().unwrap());
+    assert_status(raw.infer(authed).await, Code::OutOfRange, "16384");
 
     // No token, a wrong token, a token in the wrong scheme: refused before any work.
     let mut anon = client(&url, Some(&fp)).await;
@@ -820,6 +915,7 @@ async fn api_tokens_and_rate_limits() {
     // alice: a ticket and a one-shot query use up her burst of 2; both exact.
     let mut alice = token_client(&url, &fp, ALICE).await;
     let remote = alice.model("mlp_relu").await.unwrap();
+    assert_eq!(remote.info.modes, [OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits]);
     let mut rng = StdRng::seed_from_u64(41);
     let ticket = alice.create_ticket(&remote, Some(OutputMode::Probabilities)).await.unwrap();
     let x = random_input(&mut rng, &m);
@@ -905,4 +1001,290 @@ async fn api_tokens_and_rate_limits() {
         s.message()
     );
     assert!(!open.log_text().contains("panicked"));
+}
+
+/// Model ids are checked before anything logs or echoes them (issue 14,
+/// item 7): a 1 MiB id gets a short INVALID_ARGUMENT, not a status too big
+/// for gRPC clients (RESOURCE_EXHAUSTED "Stream removed"), and an id with a
+/// newline cannot forge a log record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_ids_are_validated_before_they_are_logged_or_echoed() {
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
+    let e = env(&ms);
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    // A request limit large enough for the long id to reach the service.
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--max-request-bytes", "4194304"]);
+    let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
+    let forged = "x\n2026-01-01T00:00:00Z  INFO tandem_model_server: served model=mlp_relu FORGED";
+    let huge = "A".repeat(1 << 20);
+    for id in [huge.as_str(), forged, "", "a b", "../etc/passwd"] {
+        let info = raw.get_model_info(pb::GetModelInfoRequest { model_id: id.into() }).await;
+        let infer = raw.infer(pb::InferRequest { model_id: id.into(), ..Default::default() }).await;
+        let ticket = raw.create_ticket(pb::CreateTicketRequest { model_id: id.into(), ..Default::default() }).await;
+        for s in [info.map(|_| ()).unwrap_err(), infer.map(|_| ()).unwrap_err(), ticket.map(|_| ()).unwrap_err()] {
+            assert_eq!(s.code(), Code::InvalidArgument, "{:.200}", s.message());
+            assert!(s.message().len() < 200, "the status echoes the id: {:.300}", s.message());
+            assert!(
+                s.message().contains(&format!("model_id ({} bytes) is not a model id", id.len()))
+                    && s.message().contains("1 to 128 characters of A-Z a-z 0-9 . _ -"),
+                "{}",
+                s.message()
+            );
+        }
+    }
+    // A well-formed id that names no model is still NOT_FOUND, echoed.
+    assert_status(
+        raw.get_model_info(pb::GetModelInfoRequest { model_id: "nope".into() }).await,
+        Code::NotFound,
+        "unknown model \"nope\"; this server serves: mlp_relu",
+    );
+    let log = s1.log_text();
+    assert!(!log.contains("FORGED") && !log.contains(&"A".repeat(200)), "a client's id reached the log:\n{log:.2000}");
+    assert!(log.len() < 100_000, "the log grew by {} bytes", log.len());
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// One client cannot hold every ticket (issue 14, item 9), and the rate
+/// limiter can weigh modes (`--mode-cost`, item 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ticket_cap_per_client_and_mode_costs() {
+    const ALICE: &str = "alice-token-5f0c1e9a7b3d";
+    const BOB: &str = "bob-token-9d2e4f6a8c1b7e30";
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
+    let m = ms[0].1.clone();
+    let e = env(&ms);
+    let tokens = e.dir.path().join("api-tokens");
+    std::fs::write(&tokens, format!("alice {ALICE}\nbob {BOB}\n")).unwrap();
+    let s2 = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let fp = fingerprint(&s2);
+    let args = [
+        "--api-tokens",
+        tokens.to_str().unwrap(),
+        "--max-tickets-per-client",
+        "2",
+        "--rate-limit",
+        "6/60s",
+        "--mode-cost",
+        "logits=4",
+        "--allow-modes",
+        "mlp_relu=label,logits",
+    ];
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2.url(), &args);
+    let mut alice = token_client(&s1.url(), &fp, ALICE).await;
+    let mut bob = token_client(&s1.url(), &fp, BOB).await;
+    let remote = alice.model("mlp_relu").await.unwrap();
+    let mut rng = StdRng::seed_from_u64(5);
+
+    // alice may hold 2 tickets; the third is refused, naming the cap, and is not charged.
+    let t1 = alice.create_ticket(&remote, None).await.unwrap();
+    let _t2 = alice.create_ticket(&remote, None).await.unwrap();
+    let s = status(alice.create_ticket(&remote, None).await.map(|_| ()).unwrap_err());
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    assert!(
+        s.message().contains("client \"alice\" holds its limit of 2 outstanding tickets per client"),
+        "{}",
+        s.message()
+    );
+    // bob is not blocked by alice's tickets.
+    let tb = bob.create_ticket(&remote, None).await.unwrap();
+    let x = random_input(&mut rng, &m);
+    assert_eq!(bob.infer_on_ticket(tb, &x).await.unwrap().output, reference(&m, &x, OutputMode::Label));
+    // Spending a ticket frees alice's slot.
+    assert_eq!(alice.infer_on_ticket(t1, &x).await.unwrap().output, reference(&m, &x, OutputMode::Label));
+    let _t3 = alice.create_ticket(&remote, None).await.expect("a spent ticket frees its slot");
+
+    // alice has spent 3 of her 6 (the refused ticket was refunded). A logits
+    // query costs 4: refused, saying so; a label query (1) still fits.
+    let s = status(alice.infer_with(&remote, &x, Some(OutputMode::Logits)).await.unwrap_err());
+    assert_eq!(s.code(), Code::ResourceExhausted, "{}", s.message());
+    assert!(s.message().contains("and a logits query counts as 4"), "{}", s.message());
+    alice.infer_with(&remote, &x, None).await.unwrap();
+    // bob has spent 1: one logits query fits, a second does not.
+    let got = bob.infer_with(&remote, &x, Some(OutputMode::Logits)).await.unwrap();
+    assert_eq!(got.output, reference(&m, &x, OutputMode::Logits));
+    assert!(bob.infer_with(&remote, &x, Some(OutputMode::Logits)).await.is_err());
+    let log = s1.log_text();
+    assert!(log.contains("queries cost more than one in some modes") && !log.contains("panicked"), "{log}");
+
+    // A cost no burst can pay is a start-up error, not a mode nobody can use.
+    let out = run_bin(
+        "model-server",
+        &[
+            "--models",
+            e.models_dir.to_str().unwrap(),
+            "--insecure",
+            "--activation-server",
+            "http://127.0.0.1:1",
+            "--rate-limit",
+            "2/min",
+            "--mode-cost",
+            "logits=5",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--mode-cost logits=5 is more than the rate limit's burst of 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An activation server that accepts S1's streams and then never reads
+/// them nor answers: a peer that stops reading (issue 14, item 11).
+struct DeafActivationServer {
+    key: pb::PaillierPublicKey,
+    held: std::sync::Mutex<Vec<Box<dyn std::any::Any + Send>>>,
+}
+
+#[tonic::async_trait]
+impl tandem_proto::v1::activation_service_server::ActivationService for DeafActivationServer {
+    async fn get_public_key(
+        &self,
+        _: tonic::Request<pb::GetPublicKeyRequest>,
+    ) -> Result<tonic::Response<pb::PaillierPublicKey>, tonic::Status> {
+        Ok(tonic::Response::new(self.key.clone()))
+    }
+    async fn get_status(
+        &self,
+        _: tonic::Request<pb::GetStatusRequest>,
+    ) -> Result<tonic::Response<pb::ActivationStatus>, tonic::Status> {
+        Ok(tonic::Response::new(pb::ActivationStatus::default()))
+    }
+    type PreprocessStream = tokio_stream::Pending<Result<pb::PreprocessReply, tonic::Status>>;
+    async fn preprocess(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::PreprocessMsg>>,
+    ) -> Result<tonic::Response<Self::PreprocessStream>, tonic::Status> {
+        // Kept, never polled: S1's messages stay unread.
+        self.held.lock().unwrap().push(Box::new(req.into_inner()));
+        Ok(tonic::Response::new(tokio_stream::pending()))
+    }
+    type EvaluateStream = tokio_stream::Pending<Result<pb::EvaluateReply, tonic::Status>>;
+    async fn evaluate(
+        &self,
+        req: tonic::Request<tonic::Streaming<pb::EvaluateMsg>>,
+    ) -> Result<tonic::Response<Self::EvaluateStream>, tonic::Status> {
+        self.held.lock().unwrap().push(Box::new(req.into_inner()));
+        Ok(tonic::Response::new(tokio_stream::pending()))
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS");
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// S1 facing an activation server that stops reading: every query and
+/// ticket request ends with DEADLINE_EXCEEDED at the activation deadline
+/// (SECURITY.md, API tokens and limits), nothing is left held (admission
+/// slots, ticket slots), and S1's memory does not grow with the number of
+/// stuck calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
+    let m = ms[0].1.clone();
+    let e = env(&ms);
+    let sk = tandem_crypto::SecretKey::generate(1024).unwrap();
+    let stub = DeafActivationServer {
+        key: tandem_proto::public_key_to_proto(sk.public()),
+        held: std::sync::Mutex::new(Vec::new()),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stub_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(tandem_proto::v1::activation_service_server::ActivationServiceServer::new(stub))
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &stub_url,
+        // Workers for all four calls of a round: none waits in line behind a stuck one.
+        &[
+            "--activation-timeout-secs",
+            "2",
+            "--query-timeout-secs",
+            "4",
+            "--max-queries",
+            "4",
+            "--workers",
+            "4",
+            "--max-tickets-per-client",
+            "2",
+        ],
+    );
+    let mut c = client(&s1.url(), None).await;
+    let remote = c.model("mlp_relu").await.unwrap();
+    let x = random_input(&mut StdRng::seed_from_u64(8), &m);
+
+    let round = |c: &TandemClient| {
+        let mut tasks = Vec::new();
+        for i in 0..4 {
+            let (mut c, r, x) = (c.clone(), remote.clone(), x.clone());
+            tasks.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let s = if i % 2 == 0 {
+                    status(c.infer_with(&r, &x, None).await.unwrap_err())
+                } else {
+                    status(c.create_ticket(&r, None).await.map(|_| ()).unwrap_err())
+                };
+                (s, t.elapsed())
+            }));
+        }
+        tasks
+    };
+    let mut rss = Vec::new();
+    for _ in 0..4 {
+        for t in round(&c) {
+            let (s, took) = t.await.unwrap();
+            assert_eq!(s.code(), Code::DeadlineExceeded, "{}", s.message());
+            assert!(s.message().contains("within 2 s"), "{}", s.message());
+            assert!(took < Duration::from_secs(4), "the query hung for {took:?}, past its 2 s deadline");
+        }
+        rss.push(rss_kib(s1.child.id()));
+    }
+    // Four rounds of four stuck calls: the slots were all given back (else
+    // RESOURCE_EXHAUSTED above), and memory stays flat after the first round.
+    let growth = rss[3].saturating_sub(rss[0]);
+    assert!(growth < 16 * 1024, "model server RSS grew by {growth} KiB over 12 stuck calls: {rss:?} KiB");
+    // Still serving.
+    assert_eq!(c.model("mlp_relu").await.unwrap().info.id, "mlp_relu");
+    assert!(!s1.log_text().contains("panicked"));
+    drop(s1);
+
+    // A client that opens more calls than --max-streams-per-connection on
+    // one connection: only 2 run at once (the others wait for a free
+    // stream, so the last ones end a whole deadline later), while another
+    // connection is served at once.
+    let s1 = model_server(
+        e.dir.path(),
+        &e.models_dir,
+        &stub_url,
+        &["--activation-timeout-secs", "2", "--workers", "4", "--max-streams-per-connection", "2"],
+    );
+    let c = client(&s1.url(), None).await;
+    let remote = c.clone().model("mlp_relu").await.unwrap();
+    let t0 = Instant::now();
+    let calls: Vec<_> = (0..4)
+        .map(|_| {
+            let (mut c, r, x) = (c.clone(), remote.clone(), x.clone());
+            tokio::spawn(async move { (c.infer_with(&r, &x, None).await.map(|_| ()).map_err(status), t0.elapsed()) })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut other = client(&s1.url(), None).await;
+    let t = Instant::now();
+    other.model("mlp_relu").await.expect("another connection is not blocked");
+    assert!(t.elapsed() < Duration::from_secs(1), "another connection waited {:?}", t.elapsed());
+    let mut took = Vec::new();
+    for call in calls {
+        let (r, elapsed) = call.await.unwrap();
+        assert_eq!(r.unwrap_err().code(), Code::DeadlineExceeded);
+        took.push(elapsed);
+    }
+    took.sort();
+    assert!(took[1] < Duration::from_secs(3) && took[3] >= Duration::from_millis(3900), "{took:?}");
+    assert!(!s1.log_text().contains("panicked"));
 }

@@ -106,8 +106,8 @@ pub async fn run(opts: DemoOptions, bundled: Bundled<'_>) -> anyhow::Result<()> 
     println!();
     println!("model \"{}\": {}", model.name, summary(&model));
     println!(
-        "  ring Z_2^{}, inputs in [{}, {}] at f_in = {}, default mode {}",
-        q.ring_bits, q.input_range.0, q.input_range.1, q.f_in, q.default_mode
+        "  ring Z_2^{}, inputs in [{}, {}] at f_in = {}; the demo allows every mode (default label)",
+        q.ring_bits, q.input_range.0, q.input_range.1, q.f_in
     );
     if is_bundled {
         println!(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 use tandem_crypto::SecretKey;
-use tandem_model::{Model, QuantConfig};
+use tandem_model::{Model, OutputMode, QuantConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -95,8 +95,15 @@ pub async fn start(
         ),
         None => (None, None, "http"),
     };
-    let settings = tandem_model_server::Settings::default();
+    let mut settings = tandem_model_server::Settings::default();
     let quantized = tandem_model_server::models::quantize_all(models, QuantConfig::default(), true)?;
+    // Here the model's owner is whoever runs the demo, and the demo shows
+    // every mode: allow them all, label (the served default) first.
+    for (id, q) in &quantized {
+        let mut modes = vec![OutputMode::Label];
+        modes.extend(q.modes().into_iter().filter(|m| *m != OutputMode::Label));
+        settings.allowed_modes.set(id, modes);
+    }
     let channel = tandem_model_server::activation_channel(
         &format!("{scheme}://{activation_addr}"),
         s1_client_tls,

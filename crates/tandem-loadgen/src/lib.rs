@@ -70,7 +70,9 @@ pub struct Cli {
     /// Model id (default: the file stem of --model-file).
     #[arg(long)]
     pub model: Option<String>,
-    /// Output mode: label, probabilities, logits or sigmoid (default: the model's default).
+    /// Output mode: label, probabilities, logits or sigmoid (default: the
+    /// model's default). The model server must allow it; with --spawn the
+    /// spawned one is started with --allow-modes=MODEL=label,MODE.
     #[arg(long, value_parser = parse_mode)]
     pub mode: Option<OutputMode>,
     /// PEM CA certificate to verify the model server (default: the web PKI roots).
@@ -267,6 +269,22 @@ fn redacted_command_line(args: impl Iterator<Item = String>) -> Vec<String> {
     out
 }
 
+/// The spawned model server's arguments: `--s1-arg`s, and, for a --mode
+/// other than label, permission to use it (the model server serves label
+/// only unless the model's owner allows more; here the owner is whoever
+/// runs the load test). An explicit `--s1-arg=--allow-modes=...` wins.
+fn spawn_s1_args(cli: &Cli, model_id: &str) -> Vec<String> {
+    let mut args = cli.s1_args.clone();
+    let configured = args.iter().any(|a| a.starts_with("--allow-modes"));
+    match cli.mode {
+        Some(mode) if mode != OutputMode::Label && !configured => {
+            args.push(format!("--allow-modes={model_id}=label,{mode}"));
+        }
+        _ => {}
+    }
+    args
+}
+
 /// Prepares the spawned servers' models directory: the loaded model saved
 /// as `<id>.tandem`, so that the server serves exactly the model the
 /// answers are checked against (an ONNX file imports to the same model).
@@ -333,7 +351,7 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
             models_dir: spawn_models_dir(&cli, &model_id, model.as_ref(), tmp.path())?,
             key_file: cli.key_file.clone().unwrap_or_else(|| tmp.path().join("activation-key.json")),
             key_bits: cli.key_bits,
-            s1_args: cli.s1_args.clone(),
+            s1_args: spawn_s1_args(&cli, &model_id),
             s2_args: cli.s2_args.clone(),
             log_dir,
             start_timeout: Duration::from_secs(300),

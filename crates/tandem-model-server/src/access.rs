@@ -29,6 +29,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use subtle::{ConditionallySelectable, ConstantTimeEq};
+use tandem_model::OutputMode;
 use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::Status;
 
@@ -305,6 +306,13 @@ impl RateLimiter {
 
     /// Takes one query from `key`'s budget at time `now`.
     pub fn charge(&self, key: &ClientKey, now: Instant) -> Result<(), Denied> {
+        self.charge_cost(key, 1, now)
+    }
+
+    /// Takes `cost` queries from `key`'s budget at time `now` (a mode that
+    /// tells more about the model may cost more than one, `--mode-cost`).
+    pub fn charge_cost(&self, key: &ClientKey, cost: u32, now: Instant) -> Result<(), Denied> {
+        let cost = f64::from(cost);
         let Ok(mut t) = self.table.lock() else {
             // A poisoned table must not turn into unlimited access.
             return Err(Denied::TooManyClients { retry_after: Duration::from_secs(1) });
@@ -325,21 +333,26 @@ impl RateLimiter {
         let burst = self.limit.burst as f64;
         let b = t.buckets.entry(key.clone()).or_insert(Bucket { tokens: burst, at: now });
         let tokens = self.refilled(b, now);
-        if tokens >= 1.0 {
-            *b = Bucket { tokens: tokens - 1.0, at: now };
+        if tokens >= cost {
+            *b = Bucket { tokens: tokens - cost, at: now };
             Ok(())
         } else {
-            Err(Denied::Limited { retry_after: self.wait_for(tokens, 1.0) })
+            Err(Denied::Limited { retry_after: self.wait_for(tokens, cost) })
         }
     }
 
     /// Gives back a query charged for a call that was then refused before
     /// any work (the server was at its concurrency limit).
     pub fn refund(&self, key: &ClientKey, now: Instant) {
+        self.refund_cost(key, 1, now)
+    }
+
+    /// Gives back `cost` queries charged with [`RateLimiter::charge_cost`].
+    pub fn refund_cost(&self, key: &ClientKey, cost: u32, now: Instant) {
         if let Ok(mut t) = self.table.lock() {
             if let Some(b) = t.buckets.get_mut(key) {
                 let tokens = self.refilled(b, now);
-                *b = Bucket { tokens: (tokens + 1.0).min(self.limit.burst as f64), at: now };
+                *b = Bucket { tokens: (tokens + f64::from(cost)).min(self.limit.burst as f64), at: now };
             }
         }
     }
@@ -367,11 +380,70 @@ impl fmt::Display for Caller {
     }
 }
 
+/// What one query costs from a client's rate-limit budget, by output mode
+/// (`--mode-cost logits=10,probabilities=4`; 1 when not set). Modes that
+/// reveal more of the model per answer can be made dearer: a model falls to
+/// about d+1 logits answers, but needs many more labels.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ModeCosts {
+    costs: Vec<(OutputMode, u32)>,
+}
+
+/// Most a single query may cost: far beyond any sensible weighting, and
+/// small enough that costs times counts never overflow.
+pub const MAX_MODE_COST: u32 = 1_000_000;
+
+impl ModeCosts {
+    /// Parses `MODE=N[,MODE=N...]` (empty: every mode costs 1).
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut costs: Vec<(OutputMode, u32)> = Vec::new();
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let bad = || {
+                format!(
+                    "mode cost {part:?}: expected MODE=N with MODE one of label, probabilities, logits, sigmoid and N from 1 to {MAX_MODE_COST}, e.g. logits=10"
+                )
+            };
+            let (m, n) = part.split_once('=').ok_or_else(bad)?;
+            let mode = OutputMode::parse(m.trim()).ok_or_else(bad)?;
+            let n: u32 = n.trim().parse().map_err(|_| bad())?;
+            if !(1..=MAX_MODE_COST).contains(&n) {
+                return Err(bad());
+            }
+            if costs.iter().any(|(o, _)| *o == mode) {
+                return Err(format!("mode cost: {mode} is given twice"));
+            }
+            costs.push((mode, n));
+        }
+        Ok(ModeCosts { costs })
+    }
+
+    pub fn of(&self, mode: OutputMode) -> u32 {
+        self.costs.iter().find(|(m, _)| *m == mode).map_or(1, |(_, n)| *n)
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.costs.iter().all(|(_, n)| *n == 1)
+    }
+
+    /// The dearest mode, to check that a burst can afford it.
+    pub fn max(&self) -> Option<(OutputMode, u32)> {
+        self.costs.iter().copied().max_by_key(|(_, n)| *n)
+    }
+}
+
+impl fmt::Display for ModeCosts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts: Vec<String> = self.costs.iter().map(|(m, n)| format!("{m}={n}")).collect();
+        f.write_str(&parts.join(","))
+    }
+}
+
 /// The service's access policy: optional tokens, optional rate limit.
 #[derive(Default)]
 pub struct Access {
     pub tokens: Option<ApiTokens>,
     pub limiter: Option<RateLimiter>,
+    pub mode_costs: ModeCosts,
 }
 
 impl Access {
@@ -398,16 +470,19 @@ impl Access {
         }
     }
 
-    /// Charges one query to `caller`; RESOURCE_EXHAUSTED (with `retry-after`
-    /// metadata, in whole seconds) when over the limit.
-    pub fn charge(&self, caller: &Caller, now: Instant) -> Result<(), Status> {
+    /// Charges one query in `mode` to `caller` (its `--mode-cost`);
+    /// RESOURCE_EXHAUSTED (with `retry-after` metadata, in whole seconds)
+    /// when over the limit.
+    pub fn charge(&self, caller: &Caller, mode: OutputMode, now: Instant) -> Result<(), Status> {
         let Some(limiter) = &self.limiter else { return Ok(()) };
         let limit = limiter.limit();
-        let (msg, retry_after) = match limiter.charge(&caller.key, now) {
+        let cost = self.mode_costs.of(mode);
+        let (msg, retry_after) = match limiter.charge_cost(&caller.key, cost, now) {
             Ok(()) => return Ok(()),
             Err(Denied::Limited { retry_after }) => (
                 format!(
-                    "rate limit exceeded for client {caller}: this model server allows {limit} per client; retry in {:.1} s",
+                    "rate limit exceeded for client {caller}: this model server allows {limit} per client{}; retry in {:.1} s",
+                    if cost == 1 { String::new() } else { format!(", and a {mode} query counts as {cost}") },
                     retry_after.as_secs_f64()
                 ),
                 retry_after,
@@ -424,9 +499,10 @@ impl Access {
         Err(with_retry_after(Status::resource_exhausted(msg), retry_after))
     }
 
-    pub fn refund(&self, caller: &Caller, now: Instant) {
+    /// Gives back what [`Access::charge`] took for a query in `mode`.
+    pub fn refund(&self, caller: &Caller, mode: OutputMode, now: Instant) {
         if let Some(l) = &self.limiter {
-            l.refund(&caller.key, now);
+            l.refund_cost(&caller.key, self.mode_costs.of(mode), now);
         }
     }
 }
@@ -589,7 +665,7 @@ mod tests {
 
     #[test]
     fn authentication_statuses_say_what_is_expected() {
-        let access = Access { tokens: Some(ApiTokens::parse(FILE).unwrap()), limiter: None };
+        let access = Access { tokens: Some(ApiTokens::parse(FILE).unwrap()), ..Default::default() };
         let peer = Some("127.0.0.1:1".parse().unwrap());
         let c = access.authenticate(&md("Bearer alice-token-0123456789"), peer).unwrap();
         assert_eq!(c.id().as_deref(), Some("alice"));
@@ -617,11 +693,11 @@ mod tests {
 
     #[test]
     fn over_the_limit_is_resource_exhausted_with_retry_after() {
-        let access = Access { tokens: None, limiter: Some(lim(1, 60, 1)) };
+        let access = Access { limiter: Some(lim(1, 60, 1)), ..Default::default() };
         let caller = Caller { key: id("alice") };
         let t0 = Instant::now();
-        access.charge(&caller, t0).unwrap();
-        let s = access.charge(&caller, t0 + Duration::from_millis(500)).unwrap_err();
+        access.charge(&caller, OutputMode::Label, t0).unwrap();
+        let s = access.charge(&caller, OutputMode::Label, t0 + Duration::from_millis(500)).unwrap_err();
         assert_eq!(s.code(), tonic::Code::ResourceExhausted);
         assert!(
             s.message().starts_with(
@@ -632,5 +708,33 @@ mod tests {
         );
         assert_eq!(s.metadata().get("retry-after").unwrap(), "60");
         assert_eq!(s.metadata().get("grpc-retry-pushback-ms").unwrap(), "59500");
+    }
+
+    #[test]
+    fn mode_costs_parse_and_weigh_the_budget() {
+        let c = ModeCosts::parse("logits=10, probabilities=4").unwrap();
+        assert_eq!((c.of(OutputMode::Logits), c.of(OutputMode::Probabilities), c.of(OutputMode::Label)), (10, 4, 1));
+        assert_eq!(c.max(), Some((OutputMode::Logits, 10)));
+        assert_eq!(c.to_string(), "logits=10,probabilities=4");
+        assert!(ModeCosts::parse("").unwrap().is_default());
+        for bad in ["logits", "logits=0", "logits=x", "softmax=2", "logits=2,logits=3", "label=1000001"] {
+            assert!(ModeCosts::parse(bad).is_err(), "{bad}");
+        }
+
+        // A burst of 10: one logits query (cost 10) empties it; labels still cost 1.
+        let access = Access { limiter: Some(lim(10, 60, 10)), mode_costs: c, ..Default::default() };
+        let alice = Caller { key: id("alice") };
+        let t0 = Instant::now();
+        access.charge(&alice, OutputMode::Logits, t0).unwrap();
+        let s = access.charge(&alice, OutputMode::Label, t0).unwrap_err();
+        assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        // A refund gives back the mode's whole cost.
+        access.refund(&alice, OutputMode::Logits, t0);
+        for _ in 0..10 {
+            access.charge(&alice, OutputMode::Label, t0).unwrap();
+        }
+        access.refund(&alice, OutputMode::Probabilities, t0);
+        let s = access.charge(&alice, OutputMode::Logits, t0).unwrap_err();
+        assert!(s.message().contains("and a logits query counts as 10; retry in 36.0 s"), "{}", s.message());
     }
 }

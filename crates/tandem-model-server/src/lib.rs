@@ -106,9 +106,20 @@ pub struct Config {
     /// the activation server's --prepared-ttl-secs.
     #[arg(long, env = "TANDEM_TICKET_TTL_SECS", default_value_t = 600)]
     pub ticket_ttl_secs: u64,
-    /// Largest request accepted from a client, in bytes.
-    #[arg(long, env = "TANDEM_MAX_REQUEST_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES)]
-    pub max_request_bytes: usize,
+    /// Most outstanding tickets one client (API token id, or IP address
+    /// without --api-tokens) may hold; more are refused with
+    /// RESOURCE_EXHAUSTED naming the limit.
+    #[arg(long, env = "TANDEM_MAX_TICKETS_PER_CLIENT", default_value_t = 64)]
+    pub max_tickets_per_client: usize,
+    /// Largest request accepted from a client, in bytes. Default: what the
+    /// largest served model's InferRequest takes (its masked input plus 1.2
+    /// KiB for the encrypted seed and ids; at least 16 KiB).
+    #[arg(long, env = "TANDEM_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most concurrent gRPC calls (HTTP/2 streams) on one client
+    /// connection; the client waits for a free one.
+    #[arg(long, env = "TANDEM_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
+    pub max_streams_per_connection: u32,
     /// Largest message exchanged with the activation server, in bytes.
     #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_internal_message_bytes: usize,
@@ -136,6 +147,17 @@ pub struct Config {
     /// with RESOURCE_EXHAUSTED.
     #[arg(long, env = "TANDEM_RATE_LIMIT_CLIENTS", default_value_t = 100_000)]
     pub rate_limit_clients: usize,
+    /// Output modes clients may use on a model, as MODEL-ID=MODE[,MODE...]
+    /// (repeatable; `;` separates entries in the environment variable). The
+    /// first mode is the model's default. Overrides the model's sidecar
+    /// file `FILE.modes`; a model configured by neither allows `label` only.
+    #[arg(long = "allow-modes", env = "TANDEM_ALLOW_MODES", value_delimiter = ';')]
+    pub allow_modes: Vec<String>,
+    /// What one query costs from a client's --rate-limit budget, by mode:
+    /// MODE=N[,MODE=N...], e.g. `logits=10,probabilities=4` (default: 1
+    /// each). A mode's cost must fit the burst.
+    #[arg(long, env = "TANDEM_MODE_COST", default_value = "")]
+    pub mode_cost: String,
     /// Log as JSON lines instead of text.
     #[arg(long, env = "TANDEM_LOG_JSON")]
     pub log_json: bool,
@@ -146,6 +168,17 @@ pub fn access_from_config(cfg: &Config) -> anyhow::Result<access::Access> {
     let tokens = cfg.api_tokens.as_deref().map(access::ApiTokens::load).transpose()?;
     let limit = access::RateLimit::parse(&cfg.rate_limit, cfg.rate_burst).map_err(anyhow::Error::msg)?;
     let limiter = limit.map(|l| access::RateLimiter::new(l, cfg.rate_limit_clients));
+    let mode_costs = access::ModeCosts::parse(&cfg.mode_cost).map_err(|e| anyhow::anyhow!("--mode-cost: {e}"))?;
+    match (&limit, mode_costs.max()) {
+        (Some(l), Some((mode, cost))) if cost > l.burst => bail!(
+            "--mode-cost {mode}={cost} is more than the rate limit's burst of {}: no client could ever afford a {mode} query; raise --rate-burst or lower the cost",
+            l.burst
+        ),
+        (None, _) if !mode_costs.is_default() => {
+            warn!("--mode-cost has no effect without --rate-limit")
+        }
+        _ => {}
+    }
     match &tokens {
         Some(t) => info!(clients = t.len(), "API tokens required (authorization: Bearer)"),
         None => warn!("no --api-tokens: authentication is OFF; anyone who can connect may query the models"),
@@ -157,7 +190,10 @@ pub fn access_from_config(cfg: &Config) -> anyhow::Result<access::Access> {
         }
         None => info!("no --rate-limit: queries are not rate-limited"),
     }
-    Ok(access::Access { tokens, limiter })
+    if !mode_costs.is_default() {
+        info!(costs = %mode_costs, "queries cost more than one in some modes");
+    }
+    Ok(access::Access { tokens, limiter, mode_costs })
 }
 
 /// Settings of a running model service (the parts of [`Config`] the service uses).
@@ -167,11 +203,21 @@ pub struct Settings {
     pub max_queries: usize,
     pub workers: usize,
     pub deadlines: query::Deadlines,
-    pub max_request_bytes: usize,
+    /// None: sized from the models ([`models::request_limit`]).
+    pub max_request_bytes: Option<usize>,
     pub max_internal_message_bytes: usize,
     pub max_tickets: usize,
+    pub max_tickets_per_client: usize,
     pub ticket_ttl: Duration,
+    pub max_streams_per_connection: u32,
+    /// Output modes each model's owner allows (the `--allow-modes` flags;
+    /// `run` adds the models' sidecars).
+    pub allowed_modes: models::AllowedModes,
 }
+
+/// Largest header block (gRPC metadata) accepted on a client call: tokens
+/// and gRPC's own headers take a few hundred bytes.
+pub const MAX_HEADER_BYTES: u32 = 16 << 10;
 
 impl Settings {
     pub fn from_config(cfg: &Config) -> Self {
@@ -186,7 +232,10 @@ impl Settings {
             max_request_bytes: cfg.max_request_bytes,
             max_internal_message_bytes: cfg.max_internal_message_bytes,
             max_tickets: cfg.max_tickets,
+            max_tickets_per_client: cfg.max_tickets_per_client.max(1),
             ticket_ttl: Duration::from_secs(cfg.ticket_ttl_secs.max(1)),
+            max_streams_per_connection: cfg.max_streams_per_connection.max(1),
+            allowed_modes: models::AllowedModes::default(),
         }
     }
 }
@@ -198,10 +247,13 @@ impl Default for Settings {
             max_queries: 32,
             workers: default_workers(),
             deadlines: query::Deadlines { step: Duration::from_secs(120), query: Duration::from_secs(300) },
-            max_request_bytes: tandem_proto::DEFAULT_MAX_CLIENT_MESSAGE_BYTES,
+            max_request_bytes: None,
             max_internal_message_bytes: tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
             max_tickets: 1024,
+            max_tickets_per_client: 64,
             ticket_ttl: Duration::from_secs(600),
+            max_streams_per_connection: 64,
+            allowed_modes: models::AllowedModes::default(),
         }
     }
 }
@@ -221,6 +273,8 @@ pub struct ModelState {
     workers: Arc<Semaphore>,
     tickets: Arc<tickets::TicketStore>,
     settings: Settings,
+    /// The request limit in force (the flag, or sized from the models).
+    max_request_bytes: usize,
     access: access::Access,
     refreshing: tokio::sync::Mutex<()>,
     /// S2's current seed epoch, published in every model info (public).
@@ -249,7 +303,8 @@ impl ModelState {
     ) -> anyhow::Result<Arc<Self>> {
         let (key, epoch) = fetch_key(&s2, retries, settings.deadlines.step).await?;
         info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
-        let registry = build_registry(quantized.clone(), key, &settings).await?;
+        let max_request_bytes = settings.max_request_bytes.unwrap_or_else(|| models::request_limit(&quantized));
+        let registry = build_registry(quantized.clone(), key, &settings, max_request_bytes).await?;
         if registry.models.is_empty() {
             warn!("no model is being served");
         }
@@ -259,8 +314,13 @@ impl ModelState {
             s2,
             queries: Arc::new(Semaphore::new(settings.max_queries)),
             workers: Arc::new(Semaphore::new(settings.workers.max(1))),
-            tickets: tickets::TicketStore::new(settings.max_tickets, settings.ticket_ttl),
+            tickets: tickets::TicketStore::new(
+                settings.max_tickets,
+                settings.max_tickets_per_client,
+                settings.ticket_ttl,
+            ),
             settings,
+            max_request_bytes,
             access,
             refreshing: tokio::sync::Mutex::new(()),
             seed_epoch: RwLock::new(epoch),
@@ -304,7 +364,7 @@ impl ModelState {
             return;
         }
         warn!(old = %old, new = %key.fingerprint(), "the activation server's key changed; rebuilding the models for the new key (clients must fetch the model info again)");
-        match build_registry(self.quantized.clone(), key, &self.settings).await {
+        match build_registry(self.quantized.clone(), key, &self.settings, self.max_request_bytes).await {
             Ok(r) => *self.registry.write().expect("registry lock") = Arc::new(r),
             Err(e) => error!("cannot serve the models under the new key: {e:#}"),
         }
@@ -315,9 +375,11 @@ async fn build_registry(
     quantized: Vec<(String, Arc<QuantizedModel>)>,
     key: PublicKey,
     settings: &Settings,
+    max_request_bytes: usize,
 ) -> anyhow::Result<Registry> {
-    let (strict, max) = (settings.strict, settings.max_request_bytes);
-    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max)).await?
+    let strict = settings.strict;
+    let allowed = settings.allowed_modes.clone();
+    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max_request_bytes, &allowed)).await?
 }
 
 /// `GetPublicKey` with a deadline, `attempts` times one second apart: S2's
@@ -379,22 +441,62 @@ pub struct ModelSvc {
     state: Arc<ModelState>,
 }
 
-pub fn service(state: Arc<ModelState>) -> ModelServiceServer<ModelSvc> {
-    let max = state.settings.max_request_bytes;
-    ModelServiceServer::new(ModelSvc { state }).max_decoding_message_size(max).max_encoding_message_size(usize::MAX)
+/// Authenticates every call from its headers alone, before the request
+/// body is read or decoded (a tower layer in front of the service): a
+/// caller without a valid token costs the server no more than its headers
+/// and the HTTP/2 flow-control window. The [`access::Caller`] goes to the
+/// handler in the request's extensions.
+#[derive(Clone)]
+pub struct Authenticator {
+    state: Arc<ModelState>,
+}
+
+impl tonic::service::Interceptor for Authenticator {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        let caller = self.state.access.authenticate(req.metadata(), req.remote_addr())?;
+        req.extensions_mut().insert(caller);
+        Ok(req)
+    }
+}
+
+/// `ModelService` as served: authentication in front, the request limit
+/// on decoding, and the per-connection limits [`serve`] applies.
+pub struct PublicService {
+    svc: tonic::service::interceptor::InterceptedService<ModelServiceServer<ModelSvc>, Authenticator>,
+    max_streams_per_connection: u32,
+}
+
+pub fn service(state: Arc<ModelState>) -> PublicService {
+    let max = state.max_request_bytes;
+    let max_streams_per_connection = state.settings.max_streams_per_connection;
+    let inner = ModelServiceServer::new(ModelSvc { state: state.clone() })
+        .max_decoding_message_size(max)
+        .max_encoding_message_size(usize::MAX);
+    let svc = tonic::service::interceptor::InterceptedService::new(inner, Authenticator { state });
+    PublicService { svc, max_streams_per_connection }
 }
 
 impl ModelSvc {
+    /// The model `id` names. The id is checked before anything logs or
+    /// echoes it: a client's string goes no further than its length.
     fn lookup(&self, id: &str) -> Result<Arc<Served>, Status> {
+        models::check_model_id(id)?;
         let reg = self.state.registry();
         reg.get(id)
             .cloned()
             .ok_or_else(|| Status::not_found(format!("unknown model {id:?}; this server serves: {}", reg.ids())))
     }
 
-    /// Every method first: who is calling (UNAUTHENTICATED without a valid token, when tokens are required).
+    /// Who is calling: the [`Authenticator`] checked the token before the
+    /// body was read (UNAUTHENTICATED without a valid one, when tokens are
+    /// required) and left the caller in the request.
     fn caller<T>(&self, req: &Request<T>) -> Result<access::Caller, Status> {
-        self.state.access.authenticate(req.metadata(), req.remote_addr())
+        match req.extensions().get::<access::Caller>() {
+            Some(c) => Ok(c.clone()),
+            // Not behind the Authenticator (a service built some other
+            // way): check here rather than let the call in unchecked.
+            None => self.state.access.authenticate(req.metadata(), req.remote_addr()),
+        }
     }
 }
 
@@ -421,9 +523,8 @@ impl ModelService for ModelSvc {
         let t0 = Instant::now();
         let caller = self.caller(&req)?;
         let req = req.into_inner();
-        let served = self
-            .lookup(&req.model_id)
-            .inspect_err(|s| info!(model = %req.model_id, "query refused: {}", s.message()))?;
+        let served =
+            self.lookup(&req.model_id).inspect_err(|s| info!(client = %caller, "query refused: {}", s.message()))?;
         if !req.ticket_id.is_empty() {
             // Paid for when the ticket was created.
             return self.infer_on_ticket(served, req, &caller, t0).await;
@@ -431,7 +532,7 @@ impl ModelService for ModelSvc {
         let state = &self.state;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "query refused: {}", s.message()))?;
-        let _permit = self.heavy_permit(&caller).await?;
+        let _permit = self.heavy_permit(&caller, mode).await?;
         let mut costs = query::Costs::default();
         let dl = state.settings.deadlines;
         let s2 = state.s2.clone();
@@ -452,16 +553,15 @@ impl ModelService for ModelSvc {
         let t0 = Instant::now();
         let caller = self.caller(&req)?;
         let req = req.into_inner();
-        let served = self
-            .lookup(&req.model_id)
-            .inspect_err(|s| info!(model = %req.model_id, "ticket refused: {}", s.message()))?;
+        let served =
+            self.lookup(&req.model_id).inspect_err(|s| info!(client = %caller, "ticket refused: {}", s.message()))?;
         let mode = models::resolve_mode(&served, req.mode)
             .inspect_err(|s| info!(model = %served.id, "ticket refused: {}", s.message()))?;
         let state = &self.state;
-        let _permit = self.heavy_permit(&caller).await?;
-        let slot = state.tickets.reserve().inspect_err(|s| {
-            // The server is full, not the client over its budget.
-            state.access.refund(&caller, Instant::now());
+        let _permit = self.heavy_permit(&caller, mode).await?;
+        let slot = state.tickets.reserve(&caller.key).inspect_err(|s| {
+            // Refused for the store's limits, not the client's budget.
+            state.access.refund(&caller, mode, Instant::now());
             warn!("ticket refused: {}", s.message())
         })?;
         let mut costs = query::Costs::default();
@@ -534,11 +634,12 @@ impl ModelSvc {
     async fn heavy_permit(
         &self,
         caller: &access::Caller,
+        mode: tandem_model::OutputMode,
     ) -> Result<(tokio::sync::OwnedSemaphorePermit, tokio::sync::OwnedSemaphorePermit), Status> {
         let state = &self.state;
-        state.access.charge(caller, Instant::now())?;
+        state.access.charge(caller, mode, Instant::now())?;
         let admitted = state.queries.clone().try_acquire_owned().map_err(|_| {
-            state.access.refund(caller, Instant::now());
+            state.access.refund(caller, mode, Instant::now());
             warn!(max_queries = state.settings.max_queries, "query refused: at the concurrent-query limit");
             Status::resource_exhausted(format!(
                 "the model server is at its limit of {} concurrent queries; retry later",
@@ -668,13 +769,20 @@ impl ModelSvc {
 /// Serves `svc` on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: TcpListener,
-    svc: ModelServiceServer<ModelSvc>,
+    svc: PublicService,
     tls: Option<ServerTlsConfig>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let mut builder = tandem_proto::server::builder(tls).map_err(anyhow::Error::msg)?;
+    // Bounds what one connection can make the server hold before any call
+    // is authenticated: streams open at once and the header block of each
+    // (request bodies are bounded by the flow-control windows and, once
+    // read, by the request limit).
+    let mut builder = tandem_proto::server::builder(tls)
+        .map_err(anyhow::Error::msg)?
+        .max_concurrent_streams(svc.max_streams_per_connection)
+        .http2_max_header_list_size(MAX_HEADER_BYTES);
     let incoming = tandem_proto::server::incoming(listener);
-    builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
+    builder.add_service(svc.svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
 }
 
@@ -723,11 +831,23 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (server_tls, client_tls) = tls_from_config(&cfg)?;
     let access = access_from_config(&cfg)?;
-    let settings = Settings::from_config(&cfg);
+    let mut settings = Settings::from_config(&cfg);
+    let flags = models::AllowedModes::from_flags(&cfg.allow_modes)?;
     let qcfg = QuantConfig { weight_bits: cfg.weight_bits };
     let dir = cfg.models.clone();
     let strict = cfg.strict;
-    let quantized = tokio::task::spawn_blocking(move || models::load_dir(&dir, qcfg, strict)).await??;
+    let loaded = tokio::task::spawn_blocking(move || models::load_dir(&dir, qcfg, strict)).await??;
+    let quantized = loaded.models;
+    for id in flags.ids() {
+        if !quantized.iter().any(|(m, _)| m == id) {
+            let msg = format!("--allow-modes names model {id}, which is not loaded");
+            if cfg.strict {
+                bail!(msg);
+            }
+            warn!("{msg}");
+        }
+    }
+    settings.allowed_modes = flags.or(loaded.modes);
     if quantized.is_empty() {
         if cfg.strict {
             bail!("no model could be loaded from {}", cfg.models.display());
@@ -739,7 +859,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let s2 = activation_client(channel, settings.max_internal_message_bytes);
     let state = ModelState::with_access(quantized, s2, settings, cfg.connect_retries, access).await?;
     for m in state.registry().models.values() {
-        println!("serving model {} ({} mode by default)", m.id, m.info.default_mode);
+        let modes = models::names(&m.info.modes);
+        info!(model = %m.id, allowed_modes = %modes, default_mode = %m.info.default_mode, "serving");
+        println!("serving model {} (modes allowed: {modes}; default {})", m.id, m.info.default_mode);
     }
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tandem_crypto::{PublicKey, U256};
 use tandem_model::{Model, OutputMode, QuantConfig, QuantizedModel};
@@ -54,15 +54,26 @@ impl Registry {
     }
 
     /// Builds the state machines for `key`. A model that does not fit the
-    /// key's packing budget is skipped with a warning (an error with `strict`).
+    /// key's packing budget, or whose allowed modes (`allowed`, by id; label
+    /// only when absent) it cannot compute, is skipped with a warning (an
+    /// error with `strict`).
     pub fn build(
         quantized: &[(String, Arc<QuantizedModel>)],
         key: &PublicKey,
         strict: bool,
         max_request_bytes: usize,
+        allowed: &AllowedModes,
     ) -> anyhow::Result<Registry> {
         let mut models = BTreeMap::new();
         for (id, q) in quantized {
+            let modes = match allowed.for_model(id, q) {
+                Ok(m) => m,
+                Err(e) if strict => bail!("model {id}: {e}"),
+                Err(e) => {
+                    warn!(model = %id, "skipping model: {e}");
+                    continue;
+                }
+            };
             let engine = match q.ring_bits {
                 128 => ModelServer::<u128>::new(q.clone(), key.clone()).map(Engine::K128),
                 _ => ModelServer::<U256>::new(q.clone(), key.clone()).map(Engine::K256),
@@ -75,7 +86,11 @@ impl Registry {
                     continue;
                 }
             };
-            let info = ModelInfo::of(id, q);
+            let mut info = ModelInfo::of(id, q);
+            // The owner's policy, not the model file's head, decides what
+            // clients may ask for (SECURITY.md, "Output modes").
+            info.default_mode = modes[0];
+            info.modes = modes;
             let proto = model_info_proto(&info, &q.float.name, key, max_request_bytes);
             models.insert(id.clone(), Arc::new(Served { id: id.clone(), engine, info, proto }));
         }
@@ -100,6 +115,152 @@ pub fn model_info_proto(info: &ModelInfo, name: &str, key: &PublicKey, max_reque
         activation_key: Some(tandem_proto::public_key_to_proto(key)),
         max_request_bytes: max_request_bytes as u64,
     }
+}
+
+/// Longest model id accepted (a file stem), in bytes.
+pub const MAX_MODEL_ID_LEN: usize = 128;
+
+/// Whether `id` may name a model: 1 to [`MAX_MODEL_ID_LEN`] characters of
+/// `A-Z a-z 0-9 . _ -`. Ids are logged and echoed in statuses, so nothing
+/// else (no control characters, no unbounded length) may get that far.
+pub fn valid_model_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_MODEL_ID_LEN
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// INVALID_ARGUMENT for a `model_id` that cannot name any model; the
+/// message gives its length, never the id itself.
+pub fn check_model_id(id: &str) -> Result<(), tonic::Status> {
+    if valid_model_id(id) {
+        return Ok(());
+    }
+    Err(tonic::Status::invalid_argument(format!(
+        "model_id ({} bytes) is not a model id: ids are 1 to {MAX_MODEL_ID_LEN} characters of A-Z a-z 0-9 . _ - \
+         (ListModels lists them)",
+        id.len()
+    )))
+}
+
+/// Parses `MODE[,MODE...]` (e.g. `label,probabilities`); the first mode is
+/// the default.
+pub fn parse_modes(spec: &str) -> Result<Vec<OutputMode>, String> {
+    let mut out: Vec<OutputMode> = Vec::new();
+    for name in spec.split(',').map(str::trim) {
+        let m = OutputMode::parse(name).ok_or_else(|| {
+            format!("unknown output mode {name:?} in {spec:?}; accepted: label, probabilities, logits, sigmoid")
+        })?;
+        if out.contains(&m) {
+            return Err(format!("output mode {m} is listed twice in {spec:?}"));
+        }
+        out.push(m);
+    }
+    Ok(out)
+}
+
+/// Which output modes each model's owner allows (docs/PROTOCOL.md §4.8,
+/// SECURITY.md "Output modes"): from `--allow-modes ID=MODES` flags, else a
+/// sidecar `FILE.modes` next to the model file, else `label` only. The first
+/// mode listed is the model's default.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedModes {
+    by_id: BTreeMap<String, Vec<OutputMode>>,
+}
+
+impl AllowedModes {
+    /// Parses `--allow-modes` values: `ID=MODE[,MODE...]` each.
+    pub fn from_flags(specs: &[String]) -> anyhow::Result<Self> {
+        let mut a = AllowedModes::default();
+        for spec in specs {
+            let Some((id, modes)) = spec.split_once('=') else {
+                bail!("--allow-modes {spec:?}: expected MODEL-ID=MODE[,MODE...], e.g. mnist_mlp=label,probabilities");
+            };
+            let id = id.trim();
+            if !valid_model_id(id) {
+                bail!("--allow-modes {spec:?}: {id:?} is not a model id (1 to {MAX_MODEL_ID_LEN} characters of A-Z a-z 0-9 . _ -)");
+            }
+            let modes = parse_modes(modes).map_err(|e| anyhow::anyhow!("--allow-modes {spec:?}: {e}"))?;
+            if a.by_id.insert(id.to_string(), modes).is_some() {
+                bail!("--allow-modes: model {id} is configured twice");
+            }
+        }
+        Ok(a)
+    }
+
+    /// Allows `modes` (first = default) on model `id`, replacing what was set.
+    pub fn set(&mut self, id: &str, modes: Vec<OutputMode>) {
+        self.by_id.insert(id.to_string(), modes);
+    }
+
+    /// Adds what `other` sets for models this does not configure (flags
+    /// take precedence over sidecars).
+    pub fn or(mut self, other: AllowedModes) -> Self {
+        for (id, m) in other.by_id {
+            self.by_id.entry(id).or_insert(m);
+        }
+        self
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.by_id.keys().map(String::as_str)
+    }
+
+    /// The modes clients may use on `id` (first = default), checked against
+    /// what the model can compute.
+    pub fn for_model(&self, id: &str, q: &QuantizedModel) -> Result<Vec<OutputMode>, String> {
+        let modes = self.by_id.get(id).cloned().unwrap_or_else(|| vec![OutputMode::Label]);
+        let offered = q.modes();
+        if let Some(m) = modes.iter().find(|m| !offered.contains(m)) {
+            return Err(format!(
+                "output mode {m} is allowed but the model cannot compute it ({} outputs; possible: {})",
+                q.output_len,
+                names(&offered)
+            ));
+        }
+        Ok(modes)
+    }
+}
+
+/// `label, probabilities`.
+pub fn names(modes: &[OutputMode]) -> String {
+    modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ")
+}
+
+/// The sidecar holding a model file's allowed modes: `FILE.modes`.
+pub fn modes_sidecar(model_file: &Path) -> PathBuf {
+    let mut p = model_file.as_os_str().to_owned();
+    p.push(".modes");
+    PathBuf::from(p)
+}
+
+fn read_modes_sidecar(model_file: &Path) -> anyhow::Result<Option<Vec<OutputMode>>> {
+    let path = modes_sidecar(model_file);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            // One line of modes; `#` lines are comments.
+            let spec: Vec<&str> =
+                text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+            let [spec] = spec[..] else {
+                bail!("{}: expected one line MODE[,MODE...], e.g. label,probabilities", path.display());
+            };
+            Ok(Some(parse_modes(spec).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot read {}", path.display()))),
+    }
+}
+
+/// Largest `InferRequest` a client needs for these models: the masked
+/// input (`d·k/8` bytes) plus room for the encrypted seed (up to a
+/// 4096-bit key), the ids and the protobuf framing. The default
+/// `--max-request-bytes`, so a peer cannot make S1 buffer more than a real
+/// request ever takes.
+pub fn request_limit(quantized: &[(String, Arc<QuantizedModel>)]) -> usize {
+    const OVERHEAD: usize = 2 * 4096 / 8 + 16 + MAX_MODEL_ID_LEN + 64;
+    const FLOOR: usize = 16 << 10;
+    let input =
+        quantized.iter().map(|(_, q)| q.input_shape.dims().iter().product::<usize>() * q.ring_bits as usize / 8).max();
+    (input.unwrap_or(0) + OVERHEAD).max(FLOOR)
 }
 
 /// Reads one model file by extension.
@@ -141,9 +302,17 @@ pub fn quantize(id: &str, model: &Model, cfg: QuantConfig) -> anyhow::Result<Qua
     Ok(q)
 }
 
-/// Every model file in `dir` (sorted by name), id = file stem. Files that
-/// fail to load or quantize are skipped with a warning, or fail with `strict`.
-pub fn load_dir(dir: &Path, cfg: QuantConfig, strict: bool) -> anyhow::Result<Vec<(String, Arc<QuantizedModel>)>> {
+/// Models read from a directory, with the modes their sidecars allow.
+#[derive(Default)]
+pub struct Loaded {
+    pub models: Vec<(String, Arc<QuantizedModel>)>,
+    pub modes: AllowedModes,
+}
+
+/// Every model file in `dir` (sorted by name), id = file stem, with its
+/// `FILE.modes` sidecar. Files that fail to load or quantize, or have a bad
+/// sidecar, are skipped with a warning, or fail with `strict`.
+pub fn load_dir(dir: &Path, cfg: QuantConfig, strict: bool) -> anyhow::Result<Loaded> {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot read the models directory {}", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -151,12 +320,34 @@ pub fn load_dir(dir: &Path, cfg: QuantConfig, strict: bool) -> anyhow::Result<Ve
         .collect();
     entries.sort();
     let mut out: Vec<(String, Arc<QuantizedModel>)> = Vec::new();
+    let mut modes = AllowedModes::default();
     for path in entries {
         let id = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-        let loaded = load_model_file(&path).and_then(|m| m.map(|m| quantize(&id, &m, cfg)).transpose());
+        let is_model = matches!(path.extension().and_then(|e| e.to_str()), Some("tandem" | "onnx"));
+        if is_model && !valid_model_id(&id) {
+            let msg = format!(
+                "{}: the file name {id:?} is not a model id (1 to {MAX_MODEL_ID_LEN} characters of A-Z a-z 0-9 . _ -); rename it",
+                path.display()
+            );
+            if strict {
+                bail!(msg);
+            }
+            warn!("skipping model: {msg}");
+            continue;
+        }
+        let loaded = load_model_file(&path).and_then(|m| m.map(|m| quantize(&id, &m, cfg)).transpose()).and_then(|q| {
+            let Some(q) = q else { return Ok(None) };
+            let allowed = read_modes_sidecar(&path)?;
+            if let Some(a) = &allowed {
+                let mut one = AllowedModes::default();
+                one.set(&id, a.clone());
+                one.for_model(&id, &q).map_err(|e| anyhow::anyhow!("{}: {e}", modes_sidecar(&path).display()))?;
+            }
+            Ok(Some((q, allowed)))
+        });
         match loaded {
             Ok(None) => debug!(path = %path.display(), "not a model file; ignored"),
-            Ok(Some(q)) => {
+            Ok(Some((q, allowed))) => {
                 if out.iter().any(|(other, _)| *other == id) {
                     let msg = format!("two model files have the id {id:?}; keeping the first");
                     if strict {
@@ -166,13 +357,16 @@ pub fn load_dir(dir: &Path, cfg: QuantConfig, strict: bool) -> anyhow::Result<Ve
                     continue;
                 }
                 log_loaded(&id, &q);
+                if let Some(a) = allowed {
+                    modes.set(&id, a);
+                }
                 out.push((id, Arc::new(q)));
             }
             Err(e) if strict => return Err(e.context(format!("loading {}", path.display()))),
             Err(e) => warn!(path = %path.display(), "skipping model: {e:#}"),
         }
     }
-    Ok(out)
+    Ok(Loaded { models: out, modes })
 }
 
 pub fn log_loaded(id: &str, q: &QuantizedModel) {
@@ -183,7 +377,6 @@ pub fn log_loaded(id: &str, q: &QuantizedModel) {
         outputs = q.output_len,
         ring_bits = q.ring_bits,
         budget_bits = needed,
-        default_mode = %q.default_mode,
         "loaded model"
     );
 }
@@ -208,11 +401,26 @@ pub fn quantize_all(
     Ok(out)
 }
 
-/// `OUTPUT_MODE_UNSPECIFIED` → the model's default.
+/// `OUTPUT_MODE_UNSPECIFIED` → the model's default. A mode the model
+/// cannot compute is INVALID_ARGUMENT; one it can but its owner does not
+/// allow is PERMISSION_DENIED; both name the allowed modes.
 pub fn resolve_mode(served: &Served, v: i32) -> Result<OutputMode, tonic::Status> {
     let mode = tandem_proto::mode_from_proto(v)?.unwrap_or(served.info.default_mode);
-    served.info.check_mode(mode).map_err(|e| tandem_proto::status_from_protocol(&e))?;
-    Ok(mode)
+    if served.info.modes.contains(&mode) {
+        return Ok(mode);
+    }
+    let allowed = names(&served.info.modes);
+    if served.model().modes().contains(&mode) {
+        Err(tonic::Status::permission_denied(format!(
+            "output mode {mode} is not allowed on model {:?} by its owner; allowed: {allowed}",
+            served.id
+        )))
+    } else {
+        Err(tonic::Status::invalid_argument(format!(
+            "output mode {mode} is not available for model {:?} ({} outputs); allowed: {allowed}",
+            served.id, served.info.output_len
+        )))
+    }
 }
 
 #[cfg(test)]
@@ -241,22 +449,119 @@ mod tests {
         std::fs::write(d.join("m.onnx"), b"onnx").unwrap();
         std::fs::write(d.join("notes.txt"), b"ignored").unwrap();
         let cfg = QuantConfig::default();
-        let loaded = load_dir(d, cfg, false).unwrap();
+        let loaded = load_dir(d, cfg, false).unwrap().models;
         let ids: Vec<_> = loaded.iter().map(|(id, _)| id.as_str()).collect();
         assert_eq!(ids, ["a", "b"]);
-        let err = format!("{:#}", load_dir(d, cfg, true).unwrap_err());
+        let err = format!("{:#}", load_dir(d, cfg, true).err().unwrap());
         assert!(err.contains("junk.tandem") || err.contains("m.onnx") || err.contains("bit budget"), "{err}");
         std::fs::remove_file(d.join("junk.tandem")).unwrap();
         std::fs::remove_file(d.join("m.onnx")).unwrap();
-        let err = format!("{:#}", load_dir(d, cfg, true).unwrap_err());
+        let err = format!("{:#}", load_dir(d, cfg, true).err().unwrap());
         assert!(err.contains("model wide") && err.contains("does not fit the bit budget"), "{err}");
+    }
+
+    #[test]
+    fn model_ids_are_short_and_plain() {
+        for ok in ["mnist_mlp", "a", "v1.2-b", &"x".repeat(MAX_MODEL_ID_LEN)] {
+            assert!(valid_model_id(ok), "{ok}");
+        }
+        let long = "x".repeat(MAX_MODEL_ID_LEN + 1);
+        for bad in ["", "a b", "a\nINFO forged", "ü", "a/b", "a\"b", &long, &"y".repeat(1 << 20)] {
+            assert!(!valid_model_id(bad), "{bad:?}");
+            let s = check_model_id(bad).unwrap_err();
+            assert_eq!(s.code(), tonic::Code::InvalidArgument);
+            // The status gives the length, never the id (it could be 1 MiB of anything).
+            assert!(
+                s.message().len() < 200 && s.message().contains(&format!("({} bytes)", bad.len())),
+                "{}",
+                s.message()
+            );
+            if bad.len() > 1 {
+                assert!(!s.message().contains(bad), "{}", s.message());
+            }
+        }
+        // A model file whose name is no id is not served.
+        let dir = tempfile::tempdir().unwrap();
+        tandem_model::format::save(&mlp(1), &dir.path().join("bad name.tandem")).unwrap();
+        tandem_model::format::save(&mlp(1), &dir.path().join("good.tandem")).unwrap();
+        let ids: Vec<String> =
+            load_dir(dir.path(), QuantConfig::default(), false).unwrap().models.into_iter().map(|(id, _)| id).collect();
+        assert_eq!(ids, ["good"]);
+        let err = format!("{:#}", load_dir(dir.path(), QuantConfig::default(), true).err().unwrap());
+        assert!(err.contains("is not a model id"), "{err}");
+    }
+
+    #[test]
+    fn allowed_modes_come_from_flags_then_sidecars_and_default_to_label() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        tandem_model::format::save(&mlp(1), &d.join("a.tandem")).unwrap();
+        tandem_model::format::save(&mlp(2), &d.join("b.tandem")).unwrap();
+        tandem_model::format::save(&mlp(3), &d.join("c.tandem")).unwrap();
+        std::fs::write(d.join("a.tandem.modes"), "# owner: alice\nprobabilities, label\n").unwrap();
+        std::fs::write(d.join("b.tandem.modes"), "label,logits\n").unwrap();
+        let loaded = load_dir(d, QuantConfig::default(), true).unwrap();
+        let flags = AllowedModes::from_flags(&["b=label".to_string()]).unwrap();
+        let allowed = flags.or(loaded.modes);
+        let key = tandem_crypto::SecretKey::generate(1024).unwrap();
+        let reg = Registry::build(&loaded.models, key.public(), true, 1 << 20, &allowed).unwrap();
+        let modes = |id: &str| {
+            let p = &reg.get(id).unwrap().proto;
+            (p.modes.clone(), p.default_mode)
+        };
+        use tandem_proto::v1::OutputMode as P;
+        // The sidecar's order: its first mode is the default.
+        assert_eq!(modes("a"), (vec![P::Probabilities as i32, P::Label as i32], P::Probabilities as i32));
+        // The flag overrides the sidecar.
+        assert_eq!(modes("b"), (vec![P::Label as i32], P::Label as i32));
+        // Neither: label only, whatever the model file's own default.
+        assert_eq!(modes("c"), (vec![P::Label as i32], P::Label as i32));
+
+        // A mode the model cannot compute, in a sidecar or a flag: the model is not served.
+        std::fs::write(d.join("c.tandem.modes"), "label,sigmoid\n").unwrap();
+        let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
+        assert!(
+            err.contains("c.tandem.modes") && err.contains("output mode sigmoid is allowed but the model cannot"),
+            "{err}"
+        );
+        assert_eq!(load_dir(d, QuantConfig::default(), false).unwrap().models.len(), 2);
+        std::fs::write(d.join("c.tandem.modes"), "label\nlogits\n").unwrap();
+        let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
+        assert!(err.contains("expected one line"), "{err}");
+        let bad = AllowedModes::from_flags(&["a=sigmoid".to_string()]).unwrap();
+        let err = Registry::build(&loaded.models, key.public(), true, 1 << 20, &bad).err().unwrap().to_string();
+        assert!(err.contains("model a: output mode sigmoid is allowed but the model cannot compute it"), "{err}");
+        for (flag, want) in [
+            ("a", "expected MODEL-ID=MODE"),
+            ("a=softmax", "unknown output mode \"softmax\""),
+            ("a=label,label", "listed twice"),
+            ("a b=label", "is not a model id"),
+        ] {
+            let e = AllowedModes::from_flags(&[flag.to_string()]).unwrap_err().to_string();
+            assert!(e.contains(want), "{flag}: {e}");
+        }
+        let e = AllowedModes::from_flags(&["a=label".into(), "a=logits".into()]).unwrap_err().to_string();
+        assert!(e.contains("configured twice"), "{e}");
+    }
+
+    #[test]
+    fn request_limit_fits_the_largest_model() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let big = random_mlp(&mut rng, &[784, 4, 2], &[ActivationKind::Relu], 1.0, OutputMode::Label);
+        let q = quantize_all(vec![("s".into(), mlp(1)), ("big".into(), big)], QuantConfig::default(), true).unwrap();
+        let k = q[1].1.ring_bits as usize / 8;
+        assert_eq!(request_limit(&q), (784 * k + 1232).max(16 << 10));
+        // Small models still get a floor, far below the old 32 MiB.
+        assert_eq!(request_limit(&q[..1]), 16 << 10);
     }
 
     #[test]
     fn registry_builds_both_rings_and_resolves_modes() {
         let key = tandem_crypto::SecretKey::generate(1024).unwrap();
         let q = quantize_all(vec![("m".into(), mlp(4))], QuantConfig::default(), true).unwrap();
-        let reg = Registry::build(&q, key.public(), true, 1 << 20).unwrap();
+        let mut allowed = AllowedModes::default();
+        allowed.set("m", vec![OutputMode::Label, OutputMode::Logits]);
+        let reg = Registry::build(&q, key.public(), true, 1 << 20, &allowed).unwrap();
         let served = reg.get("m").unwrap();
         assert!(matches!(served.engine, Engine::K128(_)));
         assert_eq!(served.proto.activation_key.as_ref().unwrap().fingerprint, key.public().fingerprint());
@@ -264,6 +569,18 @@ mod tests {
         assert_eq!(resolve_mode(served, tandem_proto::v1::OutputMode::Logits as i32).unwrap(), OutputMode::Logits);
         let e = resolve_mode(served, tandem_proto::v1::OutputMode::Sigmoid as i32).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(
+            e.message().contains("not available for model \"m\" (2 outputs); allowed: label, logits"),
+            "{}",
+            e.message()
+        );
+        // The model can compute probabilities, but its owner does not allow them.
+        let e = resolve_mode(served, tandem_proto::v1::OutputMode::Probabilities as i32).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert_eq!(
+            e.message(),
+            "output mode probabilities is not allowed on model \"m\" by its owner; allowed: label, logits"
+        );
         assert_eq!(reg.ids(), "m");
     }
 }
@@ -277,8 +594,8 @@ mod onnx_tests {
     #[test]
     fn bundled_onnx_models_load() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models");
-        let models = load_dir(&dir, QuantConfig::default(), true).expect("strict load of models/");
-        let ids: Vec<&str> = models.iter().map(|(id, _)| id.as_str()).collect();
+        let loaded = load_dir(&dir, QuantConfig::default(), true).expect("strict load of models/");
+        let ids: Vec<&str> = loaded.models.iter().map(|(id, _)| id.as_str()).collect();
         for want in ["breast_cancer_mlp", "digits_mlp", "mnist_cnn", "mnist_mlp", "pima_mlp"] {
             assert!(ids.contains(&want), "{want} missing from {ids:?}");
         }

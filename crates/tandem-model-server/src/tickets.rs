@@ -5,6 +5,10 @@
 //! ciphertexts). Its id is the session id, a random 16-byte value the
 //! client also needs to open the sealed result; it is a bearer capability
 //! for one online phase, worthless without the client's seed.
+//!
+//! Each client (API token id, or peer address without tokens) may hold at
+//! most `per_client` tickets, counting those still being preprocessed, so
+//! one client cannot take every slot of the store.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,6 +17,8 @@ use tandem_crypto::U256;
 use tandem_model::OutputMode;
 use tandem_protocol::Prepared;
 use tonic::Status;
+
+use crate::access::ClientKey;
 
 /// A preprocessed session of either ring.
 pub enum AnyPrepared {
@@ -26,6 +32,8 @@ pub struct TicketEntry {
     /// The API token's client id that created it (None without tokens):
     /// only that client may spend it.
     pub owner: Option<Arc<str>>,
+    /// Whose per-client allowance it counts against.
+    holder: ClientKey,
     created: Instant,
     pub prepared: AnyPrepared,
 }
@@ -35,23 +43,42 @@ struct Inner {
     /// Tickets being preprocessed now: they count against the limit so a
     /// burst of requests cannot overshoot it.
     pending: usize,
+    /// Tickets held (ready or pending) per client; no zero entries.
+    held: HashMap<ClientKey, usize>,
+}
+
+impl Inner {
+    fn release(&mut self, holder: &ClientKey) {
+        if let Some(n) = self.held.get_mut(holder) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(holder);
+            }
+        }
+    }
 }
 
 pub struct TicketStore {
     inner: Mutex<Inner>,
     max: usize,
+    per_client: usize,
     ttl: Duration,
 }
 
 /// A slot for a ticket being preprocessed; released if it is never filled.
 pub struct Reservation {
     store: Arc<TicketStore>,
+    holder: ClientKey,
+    filled: bool,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
         if let Ok(mut g) = self.store.inner.lock() {
             g.pending -= 1;
+            if !self.filled {
+                g.release(&self.holder);
+            }
         }
     }
 }
@@ -61,8 +88,10 @@ fn poisoned<T>(_: T) -> Status {
 }
 
 impl TicketStore {
-    pub fn new(max: usize, ttl: Duration) -> Arc<Self> {
-        Arc::new(TicketStore { inner: Mutex::new(Inner { map: HashMap::new(), pending: 0 }), max, ttl })
+    /// A store of at most `max` tickets, `per_client` of them per client.
+    pub fn new(max: usize, per_client: usize, ttl: Duration) -> Arc<Self> {
+        let inner = Inner { map: HashMap::new(), pending: 0, held: HashMap::new() };
+        Arc::new(TicketStore { inner: Mutex::new(inner), max, per_client: per_client.max(1), ttl })
     }
 
     pub fn ttl(&self) -> Duration {
@@ -79,14 +108,32 @@ impl TicketStore {
     }
 
     fn purge(g: &mut Inner, ttl: Duration) -> &mut Inner {
-        g.map.retain(|_, e| e.created.elapsed() < ttl);
+        let mut expired = Vec::new();
+        g.map.retain(|_, e| {
+            let keep = e.created.elapsed() < ttl;
+            if !keep {
+                expired.push(e.holder.clone());
+            }
+            keep
+        });
+        for h in expired {
+            g.release(&h);
+        }
         g
     }
 
-    /// Claims room for one more ticket before any work is spent on it.
-    pub fn reserve(self: &Arc<Self>) -> Result<Reservation, Status> {
+    /// Claims room for one more ticket of `holder` before any work is spent
+    /// on it.
+    pub fn reserve(self: &Arc<Self>, holder: &ClientKey) -> Result<Reservation, Status> {
         let mut g = self.inner.lock().map_err(poisoned)?;
         let g = Self::purge(&mut g, self.ttl);
+        if g.held.get(holder).copied().unwrap_or(0) >= self.per_client {
+            return Err(Status::resource_exhausted(format!(
+                "client {holder} holds its limit of {} outstanding tickets per client; use some (or let them expire after {} s) before asking for more",
+                self.per_client,
+                self.ttl.as_secs()
+            )));
+        }
         if g.map.len() + g.pending >= self.max {
             return Err(Status::resource_exhausted(format!(
                 "the model server holds its limit of {} outstanding tickets; use some (or let them expire after {} s) before asking for more",
@@ -95,7 +142,8 @@ impl TicketStore {
             )));
         }
         g.pending += 1;
-        Ok(Reservation { store: self.clone() })
+        *g.held.entry(holder.clone()).or_insert(0) += 1;
+        Ok(Reservation { store: self.clone(), holder: holder.clone(), filled: false })
     }
 
     /// Files a preprocessed session under its id.
@@ -106,10 +154,17 @@ impl TicketStore {
         mode: OutputMode,
         owner: Option<Arc<str>>,
         prepared: AnyPrepared,
-        r: Reservation,
+        mut r: Reservation,
     ) {
         if let Ok(mut g) = self.inner.lock() {
-            g.map.insert(id, TicketEntry { model_id, mode, owner, created: Instant::now(), prepared });
+            let holder = r.holder.clone();
+            let entry = TicketEntry { model_id, mode, owner, holder, created: Instant::now(), prepared };
+            if let Some(old) = g.map.insert(id, entry) {
+                // Session ids are random 16 bytes; should one ever repeat,
+                // the replaced ticket no longer counts against its holder.
+                g.release(&old.holder);
+            }
+            r.filled = true;
         }
         drop(r); // after the insert: the slot passes from pending to the map
     }
@@ -134,7 +189,9 @@ impl TicketStore {
             ))
         })?;
         check(entry)?;
-        Ok(g.map.remove(&key).expect("present"))
+        let entry = g.map.remove(&key).ok_or_else(|| Status::internal("ticket store changed under its lock"))?;
+        g.release(&entry.holder);
+        Ok(entry)
     }
 }
 
@@ -142,21 +199,44 @@ impl TicketStore {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> ClientKey {
+        ClientKey::Ip(std::net::IpAddr::from([192, 0, 2, last]))
+    }
+
     #[test]
     fn reservations_count_against_the_limit_and_are_released() {
-        let s = TicketStore::new(2, Duration::from_secs(60));
-        let a = s.reserve().unwrap();
-        let _b = s.reserve().unwrap();
-        let e = s.reserve().err().unwrap();
+        let s = TicketStore::new(2, 2, Duration::from_secs(60));
+        let a = s.reserve(&ip(1)).unwrap();
+        let _b = s.reserve(&ip(2)).unwrap();
+        let e = s.reserve(&ip(3)).err().unwrap();
         assert_eq!(e.code(), tonic::Code::ResourceExhausted);
         assert!(e.message().contains("limit of 2 outstanding tickets"), "{}", e.message());
         drop(a);
-        assert!(s.reserve().is_ok(), "a dropped reservation frees its slot");
+        assert!(s.reserve(&ip(3)).is_ok(), "a dropped reservation frees its slot");
+    }
+
+    #[test]
+    fn one_client_cannot_hold_every_ticket() {
+        let s = TicketStore::new(10, 2, Duration::from_secs(60));
+        let a1 = s.reserve(&ip(1)).unwrap();
+        let _a2 = s.reserve(&ip(1)).unwrap();
+        let e = s.reserve(&ip(1)).err().unwrap();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            e.message().starts_with("client 192.0.2.1 holds its limit of 2 outstanding tickets per client"),
+            "{}",
+            e.message()
+        );
+        // Others still get theirs, and a freed slot is the client's again.
+        assert!(s.reserve(&ip(2)).is_ok());
+        drop(a1);
+        let _a3 = s.reserve(&ip(1)).expect("a released reservation frees the client's slot");
+        assert!(s.reserve(&ip(1)).is_err());
     }
 
     #[test]
     fn unknown_and_malformed_ids_are_clear_errors() {
-        let s = TicketStore::new(2, Duration::from_secs(60));
+        let s = TicketStore::new(2, 2, Duration::from_secs(60));
         let e = s.take(&[1; 16], |_| Ok(())).err().unwrap();
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert!(e.message().contains("already used, expired"), "{}", e.message());
