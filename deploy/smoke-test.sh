@@ -6,9 +6,16 @@
 #
 # By hand, not in CI:   bash deploy/smoke-test.sh
 #
-# Engine: docker when `docker info` works (with `docker compose` or
-# docker-compose), else podman + podman-compose (installed with apt if
-# missing; needs root). Base images: pulled when a registry is reachable;
+# Engine: docker when `docker info` works (with `docker compose` (v2) or
+# docker-compose (v1.29)), else podman + podman-compose (installed with apt if
+# missing; needs root). Docker Engine without the buildx plugin builds with
+# the classic builder (DOCKER_BUILDKIT=0), which the Dockerfile is written for.
+#
+# Besides the inferences it checks what the deployment promises: both servers
+# run as uid 10001; the image holds no private key, certificate or Paillier
+# key (file scan + `docker history`); a container on the client network
+# reaches the model server but not the activation server; the activation
+# server refuses the client certificate (role-bound mutual TLS). Base images: pulled when a registry is reachable;
 # otherwise built locally with debootstrap:
 #   localhost/debian:bookworm-slim  (minbase)
 #   localhost/rust:bookworm-local   (minbase + gcc, libc6-dev, libgmp-dev,
@@ -22,7 +29,8 @@
 #   SMOKE_PORT      host port for the client port        (first free from 50051)
 #   SMOKE_KEEP=1    leave the stack running at the end (tear down by hand)
 #   SMOKE_VENDOR=1  vendor the crates even if crates.io is reachable
-#   SMOKE_NO_BUILD=1  reuse an existing $SMOKE_IMAGE
+#   SMOKE_NO_BUILD=1  reuse an existing $SMOKE_IMAGE (the build is the long
+#                   step: about 20 min on 2 busy cores)
 #   RUST_IMAGE, RUNTIME_IMAGE  base images to try first
 #                   (docker.io/library/rust:1.95-bookworm, docker.io/library/debian:bookworm-slim)
 #   DEBIAN_MIRROR   for debootstrap                      (http://deb.debian.org/debian)
@@ -64,6 +72,11 @@ if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
   else
     die "docker works but neither 'docker compose' nor docker-compose is installed"
   fi
+  # Without buildx, `DOCKER_BUILDKIT=1 docker build` fails outright; say
+  # which builder runs instead of relying on the CLI's fallback.
+  if ! docker buildx version >/dev/null 2>&1; then
+    export DOCKER_BUILDKIT=0
+  fi
 else
   ENGINE=podman
   missing=()
@@ -84,7 +97,7 @@ else
     printf '[engine]\nruntime = "runc"\n\n[containers]\ndefault_ulimits = []\n' >> /etc/containers/containers.conf
   fi
 fi
-log "engine: $ENGINE, compose: ${COMPOSE[*]}"
+log "engine: $ENGINE ($($ENGINE version --format '{{.Server.Version}}' 2>/dev/null || echo '?')), compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))${DOCKER_BUILDKIT:+, DOCKER_BUILDKIT=$DOCKER_BUILDKIT}"
 
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE" "$@"; }
 
@@ -112,7 +125,8 @@ teardown() {
     for id in $($ENGINE ps -aq --filter "label=com.docker.compose.project=$PROJECT"); do
       $ENGINE rm -f "$id" >/dev/null 2>&1
     done
-    for v in "${PROJECT}_certs" "${PROJECT}_activation-key"; do
+    for v in "${PROJECT}_tls-ca" "${PROJECT}_tls-activation" "${PROJECT}_tls-model" "${PROJECT}_tls-client" \
+             "${PROJECT}_activation-key"; do
       $ENGINE volume rm -f "$v" >/dev/null 2>&1
     done
     for n in "${PROJECT}_backend" "${PROJECT}_frontend"; do
@@ -243,7 +257,7 @@ else
           --build-arg "RUST_IMAGE=$RUST_BASE" --build-arg "RUNTIME_IMAGE=$RUNTIME_BASE" )
   if [ "$ENGINE" = podman ]; then
     # --format docker keeps HEALTHCHECK; --ignorefile: the context is the repo root.
-    build+=( --format docker --ignorefile "$HERE/.dockerignore" )
+    build+=( --format docker --ignorefile "$ROOT/.dockerignore" )
   fi
   log "building $IMAGE (log: deploy/.build/build.log); this is the long step"
   t_build=$(date +%s)
@@ -252,8 +266,37 @@ else
     die "image build failed (full log: $WORK/build.log)"
   fi
   grep -E "Finished|Compiling tandem" "$WORK/build.log" | tail -3 || true
-  log "image built in $(( $(date +%s) - t_build )) s: $($ENGINE image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.1f MB", $1/1e6}')"
+  log "image built in $(( $(date +%s) - t_build )) s"
 fi
+log "image $IMAGE: $($ENGINE image inspect "$IMAGE" --format '{{.Size}}' | awk '{printf "%.1f MB", $1/1e6}'), user $($ENGINE image inspect "$IMAGE" --format '{{.Config.User}}')"
+
+# ------------------------------------------------------ what the image holds --
+# Non-root, and no secret in any layer: the key and the TLS material come
+# from volumes at run time.
+[ "$($ENGINE image inspect "$IMAGE" --format '{{.Config.User}}')" = "10001:10001" ] || die "the image does not run as 10001:10001"
+$ENGINE history --no-trunc --format '{{.Size}}	{{.CreatedBy}}' "$IMAGE" >"$TMP/history.txt"
+# Layers that add files: only the binaries and the two helper scripts (to
+# /usr/local/bin/) and the demo model may be copied in. (The classic builder
+# records `COPY dir:HASH in DEST`, BuildKit `COPY SRC DEST`.)
+if grep -E '(COPY|ADD) ' "$TMP/history.txt" | grep -vE '(/usr/local/bin/|/usr/share/tandem/models/demo/)( |$)' | grep -q .; then
+  grep -E '(COPY|ADD) ' "$TMP/history.txt"
+  die "an unexpected file is copied into the image (see docker history above)"
+fi
+if grep -iE 'activation-key|\.pem|PRIVATE KEY' "$TMP/history.txt" | grep -v 'ENV TANDEM_KEY_FILE=' | grep -q .; then
+  die "docker history mentions key or certificate material"
+fi
+# A scan of the whole image file system: no PEM private key, no certificate
+# outside the system's CA store, no Paillier key file.
+$ENGINE run --rm --no-healthcheck --network none --user 0 "$IMAGE" sh -c '
+  find / -xdev \( -path /proc -o -path /sys -o -path /etc/ssl -o -path /usr/share/ca-certificates \) -prune -o -type f \
+       \( -name "*.pem" -o -name "*.key" -o -name "*.crt" -o -name "activation-key*" \) -print
+  grep -rlI --exclude-dir=proc --exclude-dir=sys -e "-----BEGIN [A-Z ]*PRIVATE KEY-----" / 2>/dev/null
+  true' >"$TMP/secrets.txt"
+if [ -s "$TMP/secrets.txt" ]; then
+  cat "$TMP/secrets.txt"
+  die "the image holds key or certificate files (listed above)"
+fi
+log "image: non-root (10001:10001); no key or certificate in its file system or its history ($(wc -l <"$TMP/history.txt") layers)"
 
 # -------------------------------------------------------------- reference --
 # The plaintext model's integer reference for every mode, from `tandem demo`
@@ -286,17 +329,24 @@ compose up -d --no-build >"$WORK/up.log" 2>&1 || { cat "$WORK/up.log"; die "comp
 
 svc_id() { $ENGINE ps -aq --filter "label=com.docker.compose.project=$PROJECT" --filter "label=com.docker.compose.service=$1" | head -1; }
 
-# The client's CA certificate, from the certs volume.
+# The client's CA certificate (and the dev client certificate, for the
+# refusal check below), from the client's volume.
 log "waiting for the certificates"
 for _ in $(seq 1 120); do
-  if $ENGINE run --rm --no-healthcheck -v "${PROJECT}_certs:/c:ro" "$IMAGE" cat /c/.ready /c/ca.pem >"$TMP/ca.pem" 2>/dev/null \
+  if $ENGINE run --rm --no-healthcheck -v "${PROJECT}_tls-client:/c:ro" "$IMAGE" sh -c 'cat /c/.ready /c/ca.pem' >"$TMP/ca.pem" 2>/dev/null \
      && grep -q "BEGIN CERTIFICATE" "$TMP/ca.pem"; then
     break
   fi
   sleep 2
 done
-grep -q "BEGIN CERTIFICATE" "$TMP/ca.pem" 2>/dev/null || die "no CA certificate in the ${PROJECT}_certs volume"
+grep -q "BEGIN CERTIFICATE" "$TMP/ca.pem" 2>/dev/null || die "no CA certificate in the ${PROJECT}_tls-client volume"
 chmod 644 "$TMP/ca.pem"
+# The CA key exists only in tls-ca, which no server mounts.
+for svc in activation-server model-server; do
+  for m in $($ENGINE inspect "$(svc_id "$svc")" --format '{{range .Mounts}}{{.Name}} {{end}}'); do
+    case "$m" in *_tls-ca|*_tls-client) die "$svc mounts $m";; esac
+  done
+done
 
 client() {
   $ENGINE run --rm --no-healthcheck --network host -v "$TMP/ca.pem:/etc/tandem/client-ca.pem:ro" -v "$MODEL_DIR:/in:ro" \
@@ -341,6 +391,34 @@ for svc in activation-server model-server; do
     log "$svc: healthy"
   fi
 done
+
+# ------------------------------------------------------------ trust split --
+# Both servers run as the image's user, not root.
+for svc in activation-server model-server; do
+  uid=$($ENGINE exec "$(svc_id "$svc")" id -u)
+  [ "$uid" = 10001 ] || die "$svc runs as uid $uid, not 10001"
+done
+# Networks: a container on the client network (frontend) reaches the model
+# server, but neither the activation server's name nor its address.
+S2_IP=$($ENGINE inspect "$(svc_id activation-server)" --format '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' | awk '{print $1}')
+tcp_from() {  # NETWORK HOST PORT: can a container on NETWORK connect?
+  $ENGINE run --rm --no-healthcheck --network "$1" "$IMAGE" timeout 4 bash -c "exec 3<>/dev/tcp/$2/$3" >/dev/null 2>&1
+}
+tcp_from "${PROJECT}_frontend" model-server 50051 || die "a client-network container cannot reach the model server"
+if tcp_from "${PROJECT}_frontend" activation-server 50052 || { [ -n "$S2_IP" ] && tcp_from "${PROJECT}_frontend" "$S2_IP" 50052; }; then
+  die "a client-network container reaches the activation server"
+fi
+log "networks: frontend reaches model-server:50051, not activation-server ($S2_IP:50052)"
+# Role-bound mutual TLS: on the backend network, a model server presenting
+# the CA-signed CLIENT certificate is refused by the activation server.
+if $ENGINE run --rm --no-healthcheck --network "${PROJECT}_backend" -v "${PROJECT}_tls-client:/c:ro" "$IMAGE" \
+     model-server --listen 127.0.0.1:0 --models /usr/share/tandem/models/demo \
+     --activation-server https://activation-server:50052 --connect-retries 1 \
+     --tls-cert /c/client.pem --tls-key /c/client-key.pem --tls-ca /c/ca.pem >"$TMP/impostor.log" 2>&1; then
+  die "the activation server accepted the client certificate"
+fi
+grep -q "urn:tandem:role:model-server" "$TMP/impostor.log" || { tail -5 "$TMP/impostor.log"; die "refused, but not for the role"; }
+log "the activation server refuses the CA-signed client certificate: $(grep -o 'PermissionDenied\|permission denied\|not the model server.s' "$TMP/impostor.log" | head -1)"
 
 FINGERPRINT=$($ENGINE logs "$(svc_id activation-server)" 2>&1 | sed -n 's/^activation key fingerprint: \([0-9a-f]*\).*/\1/p' | tail -1)
 [ -n "$FINGERPRINT" ] || die "no key fingerprint in the activation server's log"

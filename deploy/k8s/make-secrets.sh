@@ -60,11 +60,14 @@ else
 fi
 
 rm -rf "$OUT/certs"
+# Role-specific names: only S2's certificate is valid for S2's Service name,
+# only S1's for S1's; each also carries its role URI, which the other server
+# requires (SECURITY.md, trust).
 run tandem dev-certs --out /out/certs --days 90 \
-  --name activation-server.tandem-activation.svc \
-  --name activation-server.tandem-activation.svc.cluster.local \
-  --name model-server.tandem-model.svc \
-  --name model-server.tandem-model.svc.cluster.local \
+  --activation-name activation-server.tandem-activation.svc \
+  --activation-name activation-server.tandem-activation.svc.cluster.local \
+  --model-name model-server.tandem-model.svc \
+  --model-name model-server.tandem-model.svc.cluster.local \
   --name localhost --name 127.0.0.1 >/dev/null
 
 C="$OUT/certs"

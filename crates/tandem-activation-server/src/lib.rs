@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_crypto::{Ring, SecretKey, U256};
+use tandem_proto::peer::MutualTls;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_server::{ActivationService, ActivationServiceServer};
 use tandem_proto::{status_from_protocol, wire_len};
@@ -29,7 +30,6 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
-use tonic::transport::ServerTlsConfig;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{debug, error, info, warn};
 
@@ -98,6 +98,14 @@ pub struct Config {
     /// to (mutual TLS: required with --tls-cert).
     #[arg(long, env = "TANDEM_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Accept only model servers whose certificate's SubjectPublicKeyInfo
+    /// has this SHA-256 (64 hex digits; repeat the flag or separate with
+    /// commas for several; `tandem spki CERT.pem` prints it). Without it, a
+    /// client certificate must carry the model-server role URI
+    /// (urn:tandem:role:model-server, as `tandem dev-certs` issues): a
+    /// certificate from the CA alone is not enough.
+    #[arg(long, env = "TANDEM_MODEL_SERVER_SPKI_SHA256", value_delimiter = ',')]
+    pub model_server_spki_sha256: Vec<String>,
     /// Serve plaintext gRPC without TLS (development only: traffic is unencrypted).
     #[arg(long, env = "TANDEM_INSECURE")]
     pub insecure: bool,
@@ -584,10 +592,24 @@ async fn evaluate_ring<R: Ring>(
 pub async fn serve(
     listener: TcpListener,
     svc: ActivationServiceServer<ActivationSvc>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<MutualTls>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
-    let mut builder = tandem_proto::server::builder(tls).map_err(anyhow::Error::msg)?;
+    let (config, peer) = match tls {
+        Some(t) => (Some(t.config), Some(t.peer)),
+        None => (None, None),
+    };
+    // Every call, whatever the service, passes the peer's role check first:
+    // the CA signs more than model servers (SECURITY.md, trust).
+    let role_check = move |req: Request<()>| -> Result<Request<()>, Status> {
+        if let Some(peer) = &peer {
+            peer.check_request(&req)?;
+        }
+        Ok(req)
+    };
+    let mut builder = tandem_proto::server::builder(config)
+        .map_err(anyhow::Error::msg)?
+        .layer(tonic::service::InterceptorLayer::new(role_check));
     let incoming = tandem_proto::server::incoming(listener);
     builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
@@ -608,16 +630,25 @@ fn check_key_bits(bits: u32, allow_test: bool) -> anyhow::Result<()> {
     }
 }
 
-/// TLS from the config: mutual TLS, or `None` with `--insecure`.
-pub fn tls_from_config(cfg: &Config) -> anyhow::Result<Option<ServerTlsConfig>> {
+/// TLS from the config: mutual TLS bound to the model server's role (or
+/// pinned key), or `None` with `--insecure`.
+pub fn tls_from_config(cfg: &Config) -> anyhow::Result<Option<MutualTls>> {
     match (&cfg.tls_cert, &cfg.tls_key) {
         (Some(cert), Some(key)) => {
             let Some(ca) = &cfg.tls_ca else {
                 bail!("--tls-ca is required with --tls-cert: the activation server accepts only model servers that present a client certificate signed by that CA (mutual TLS)");
             };
-            Ok(Some(tandem_proto::tls::server_tls(cert, key, Some(ca)).map_err(anyhow::Error::msg)?))
+            let pins = tandem_proto::peer::parse_pins(&cfg.model_server_spki_sha256, "--model-server-spki-sha256")
+                .map_err(anyhow::Error::msg)?;
+            let peer = tandem_proto::peer::PeerIdentity::model_server(pins);
+            info!("mutual TLS: accepting only {}", peer.describe());
+            let config = tandem_proto::tls::server_tls(cert, key, Some(ca)).map_err(anyhow::Error::msg)?;
+            Ok(Some(MutualTls { config, peer }))
         }
         _ if cfg.insecure => {
+            if !cfg.model_server_spki_sha256.is_empty() {
+                bail!("--model-server-spki-sha256 needs mutual TLS (--tls-cert, --tls-key, --tls-ca): with --insecure there is no certificate to check");
+            }
             warn!("--insecure: serving plaintext gRPC WITHOUT TLS; traffic between the servers is unencrypted and unauthenticated (development only)");
             Ok(None)
         }

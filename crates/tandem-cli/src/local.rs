@@ -60,14 +60,15 @@ pub async fn start(
     let l2 = TcpListener::bind("127.0.0.1:0").await.context("binding the activation server")?;
     let activation_addr = l2.local_addr()?;
     let s2_tls = match tls_dir {
-        Some(d) => Some(
-            tandem_proto::tls::server_tls(
+        Some(d) => Some(tandem_proto::peer::MutualTls {
+            config: tandem_proto::tls::server_tls(
                 &d.join("activation-server.pem"),
                 &d.join("activation-server-key.pem"),
                 Some(&d.join("ca.pem")),
             )
             .map_err(anyhow::Error::msg)?,
-        ),
+            peer: tandem_proto::peer::PeerIdentity::model_server(Vec::new()),
+        }),
         None => None,
     };
     let (tx, rx) = oneshot::channel::<()>();
@@ -84,10 +85,12 @@ pub async fn start(
                     .map_err(anyhow::Error::msg)?,
             ),
             Some(
-                tandem_proto::tls::client_tls(
-                    Some(&d.join("ca.pem")),
-                    Some((&d.join("model-server.pem"), &d.join("model-server-key.pem"))),
+                tandem_proto::peer::RoleTlsConnector::new(
+                    &d.join("ca.pem"),
+                    &d.join("model-server.pem"),
+                    &d.join("model-server-key.pem"),
                     Some("localhost"),
+                    tandem_proto::peer::PeerIdentity::activation_server(Vec::new()),
                 )
                 .map_err(anyhow::Error::msg)?,
             ),

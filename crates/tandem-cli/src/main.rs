@@ -50,20 +50,50 @@ enum Cmd {
         #[arg(long, default_value_t = 2048)]
         key_bits: u32,
     },
-    /// Write a development CA and certificates for both servers (keys 0600).
+    /// Write a development CA and certificates for both servers and a client
+    /// (keys 0600). Each server certificate carries its role
+    /// (urn:tandem:role:activation-server / urn:tandem:role:model-server),
+    /// which the other server requires; the client certificate has none.
     DevCerts {
-        /// Output directory.
+        /// Output directory (the CA's certificate and key, and every party's
+        /// files not sent elsewhere by the --*-out options).
         #[arg(long, default_value = "certs")]
         out: PathBuf,
-        /// DNS names / IP addresses the server certificates are valid for.
-        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()])]
+        /// Directory for the activation server's certificate, key and ca.pem
+        /// only (what its host mounts: no CA key, no other party's key).
+        #[arg(long)]
+        activation_server_out: Option<PathBuf>,
+        /// Directory for the model server's certificate, key and ca.pem only.
+        #[arg(long)]
+        model_server_out: Option<PathBuf>,
+        /// Directory for the client certificate, key and ca.pem only.
+        #[arg(long)]
+        client_out: Option<PathBuf>,
+        /// DNS names / IP addresses both server certificates are valid for
+        /// (default, when no --name, --activation-name or --model-name is
+        /// given: localhost, 127.0.0.1, ::1).
+        #[arg(long = "name")]
         names: Vec<String>,
+        /// Extra names only the activation server's certificate is valid for.
+        #[arg(long = "activation-name")]
+        activation_names: Vec<String>,
+        /// Extra names only the model server's certificate is valid for.
+        #[arg(long = "model-name")]
+        model_names: Vec<String>,
         /// Validity in days.
         #[arg(long, default_value_t = 90)]
         days: i64,
         /// Overwrite existing files.
         #[arg(long)]
         force: bool,
+    },
+    /// Print the SHA-256 of a certificate's SubjectPublicKeyInfo: the value
+    /// for activation-server --model-server-spki-sha256 (of the model
+    /// server's certificate) or model-server --activation-server-spki-sha256
+    /// (of the activation server's).
+    Spki {
+        /// PEM certificate.
+        cert: PathBuf,
     },
 }
 
@@ -101,20 +131,70 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("activation key fingerprint: {}", sk.public().fingerprint());
             Ok(())
         }
-        Cmd::DevCerts { out, names, days, force } => {
+        Cmd::DevCerts {
+            out,
+            activation_server_out,
+            model_server_out,
+            client_out,
+            names,
+            activation_names,
+            model_names,
+            days,
+            force,
+        } => {
             init_logging(false);
-            let certs = dev_certs::generate(&names, days)?;
-            let files = dev_certs::write(&out, &certs, force)?;
+            let names = if names.is_empty() && activation_names.is_empty() && model_names.is_empty() {
+                vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()]
+            } else {
+                names
+            };
+            let certs = dev_certs::generate_for_roles(&names, &activation_names, &model_names, days)?;
+            let s2 = activation_server_out.unwrap_or_else(|| out.clone());
+            let s1 = model_server_out.unwrap_or_else(|| out.clone());
+            let cl = client_out.unwrap_or_else(|| out.clone());
+            let dirs = dev_certs::Dirs { ca: &out, activation_server: &s2, model_server: &s1, client: &cl };
+            let files = dev_certs::write_split(&dirs, &certs, force)?;
             for f in &files {
                 println!("wrote {}", f.display());
             }
-            println!("development certificates valid {days} days for {}; NOT for production.", names.join(", "));
-            println!("activation-server --tls-cert {0}/activation-server.pem --tls-key {0}/activation-server-key.pem --tls-ca {0}/ca.pem", out.display());
+            let pin = |pem: &str| tandem_proto::peer::spki_sha256_of_pem(pem.as_bytes()).map(hex::encode);
+            let (s2_pin, s1_pin) = (
+                pin(&certs.activation_server.cert_pem).map_err(anyhow::Error::msg)?,
+                pin(&certs.model_server.cert_pem).map_err(anyhow::Error::msg)?,
+            );
+            let list = |extra: &[String]| {
+                let mut v = names.clone();
+                v.extend(extra.iter().cloned());
+                v.join(", ")
+            };
+            println!("development certificates valid {days} days; NOT for production.");
             println!(
-                "model-server --tls-cert {0}/model-server.pem --tls-key {0}/model-server-key.pem --tls-ca {0}/ca.pem",
-                out.display()
+                "activation server: {}; role {}",
+                list(&activation_names),
+                tandem_proto::peer::ACTIVATION_SERVER_ROLE
+            );
+            println!("model server: {}; role {}", list(&model_names), tandem_proto::peer::MODEL_SERVER_ROLE);
+            println!("activation server SPKI SHA-256: {s2_pin}");
+            println!("model server SPKI SHA-256: {s1_pin}");
+            println!(
+                "activation-server --tls-cert {0}/activation-server.pem --tls-key {0}/activation-server-key.pem \
+                 --tls-ca {0}/ca.pem --model-server-spki-sha256 {s1_pin}",
+                s2.display()
+            );
+            println!(
+                "model-server --tls-cert {0}/model-server.pem --tls-key {0}/model-server-key.pem --tls-ca {0}/ca.pem \
+                 --activation-server-spki-sha256 {s2_pin}",
+                s1.display()
             );
             println!("tandem-client ... --tls-ca {0}/ca.pem", out.display());
+            println!("keep {} (the CA key) away from both servers", out.join("ca-key.pem").display());
+            Ok(())
+        }
+        Cmd::Spki { cert } => {
+            let pem = std::fs::read(&cert).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cert.display()))?;
+            let pin =
+                tandem_proto::peer::spki_sha256_of_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+            println!("{}", hex::encode(pin));
             Ok(())
         }
     }

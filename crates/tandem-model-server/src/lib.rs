@@ -13,12 +13,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tandem_crypto::{PublicKey, SeedEpoch};
 use tandem_model::{QuantConfig, QuantizedModel};
+use tandem_proto::peer::RoleTlsConnector;
 use tandem_proto::v1 as pb;
 use tandem_proto::v1::activation_service_client::ActivationServiceClient;
 use tandem_proto::v1::model_service_server::{ModelService, ModelServiceServer};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint, ServerTlsConfig};
+use tonic::transport::{Channel, Endpoint, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{error, info, warn};
 
@@ -73,6 +74,14 @@ pub struct Config {
     /// PEM CA certificate that the activation server's certificate must chain to.
     #[arg(long, env = "TANDEM_TLS_CA")]
     pub tls_ca: Option<PathBuf>,
+    /// Accept only an activation server whose certificate's
+    /// SubjectPublicKeyInfo has this SHA-256 (64 hex digits; repeat or
+    /// separate with commas for several; `tandem spki CERT.pem` prints it).
+    /// Without it, the activation server's certificate must carry the
+    /// activation-server role URI (urn:tandem:role:activation-server, as
+    /// `tandem dev-certs` issues): a certificate from the CA alone is not enough.
+    #[arg(long, env = "TANDEM_ACTIVATION_SERVER_SPKI_SHA256", value_delimiter = ',')]
+    pub activation_server_spki_sha256: Vec<String>,
     /// Plaintext gRPC without TLS, to clients and to the activation server
     /// (development only: traffic is unencrypted).
     #[arg(long, env = "TANDEM_INSECURE")]
@@ -414,8 +423,14 @@ pub async fn fetch_key(
 }
 
 /// A channel to S2 (lazy: it reconnects by itself after S2 restarts).
-pub fn activation_channel(url: &str, tls: Option<ClientTlsConfig>, step: Duration) -> anyhow::Result<Channel> {
-    let mut ep = Endpoint::from_shared(url.to_string())
+/// With `tls`, the URL's `https` is carried out by [`RoleTlsConnector`]
+/// (which checks S2's role after each handshake), so tonic sees `http`.
+pub fn activation_channel(url: &str, tls: Option<RoleTlsConnector>, step: Duration) -> anyhow::Result<Channel> {
+    let url = match (&tls, url.strip_prefix("https://")) {
+        (Some(_), Some(rest)) => format!("http://{rest}"),
+        _ => url.to_string(),
+    };
+    let ep = Endpoint::from_shared(url.clone())
         .with_context(|| format!("bad activation server URL {url:?}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(step)
@@ -423,10 +438,10 @@ pub fn activation_channel(url: &str, tls: Option<ClientTlsConfig>, step: Duratio
         .http2_keep_alive_interval(Duration::from_secs(20))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
-    if let Some(tls) = tls {
-        ep = ep.tls_config(tls).context("TLS configuration for the activation server")?;
-    }
-    Ok(ep.connect_lazy())
+    Ok(match tls {
+        Some(tls) => ep.connect_with_connector_lazy(tls),
+        None => ep.connect_lazy(),
+    })
 }
 
 pub fn activation_client(channel: Channel, max_message_bytes: usize) -> ActivationServiceClient<Channel> {
@@ -792,7 +807,7 @@ pub fn init_logging(json: bool) {
 
 /// TLS for clients (server side) and for the activation server (client
 /// side, mutual), or neither with `--insecure`.
-pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>, Option<ClientTlsConfig>)> {
+pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>, Option<RoleTlsConnector>)> {
     let (url, url_tls) = tandem_proto::tls::normalize_url(&cfg.activation_server);
     let _ = url;
     let server = match (&cfg.tls_cert, &cfg.tls_key) {
@@ -804,18 +819,26 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
         _ => bail!("no TLS configured for clients: pass --tls-cert and --tls-key, or --insecure for unencrypted development use"),
     };
     let client = if url_tls {
-        let identity = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+        let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(c), Some(k)) => (c.as_path(), k.as_path()),
             _ => bail!("the activation server URL is https: pass --tls-cert and --tls-key (the client certificate for mutual TLS) and --tls-ca"),
         };
-        if cfg.tls_ca.is_none() {
+        let Some(ca) = &cfg.tls_ca else {
             bail!("--tls-ca is required to verify the activation server's certificate");
-        }
+        };
+        let pins =
+            tandem_proto::peer::parse_pins(&cfg.activation_server_spki_sha256, "--activation-server-spki-sha256")
+                .map_err(anyhow::Error::msg)?;
+        let peer = tandem_proto::peer::PeerIdentity::activation_server(pins);
+        info!("mutual TLS to the activation server: accepting only {}", peer.describe());
         Some(
-            tandem_proto::tls::client_tls(cfg.tls_ca.as_deref(), identity, cfg.activation_tls_domain.as_deref())
+            RoleTlsConnector::new(ca, cert, key, cfg.activation_tls_domain.as_deref(), peer)
                 .map_err(anyhow::Error::msg)?,
         )
     } else if cfg.insecure {
+        if !cfg.activation_server_spki_sha256.is_empty() {
+            bail!("--activation-server-spki-sha256 needs an https:// activation server URL (mutual TLS)");
+        }
         warn!("--insecure: talking to the activation server over plaintext http; traffic between the servers is unencrypted (development only)");
         None
     } else {

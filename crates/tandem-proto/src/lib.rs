@@ -10,6 +10,8 @@
 
 pub mod convert;
 #[cfg(feature = "server")]
+pub mod peer;
+#[cfg(feature = "server")]
 pub mod server;
 pub mod status;
 pub mod tls;

@@ -4,7 +4,7 @@
 use std::path::Path;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+pub(crate) fn read_pem(path: &Path, what: &str) -> Result<Vec<u8>, String> {
     let b = std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
     if !b.windows(10).any(|w| w == b"-----BEGIN") {
         return Err(format!("{what} {} is not a PEM file (no -----BEGIN line)", path.display()));
@@ -13,11 +13,11 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
 }
 
 pub fn identity(cert: &Path, key: &Path) -> Result<Identity, String> {
-    Ok(Identity::from_pem(read(cert, "certificate")?, read(key, "private key")?))
+    Ok(Identity::from_pem(read_pem(cert, "certificate")?, read_pem(key, "private key")?))
 }
 
 pub fn certificate(ca: &Path) -> Result<Certificate, String> {
-    Ok(Certificate::from_pem(read(ca, "CA certificate")?))
+    Ok(Certificate::from_pem(read_pem(ca, "CA certificate")?))
 }
 
 /// Server TLS; with `client_ca`, every client must present a certificate
