@@ -1187,7 +1187,7 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
     let e = env(&ms);
     let sk = tandem_crypto::SecretKey::generate(1024).unwrap();
     let stub = DeafActivationServer {
-        key: tandem_proto::public_key_to_proto(sk.public()),
+        key: pb::PaillierPublicKey { seed_epoch: vec![3; 16], ..tandem_proto::public_key_to_proto(sk.public()) },
         held: std::sync::Mutex::new(Vec::new()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
