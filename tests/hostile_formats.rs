@@ -954,7 +954,7 @@ proptest! {
         ticket_mode in mode(),
         info in model_info(),
     ) {
-        let resp = pb::InferResponse { session_id: session_id.clone(), sealed, aux, stats: None };
+        let resp = pb::InferResponse { session_id: session_id.clone(), sealed, aux, stats: None, mode: 0 };
         bounded("response", message_heap_bound(prost::Message::encoded_len(&resp)), || {
             let _ = tandem_proto::query_response_from_proto::<u128>(&resp);
             let _ = tandem_proto::query_response_from_proto::<U256>(&resp);

@@ -240,6 +240,8 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
         }
         let resp = raw.infer(req).await.map(|r| r.into_inner());
         let resp = resp.unwrap_or_else(|s| panic!("tamper = {tamper}: {:?} {}", s.code(), s.message()));
+        // The answer says which mode it was computed in.
+        assert_eq!(resp.mode, tandem_proto::v1::OutputMode::Label as i32);
         let opened = pending.finish(tandem_proto::query_response_from_proto::<u128>(&resp).unwrap());
         if tamper {
             assert_eq!(opened.unwrap_err(), ProtocolError::Crypto(CryptoError::SealedResultRejected));

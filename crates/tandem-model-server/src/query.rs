@@ -318,10 +318,15 @@ pub async fn online<R: Ring>(
                 pb::evaluate_reply::Msg::Output(o) => o,
                 _ => return Err(unexpected("OutputResponse")),
             };
+            let mode = q.mode();
             let resp = q
                 .on_output(tandem_protocol::OutputResponse { sealed: out.sealed })
                 .map_err(|e| status_from_protocol(&e))?;
-            return Ok(tandem_proto::query_response_to_proto(&resp, None));
+            let mut resp = tandem_proto::query_response_to_proto(&resp, None);
+            // Say which mode was used: a request may leave it to the model's
+            // default or the ticket's.
+            resp.mode = tandem_proto::mode_to_proto(mode) as i32;
+            return Ok(resp);
         }
         let values = match link.recv(deadlines.step, costs, "ActivationValues", true).await? {
             pb::evaluate_reply::Msg::Values(v) => v,

@@ -243,7 +243,13 @@ pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<p
         m::OutputAux::Permutation(p) => pb::infer_response::Aux::Permutation(pb::Permutation { index: p.clone() }),
         m::OutputAux::Negated(b) => pb::infer_response::Aux::Negated(*b),
     };
-    pb::InferResponse { session_id: r.session_id.to_vec(), sealed: r.sealed.clone(), aux: Some(aux), stats }
+    pb::InferResponse {
+        session_id: r.session_id.to_vec(),
+        sealed: r.sealed.clone(),
+        aux: Some(aux),
+        stats,
+        mode: pb::OutputMode::Unspecified as i32,
+    }
 }
 
 /// The client's side; the state machine checks the aux against the mode.
