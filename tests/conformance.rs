@@ -265,7 +265,8 @@ fn tampered_sealed_result_is_rejected() {
     let info = h.info.clone();
     let (pending, query) = h.client.prepare::<u128>(&info, &[0.1, 0.2, 0.3], OutputMode::Label).unwrap();
     // Run the phases by hand so the response can be altered in flight.
-    let (prepared, session, offline) = preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed, query.epoch).unwrap();
+    let (prepared, session, offline) =
+        preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed, query.epoch).unwrap();
     let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();

@@ -1255,7 +1255,10 @@ fn regression_model_info_sizes_are_bounded() {
         output_len: 2,
         modes: vec![1, 2, 3],
         default_mode: 1,
-        activation_key: Some(pb::PaillierPublicKey { seed_epoch: vec![0; 16], ..tandem_proto::public_key_to_proto(pk()) }),
+        activation_key: Some(pb::PaillierPublicKey {
+            seed_epoch: vec![0; 16],
+            ..tandem_proto::public_key_to_proto(pk())
+        }),
         ..Default::default()
     };
     assert!(tandem_client::remote_model(&m, None).is_ok());

@@ -16,8 +16,8 @@ use tandem_crypto::{BigInt, Ciphertext, CryptoError, Ring, SeedSecret};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, KAPPA};
 use tandem_protocol::{
-    ActivationServer, ActivationValues, InputMasks, OfflineStep, OnlineStep, OutputResponse, ProtocolError,
-    RhoMasks, SessionReady,
+    ActivationServer, ActivationValues, InputMasks, OfflineStep, OnlineStep, OutputResponse, ProtocolError, RhoMasks,
+    SessionReady,
 };
 
 /// What S2 decrypts from a packed round: `C_p = t_j·g_j + μ_j` per position.
@@ -246,9 +246,12 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
         if tamper {
             assert_eq!(opened.unwrap_err(), ProtocolError::Crypto(CryptoError::SealedResultRejected));
         } else {
-            assert_eq!(opened.unwrap(), tandem_model::QuantizedModel::new(&model, Default::default())
-                .and_then(|q| q.reference(&q.quantize_input(&x).unwrap(), OutputMode::Label))
-                .unwrap());
+            assert_eq!(
+                opened.unwrap(),
+                tandem_model::QuantizedModel::new(&model, Default::default())
+                    .and_then(|q| q.reference(&q.quantize_input(&x).unwrap(), OutputMode::Label))
+                    .unwrap()
+            );
         }
         let aux_len = match resp.aux.as_ref().unwrap() {
             tandem_proto::v1::infer_response::Aux::Permutation(p) => p.index.len(),

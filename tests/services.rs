@@ -247,8 +247,7 @@ async fn bad_requests_get_clear_statuses() {
         Code::PermissionDenied,
         "output mode logits is not allowed on model \"mlp_relu\" by its owner; allowed: label, probabilities",
     );
-    let t =
-        pb::CreateTicketRequest {
+    let t = pb::CreateTicketRequest {
         model_id: "mlp_relu".into(),
         mode: P::Logits as i32,
         enc_seed: req.enc_seed.clone(),
@@ -308,7 +307,11 @@ async fn bad_requests_get_clear_statuses() {
     // Seed epochs: malformed, or one the activation server does not hold.
     let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.seed_epoch = vec![1; 3];
-    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "seed_epoch has 3 bytes; a seed epoch is exactly 16");
+    assert_status(
+        raw.infer(req.clone()).await,
+        Code::InvalidArgument,
+        "seed_epoch has 3 bytes; a seed epoch is exactly 16",
+    );
     req.seed_epoch = vec![1; 16];
     assert_status(raw.infer(req).await, Code::FailedPrecondition, "fetch the model info again");
 

@@ -40,7 +40,7 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
     let secret = [0x11u8; 32];
     let epoch = [0xabu8; 16];
     let width = 256; // a 2048-bit key
-    // §4.1 step 3, from the words of the spec.
+                     // §4.1 step 3, from the words of the spec.
     let mut ikm = vec![0u8; width];
     ikm[width - 32..].copy_from_slice(&secret);
     let seed = hkdf(Some(&epoch), &ikm, b"tandem/v1/seed");

@@ -479,9 +479,16 @@ async fn preprocess_ring<R: Ring>(
     // §4.2: the epoch is public, so it is checked before anything is
     // decrypted; after the decryption (outside any lock) nothing depends on
     // the plaintext but the derived seed, whose replay tag is recorded.
-    state.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?.log.check_epoch(&msg.epoch).map_err(|e| status_from_protocol(&e))?;
-    let (seed, _) = blocking(log, move || decrypt_seed::<R>(&keys, &msg).map(|s| (msg, s)).map_err(|e| status_from_protocol(&e)))
-    .await?;
+    state
+        .replay
+        .lock()
+        .map_err(|_| Status::internal("replay log poisoned"))?
+        .log
+        .check_epoch(&msg.epoch)
+        .map_err(|e| status_from_protocol(&e))?;
+    let (seed, _) =
+        blocking(log, move || decrypt_seed::<R>(&keys, &msg).map(|s| (msg, s)).map_err(|e| status_from_protocol(&e)))
+            .await?;
     let (msg, seed) = seed;
     {
         let mut replay = state.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?;

@@ -408,7 +408,9 @@ pub async fn fetch_key(
                 let r = r.into_inner();
                 let key = tandem_proto::public_key_from_proto(&r).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
                 let epoch = tandem_proto::epoch_from_proto(&r.seed_epoch, "the activation server's seed_epoch")
-                    .map_err(|s| anyhow::anyhow!("{} (is the activation server older than this model server?)", s.message()))?;
+                    .map_err(|s| {
+                        anyhow::anyhow!("{} (is the activation server older than this model server?)", s.message())
+                    })?;
                 return Ok((key, epoch));
             }
             Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
@@ -774,10 +776,12 @@ impl ModelSvc {
         };
         let result = with_deadline(dl.query, fut).await;
         costs.online = t0.elapsed();
-        self.answer(&served, mode, Call { what: "ticket query", caller, t0 }, costs, result).await.map(|(mut r, stats)| {
-            r.stats = Some(stats);
-            Response::new(r)
-        })
+        self.answer(&served, mode, Call { what: "ticket query", caller, t0 }, costs, result).await.map(
+            |(mut r, stats)| {
+                r.stats = Some(stats);
+                Response::new(r)
+            },
+        )
     }
 }
 

@@ -7,12 +7,12 @@
 use crate::convert::{gmp_from_ring, ring_from_gmp, signed_num};
 use crate::error::{ProtocolError, Result};
 use crate::messages::*;
+use crate::replay::ReplayLog;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rayon::prelude::*;
 use std::sync::Arc;
 use tandem_crypto::packing::{unpack, PackingParams};
-use crate::replay::ReplayLog;
 use tandem_crypto::{BigInt, Ciphertext, NoiseSource, PublicKey, Ring, SecretKey, Seed, SeedEpoch};
 use tandem_model::activation::{argmax_first, sigmoid_fixed, softmax_fixed, tanh_fixed};
 use tandem_model::{ActivationKind, OutputMode, F_ACT};

@@ -595,7 +595,9 @@ impl<R: Ring> OnlineQuery<R> {
             OutputMap::Logits => (Vec::new(), OutputAux::Logits((0..n).map(|j| u[j].add(out.mu[j])).collect())),
             OutputMap::Shift(beta) => (e_at(&|_, _, u| u.add(*beta)), OutputAux::Permutation(out.perm.clone())),
             OutputMap::TieBreak { m, n, beta, eta } => (
-                e_at(&|p, j, u| m.mul(R::from_u64(*n).mul(u).add(R::from_u64(*n - 1 - j as u64))).add(eta[p]).add(*beta)),
+                e_at(&|p, j, u| {
+                    m.mul(R::from_u64(*n).mul(u).add(R::from_u64(*n - 1 - j as u64))).add(eta[p]).add(*beta)
+                }),
                 OutputAux::Permutation(out.perm.clone()),
             ),
             OutputMap::Affine { t, off } => (e_at(&|_, _, u| t.mul(u).sub(*off)), OutputAux::Negated(out.negated)),
