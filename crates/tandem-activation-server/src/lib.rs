@@ -170,6 +170,9 @@ impl Replay {
         let mut rng = ChaCha20Rng::from_entropy();
         Replay { log: ReplayLog::new(per_epoch, &mut rng), rng }
     }
+    fn record(&mut self, epoch: &tandem_crypto::SeedEpoch, tag: [u8; 32]) -> tandem_protocol::Result<()> {
+        self.log.record(epoch, tag, &mut self.rng)
+    }
 }
 
 /// Shared state of one activation server.
@@ -202,7 +205,10 @@ impl ActivationState {
     }
     /// The epoch clients derive new seeds under (public).
     pub fn seed_epoch(&self) -> Result<tandem_crypto::SeedEpoch, Status> {
-        Ok(self.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?.log.current_epoch())
+        Ok(self.replay()?.log.current_epoch())
+    }
+    fn replay(&self) -> Result<std::sync::MutexGuard<'_, Replay>, Status> {
+        self.replay.lock().map_err(|_| Status::internal("replay log poisoned"))
     }
     /// Preprocess streams open now.
     pub fn active_sessions(&self) -> usize {
@@ -330,7 +336,7 @@ impl ActivationService for ActivationSvc {
 
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::ActivationStatus>, Status> {
         let s = &self.state;
-        let seen = s.replay.lock().map(|g| g.log.len()).unwrap_or(0);
+        let seen = s.replay().map(|g| g.log.len()).unwrap_or(0);
         Ok(Response::new(pb::ActivationStatus {
             active_sessions: s.active_sessions() as u32,
             max_sessions: s.limits.max_sessions as u32,
@@ -479,22 +485,13 @@ async fn preprocess_ring<R: Ring>(
     // §4.2: the epoch is public, so it is checked before anything is
     // decrypted; after the decryption (outside any lock) nothing depends on
     // the plaintext but the derived seed, whose replay tag is recorded.
-    state
-        .replay
-        .lock()
-        .map_err(|_| Status::internal("replay log poisoned"))?
-        .log
-        .check_epoch(&msg.epoch)
-        .map_err(|e| status_from_protocol(&e))?;
-    let (seed, _) =
-        blocking(log, move || decrypt_seed::<R>(&keys, &msg).map(|s| (msg, s)).map_err(|e| status_from_protocol(&e)))
-            .await?;
-    let (msg, seed) = seed;
-    {
-        let mut replay = state.replay.lock().map_err(|_| Status::internal("replay log poisoned"))?;
-        let Replay { log: l, rng } = &mut *replay;
-        l.record(&msg.epoch, seed.replay_tag(), rng).map_err(|e| status_from_protocol(&e))?;
-    }
+    state.replay()?.log.check_epoch(&msg.epoch).map_err(|e| status_from_protocol(&e))?;
+    let ((msg, seed), _) = blocking(log, move || {
+        let seed = decrypt_seed::<R>(&keys, &msg).map_err(|e| status_from_protocol(&e))?;
+        Ok((msg, seed))
+    })
+    .await?;
+    state.replay()?.record(&msg.epoch, seed.replay_tag()).map_err(|e| status_from_protocol(&e))?;
     let keys = state.keys.clone();
     let ((mut session, masks), _) = blocking(log, move || {
         let (session, masks) = open_session::<R>(keys.clone(), &msg, seed);

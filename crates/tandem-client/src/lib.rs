@@ -277,14 +277,24 @@ impl TandemClient {
         x: &[f64],
         mode: Option<OutputMode>,
     ) -> Result<Inference, ClientError> {
-        let model = self.model(model_id).await?;
+        let mut model = self.model(model_id).await?;
         match self.infer_with(&model, x, mode).await {
-            Err(ClientError::Status(s)) if s.code() == Code::FailedPrecondition => {
-                let model = self.model(model_id).await?;
-                self.infer_with(&model, x, mode).await
-            }
+            Err(e) if self.refetch_if_stale(&mut model, &e).await? => self.infer_with(&model, x, mode).await,
             r => r,
         }
+    }
+
+    /// After a query failed with `err`: if the server said the model info
+    /// is stale (FAILED_PRECONDITION: S2 restarted, started a new seed epoch
+    /// or changed its key), fetches it again into `model` and returns
+    /// whether a retry with a fresh seed makes sense. For callers that keep
+    /// a [`RemoteModel`] across queries (`infer_with`, `create_ticket`).
+    pub async fn refetch_if_stale(&mut self, model: &mut RemoteModel, err: &ClientError) -> Result<bool, ClientError> {
+        if err.status().is_some_and(|s| s.code() == Code::FailedPrecondition) {
+            *model = self.model(&model.info.id).await?;
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// One private inference for a model whose metadata is already known.

@@ -222,14 +222,12 @@ impl Level {
 /// worker into a busy loop of instant errors.
 const ERROR_BACKOFF: Duration = Duration::from_millis(100);
 
-/// After FAILED_PRECONDITION (S2 restarted, or started a new seed epoch, or
-/// changed its key) a client must fetch the model info again, as the
-/// client library's `infer` does; keeps the old info if that fails too.
+/// After a failure, fetch the model info again if the server said it is
+/// stale (as the client library's `infer` does); keep the old info if that
+/// fails too.
 async fn refetch_on_stale<T>(client: &mut TandemClient, model: &mut RemoteModel, r: &Result<T, ClientError>) {
-    if matches!(r, Err(e) if e.status().is_some_and(|s| code_name(s.code()) == "FAILED_PRECONDITION")) {
-        if let Ok(m) = client.model(&model.info.id).await {
-            *model = m;
-        }
+    if let Err(e) = r {
+        let _ = client.refetch_if_stale(model, e).await;
     }
 }
 

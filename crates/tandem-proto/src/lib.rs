@@ -35,7 +35,5 @@ pub fn wire_len<M: prost::Message>(m: &M) -> u64 {
     (m.encoded_len() + GRPC_FRAME_BYTES) as u64
 }
 
-/// Default limit on one decoded message from a client (S1's ModelService).
-pub const DEFAULT_MAX_CLIENT_MESSAGE_BYTES: usize = 32 << 20;
 /// Default limit on one decoded message between S1 and S2.
 pub const DEFAULT_MAX_INTERNAL_MESSAGE_BYTES: usize = 256 << 20;
