@@ -113,3 +113,46 @@ fn debug_shows_no_more_than_the_fingerprint() {
     assert_eq!(pk.clone(), pk);
     assert_ne!(random_key(1024, 51), pk);
 }
+
+/// Counts the candidates drawn (one `fill_bytes` per candidate).
+struct Counting(ChaCha20Rng, usize);
+impl RngCore for Counting {
+    fn next_u32(&mut self) -> u32 {
+        self.0.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0.next_u64()
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        self.1 += 1;
+        self.0.fill_bytes(dest)
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand_chacha::rand_core::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+impl CryptoRng for Counting {}
+
+/// The unit check runs on the ciphertext (`gcd(c, N)`), not on `r`; it must
+/// reject exactly the candidates with `gcd(r, N) ≠ 1`. With `3 | N` a third
+/// of them are, so rejections do happen here, and every ciphertext must
+/// still match the reference, which checks `gcd(r, N)` directly.
+#[test]
+fn non_units_are_rejected_exactly_as_gcd_r_n_would() {
+    // An odd 1024-bit multiple of 3 (and of 5 and 7: fewer units still).
+    let base = random_key(1024, 60).to_bytes();
+    let n = BigUint::from_bytes_be(&base) / 210u32 * 210u32 + 105u32;
+    assert_eq!(n.bits(), 1024);
+    let pk = PublicKey::from_bytes(&n.to_bytes_be()).unwrap();
+    let mut draws = 0;
+    for seed in 0..8u64 {
+        let mut rng = Counting(ChaCha20Rng::seed_from_u64(seed), 0);
+        let c = pk.encrypt(&[3u8; 32], &mut rng).unwrap();
+        draws += rng.1;
+        assert_eq!(c, reference_encrypt(&pk, &[3u8; 32], &mut ChaCha20Rng::seed_from_u64(seed)), "seed {seed}");
+        let c = BigUint::from_bytes_be(&c);
+        assert_eq!(num_integer::Integer::gcd(&c, &n), BigUint::from(1u8));
+    }
+    assert!(draws > 8, "no candidate was rejected ({draws} draws for 8 encryptions)");
+}
