@@ -1,6 +1,8 @@
 //! Cross tests against `tandem-crypto`'s GMP implementation (kzen-paillier):
 //! its `SecretKey` decrypts what this crate encrypts, and both parse,
-//! encode and fingerprint keys identically.
+//! encode and fingerprint keys identically. On x86_64 hosts only, where
+//! tandem-crypto (GMP) is a dev-dependency.
+#![cfg(target_arch = "x86_64")]
 
 use std::sync::OnceLock;
 
