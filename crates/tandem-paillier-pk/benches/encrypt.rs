@@ -46,7 +46,7 @@ mod x86_64 {
     impl FixedU4096 {
         fn new(n_be: &[u8]) -> Self {
             let n = U2048::from_be_slice(n_be);
-            let nn: U4096 = n.widening_mul(&n).into();
+            let nn: U4096 = n.widening_mul(&n);
             let params = MontyParams::new_vartime(Odd::new(nn).unwrap());
             FixedU4096 { n, params }
         }
@@ -54,7 +54,7 @@ mod x86_64 {
             let mut mb = [0u8; 256];
             mb[224..].copy_from_slice(m);
             let m = U2048::from_be_slice(&mb);
-            let gm: U4096 = m.widening_mul(&self.n).into();
+            let gm: U4096 = m.widening_mul(&self.n);
             let gm = gm.wrapping_add(&U4096::ONE);
             let n_odd = Odd::new(self.n).unwrap();
             loop {
@@ -67,7 +67,8 @@ mod x86_64 {
                 let noise = MontyForm::new(&r.resize::<{ U4096::LIMBS }>(), self.params).pow_bounded_exp(&self.n, 2048);
                 let c = (MontyForm::new(&gm, self.params) * noise).retrieve();
                 // The unit check on the public c, as the crate does.
-                let c_mod_n: U2048 = c.rem_vartime(&NonZero::new(self.n.resize::<{ U4096::LIMBS }>()).unwrap()).resize();
+                let c_mod_n: U2048 =
+                    c.rem_vartime(&NonZero::new(self.n.resize::<{ U4096::LIMBS }>()).unwrap()).resize();
                 if n_odd.gcd_vartime(&c_mod_n) == U2048::ONE {
                     return c.to_be_bytes();
                 }
@@ -190,7 +191,9 @@ mod x86_64 {
         g.bench_function(BenchmarkId::from_parameter("crypto-bigint-u4096"), |b| {
             b.iter(|| fixed.encrypt(black_box(&secret), &mut rng))
         });
-        g.bench_function(BenchmarkId::from_parameter("num-bigint"), |b| b.iter(|| nb.encrypt(black_box(&secret), &mut rng)));
+        g.bench_function(BenchmarkId::from_parameter("num-bigint"), |b| {
+            b.iter(|| nb.encrypt(black_box(&secret), &mut rng))
+        });
         g.bench_function(BenchmarkId::from_parameter("gmp"), |b| b.iter(|| gmp.encrypt(black_box(&secret_gmp))));
         g.finish();
     }

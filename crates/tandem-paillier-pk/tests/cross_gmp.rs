@@ -56,13 +56,13 @@ fn gmp_decrypts_ours_1024_including_boundaries() {
     let pk = ours(sk);
     let mut rng = ChaCha20Rng::seed_from_u64(1);
     let mut messages: Vec<Vec<u8>> = vec![
-        vec![],             // 0, empty encoding
-        vec![0],            // 0
-        vec![0u8; 32],      // 0 as a 32-byte seed secret
-        vec![1],            // 1
-        vec![0xff; 32],     // the largest seed secret, 2^256 − 1
-        n_minus(sk, 1),     // N − 1
-        n_minus(sk, 2),     // N − 2
+        vec![],         // 0, empty encoding
+        vec![0],        // 0
+        vec![0u8; 32],  // 0 as a 32-byte seed secret
+        vec![1],        // 1
+        vec![0xff; 32], // the largest seed secret, 2^256 − 1
+        n_minus(sk, 1), // N − 1
+        n_minus(sk, 2), // N − 2
         n_minus(sk, 1u64 << 40),
     ];
     // Leading zero bytes beyond the modulus width are allowed.
@@ -138,7 +138,10 @@ fn same_key_bytes_and_fingerprint_as_gmp() {
             assert_eq!(o.to_bytes(), g.to_bytes());
             assert_eq!(o.to_bytes(), b[pad..]);
             assert_eq!(o.fingerprint(), g.fingerprint());
-            assert_eq!((o.bits(), o.modulus_bytes(), o.ciphertext_bytes()), (g.bits(), g.modulus_bytes(), g.ciphertext_bytes()));
+            assert_eq!(
+                (o.bits(), o.modulus_bytes(), o.ciphertext_bytes()),
+                (g.bits(), g.modulus_bytes(), g.ciphertext_bytes())
+            );
         }
     }
 }
@@ -161,8 +164,24 @@ fn rejects_what_gmp_rejects() {
         ("2049 bits", odd(257, 0x01), Error::UnsupportedKeySize { bits: 2049 }),
         ("4096 bits", odd(512, 0x80), Error::UnsupportedKeySize { bits: 4096 }),
         ("512 bits", odd(64, 0x80), Error::UnsupportedKeySize { bits: 512 }),
-        ("even 2048", { let mut b = odd(256, 0x80); b[255] &= 0xfe; b }, Error::EvenModulus),
-        ("even 1024", { let mut b = odd(128, 0xc0); b[127] = 0; b }, Error::EvenModulus),
+        (
+            "even 2048",
+            {
+                let mut b = odd(256, 0x80);
+                b[255] &= 0xfe;
+                b
+            },
+            Error::EvenModulus,
+        ),
+        (
+            "even 1024",
+            {
+                let mut b = odd(128, 0xc0);
+                b[127] = 0;
+                b
+            },
+            Error::EvenModulus,
+        ),
     ];
     for (what, b, want) in cases {
         assert_eq!(PublicKey::from_bytes(&b).unwrap_err(), want, "{what}");
@@ -187,8 +206,8 @@ fn key_bytes() -> impl Strategy<Value = Vec<u8>> {
         ChaCha20Rng::seed_from_u64(seed).fill_bytes(&mut b);
         if let Some(first) = b.first_mut() {
             match shape % 4 {
-                0 => *first |= 0x80,                // exactly len·8 bits
-                1 => *first = 0,                    // a leading zero byte
+                0 => *first |= 0x80,                    // exactly len·8 bits
+                1 => *first = 0,                        // a leading zero byte
                 2 => b.iter_mut().for_each(|x| *x = 0), // all zero
                 _ => {}
             }
