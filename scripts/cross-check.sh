@@ -53,8 +53,9 @@ missing() {
   target_installed "$ARM_TARGET" || m+=("rustup target $ARM_TARGET")
   have "$ARM_LINKER" || m+=("the linker $ARM_LINKER (Debian: gcc-aarch64-linux-gnu)")
   if [ ${#m[@]} -gt 0 ]; then
-    local IFS=';'
-    echo "${m[*]}" | sed 's/;/; /g'
+    local joined
+    joined="$(printf '%s; ' "${m[@]}")"
+    echo "${joined%; }"
   fi
 }
 

@@ -41,6 +41,9 @@
 //! on the public key and is not constant-time. The plaintext's byte length
 //! (32 for a seed secret) and the key size are visible in the timing.
 //!
+//! Secret intermediates (`m`, `1 + m·N`, `r`, `r^N`, the RNG buffer) are
+//! zeroized when `encrypt` is done with them; crypto-bigint's own
+//! temporaries inside the exponentiation are not (best effort).
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -192,7 +195,7 @@ impl PublicKey {
         // g^m = 1 + m·N < N² for m < N: no reduction needed.
         let mut gm = m.mul(self.n.as_ref()).wrapping_add(&BoxedUint::one());
         m.zeroize();
-        let gm_monty = BoxedMontyForm::new_with_arc(gm.clone(), self.nn_params.clone());
+        let mut gm_monty = BoxedMontyForm::new_with_arc(gm.clone(), self.nn_params.clone());
         gm.zeroize();
         let width = self.modulus_bytes();
         let top_mask = 0xffu8 >> (8 * width - self.bits as usize);
@@ -212,11 +215,12 @@ impl PublicKey {
             }
             let mut r_wide = r.widen(2 * prec);
             r.zeroize();
-            let noise = BoxedMontyForm::new_with_arc(r_wide.clone(), self.nn_params.clone())
+            let mut noise = BoxedMontyForm::new_with_arc(r_wide.clone(), self.nn_params.clone())
                 // The exponent N and its size are public; only the base is secret.
                 .pow_bounded_exp(self.n.as_ref(), self.bits);
             r_wide.zeroize();
             let c = (&gm_monty * &noise).retrieve();
+            noise.zeroize();
             // `r` is a unit mod N iff `c` is (c ≡ r^N mod N), and `c` is
             // public (it goes on the wire; a rejected one is discarded), so
             // this variable-time gcd reveals nothing about `r`. It accepts
@@ -231,6 +235,7 @@ impl PublicKey {
             }
         }
         buf.zeroize();
+        gm_monty.zeroize();
         result
     }
 
