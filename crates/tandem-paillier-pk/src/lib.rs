@@ -1,0 +1,268 @@
+//! The Paillier **public-key** operations a tandem client needs, in pure
+//! Rust: parse and fingerprint the activation server's key, and encrypt one
+//! plaintext (the query's seed secret, PROTOCOL §4.1) with a full-size
+//! `r^N`. No GMP, no C, no OS randomness: it builds for
+//! `wasm32-unknown-unknown` and `aarch64-unknown-linux-gnu`.
+//!
+//! The encodings are byte-identical to `tandem-crypto`'s GMP implementation
+//! (`tandem_crypto::PublicKey`): the same accepted key sizes, the same
+//! canonical key bytes and fingerprint, and ciphertexts that its
+//! `SecretKey` decrypts (`g = N + 1`; `c = (1 + m·N)·r^N mod N²`, written
+//! big-endian at the fixed width `⌈2|N|/8⌉`).
+//!
+//! # Randomness
+//!
+//! The caller supplies the RNG ([`rand_core::RngCore`] +
+//! [`rand_core::CryptoRng`]); nothing here draws from the OS. With a seeded
+//! RNG the ciphertext is reproducible, which transcript tests rely on. The
+//! draw of `r` is part of the contract (changing it changes recorded
+//! transcripts): repeatedly fill `⌈|N|/8⌉` bytes, clear the bits above `|N|`
+//! in the first (most significant) byte, read them big-endian as `r`, and
+//! accept the first `r` with `1 < r < N` and `gcd(r, N) = 1`.
+//!
+//! # Timing
+//!
+//! Arithmetic is `crypto-bigint`'s (RustCrypto), whose Montgomery
+//! operations are constant-time. `r^N mod N²` is a fixed-window (4-bit)
+//! Montgomery exponentiation whose sequence of operations and memory
+//! accesses does not depend on the base `r` (table lookups are
+//! constant-time selects over the whole table); the exponent `N` and its
+//! length are public. `m·N`, the conversions into and out of Montgomery form
+//! and the final multiplication are fixed-length loops; `m < N` and
+//! `1 < r < N` are constant-time comparisons, and a plaintext is read at its
+//! full byte length (leading zero bytes are not stripped).
+//!
+//! Not constant-time, by design, and on public data only: the unit check
+//! runs a variable-time gcd on the ciphertext `c` rather than on `r` (`c ≡
+//! r^N (mod N)`, so `gcd(c, N) = 1` exactly when `gcd(r, N) = 1`, and `c`
+//! is sent on the wire anyway); a constant-time gcd on `r` would cost about
+//! a quarter of the encryption. How many candidates are rejected depends on
+//! the RNG's output, but rejected candidates are discarded. Key parsing works
+//! on the public key and is not constant-time. The plaintext's byte length
+//! (32 for a seed secret) and the key size are visible in the timing.
+//!
+//! Secret intermediates (`m`, `1 + m·N`, `r`, `r^N`, the RNG buffer) are
+//! zeroized when `encrypt` is done with them; crypto-bigint's own
+//! temporaries inside the exponentiation are not (best effort).
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
+use crypto_bigint::subtle::{ConstantTimeEq, ConstantTimeLess};
+use crypto_bigint::{BoxedUint, Gcd, NonZero, Odd};
+use rand_core::{CryptoRng, RngCore};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use zeroize::Zeroize;
+
+/// Key sizes the project accepts: 2048 bits by default, 3072 optional, 1024
+/// only for tests and benchmarks of small keys (as `tandem-crypto`).
+pub const ALLOWED_KEY_BITS: &[u32] = &[1024, 2048, 3072];
+
+/// The domain tag hashed in front of the canonical key bytes in
+/// [`PublicKey::fingerprint`].
+pub const FINGERPRINT_TAG: &[u8] = b"tandem/v1/paillier-public-key";
+
+/// How many candidates `r` [`PublicKey::encrypt`] draws before it gives up
+/// on the RNG. Each candidate is accepted with probability above 1/2 for a
+/// well-formed key, so a working RNG fails this with probability below
+/// `2^-128`; a broken one (say, all zeros) gets an error, not an endless loop.
+pub const MAX_NOISE_DRAWS: usize = 128;
+
+/// What can go wrong with a key or an encryption.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// The modulus does not have one of the [`ALLOWED_KEY_BITS`] sizes
+    /// (an empty or all-zero key has 0 bits).
+    #[error("invalid Paillier key: modulus has {bits} bits; accepted sizes are {ALLOWED_KEY_BITS:?}")]
+    UnsupportedKeySize {
+        /// The modulus' size in bits.
+        bits: u64,
+    },
+    /// The modulus is even (a Paillier modulus is a product of two odd primes).
+    #[error("invalid Paillier key: modulus is even")]
+    EvenModulus,
+    /// The plaintext is not below `N`.
+    #[error("plaintext out of range: it must be an integer in [0, N)")]
+    PlaintextOutOfRange,
+    /// The RNG produced no acceptable `r` in [`MAX_NOISE_DRAWS`] draws.
+    #[error("the RNG produced no usable randomness in {MAX_NOISE_DRAWS} draws (is it broken?)")]
+    RngFailure,
+}
+
+/// A Result with this crate's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// A Paillier public key `N` (with `g = N + 1`), validated as
+/// `tandem_crypto::PublicKey::from_n` does, with its Montgomery constants
+/// for `N²` computed once.
+#[derive(Clone)]
+pub struct PublicKey {
+    /// `N`, at a precision of `bits` rounded up to whole limbs.
+    n: Odd<BoxedUint>,
+    /// `N` at `N²`'s precision, to reduce ciphertexts mod `N`.
+    n_wide: NonZero<BoxedUint>,
+    /// Montgomery parameters for `N²` (precision twice `n`'s).
+    nn_params: Arc<BoxedMontyParams>,
+    bits: u32,
+}
+
+impl PartialEq for PublicKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.bits == o.bits && self.n == o.n
+    }
+}
+impl Eq for PublicKey {}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey {{ bits: {}, fingerprint: {} }}", self.bits, self.fingerprint())
+    }
+}
+
+impl PublicKey {
+    /// Parses a big-endian modulus `N`. Leading zero bytes are allowed (as
+    /// in the GMP implementation); `N` must have exactly one of the
+    /// [`ALLOWED_KEY_BITS`] sizes and be odd.
+    pub fn from_bytes(b: &[u8]) -> Result<Self> {
+        let start = b.iter().position(|&x| x != 0).unwrap_or(b.len());
+        let s = &b[start..];
+        let bits: u64 = match s.first() {
+            None => 0,
+            Some(&top) => (s.len() as u64 - 1) * 8 + u64::from(8 - top.leading_zeros()),
+        };
+        let bits = match u32::try_from(bits) {
+            Ok(b) if ALLOWED_KEY_BITS.contains(&b) => b,
+            _ => return Err(Error::UnsupportedKeySize { bits }),
+        };
+        // `s` is non-empty here: an allowed size is never 0 bits.
+        if s[s.len() - 1] & 1 == 0 {
+            return Err(Error::EvenModulus);
+        }
+        let n = BoxedUint::from_be_slice(s, bits).map_err(|_| Error::UnsupportedKeySize { bits: bits.into() })?;
+        let n = Odd::new(n).into_option().ok_or(Error::EvenModulus)?;
+        let nn = n.mul(n.as_ref());
+        let n_wide = NonZero::new(n.widen(nn.bits_precision())).into_option().ok_or(Error::EvenModulus)?;
+        let nn = Odd::new(nn).into_option().ok_or(Error::EvenModulus)?;
+        // The modulus is public: variable-time set-up is fine.
+        let nn_params = Arc::new(BoxedMontyParams::new_vartime(nn));
+        Ok(PublicKey { n, n_wide, nn_params, bits })
+    }
+
+    /// `|N|` in bits.
+    pub fn bits(&self) -> u32 {
+        self.bits
+    }
+
+    /// Bytes of `N` (and of any plaintext) at fixed width: `⌈|N|/8⌉`.
+    pub fn modulus_bytes(&self) -> usize {
+        (self.bits as usize).div_ceil(8)
+    }
+
+    /// Bytes of one ciphertext on the wire (big-endian, fixed width):
+    /// `⌈2|N|/8⌉`.
+    pub fn ciphertext_bytes(&self) -> usize {
+        (2 * self.bits as usize).div_ceil(8)
+    }
+
+    /// Canonical bytes: big-endian `N` at the fixed width `⌈|N|/8⌉`.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        tail(&self.n.to_be_bytes(), self.modulus_bytes())
+    }
+
+    /// Hex SHA-256 of [`FINGERPRINT_TAG`] and the canonical bytes: what
+    /// clients pin. Equal to `tandem_crypto::PublicKey::fingerprint`.
+    pub fn fingerprint(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(FINGERPRINT_TAG);
+        h.update(self.to_bytes());
+        hex::encode(h.finalize())
+    }
+
+    /// Encrypts the big-endian plaintext `m < N` (any byte length; leading
+    /// zeros are fine) with a full-size `r^N`, `r` uniform in `Z*_N` drawn
+    /// from `rng` as the crate documentation describes:
+    /// `c = (1 + m·N)·r^N mod N²`, returned big-endian at the fixed width
+    /// [`PublicKey::ciphertext_bytes`] (as `tandem_crypto`'s
+    /// `ciphertext_to_bytes`).
+    ///
+    /// The client's one encryption per query: `m` is its 32-byte seed
+    /// secret read big-endian (PROTOCOL §4.1).
+    pub fn encrypt<R: RngCore + CryptoRng + ?Sized>(&self, m: &[u8], rng: &mut R) -> Result<Vec<u8>> {
+        let mut m = self.plaintext(m)?;
+        let prec = self.n.bits_precision();
+        // g^m = 1 + m·N < N² for m < N: no reduction needed.
+        let mut gm = m.mul(self.n.as_ref()).wrapping_add(&BoxedUint::one());
+        m.zeroize();
+        let mut gm_monty = BoxedMontyForm::new_with_arc(gm.clone(), self.nn_params.clone());
+        gm.zeroize();
+        let width = self.modulus_bytes();
+        let top_mask = 0xffu8 >> (8 * width - self.bits as usize);
+        let one = BoxedUint::one_with_precision(prec);
+        let mut buf = vec![0u8; width];
+        let mut result = Err(Error::RngFailure);
+        for _ in 0..MAX_NOISE_DRAWS {
+            rng.fill_bytes(&mut buf);
+            buf[0] &= top_mask;
+            let Ok(mut r) = BoxedUint::from_be_slice(&buf, prec) else {
+                continue; // unreachable: |N| bits fit N's precision
+            };
+            let in_range = one.ct_lt(&r) & r.ct_lt(self.n.as_ref());
+            if !bool::from(in_range) {
+                r.zeroize();
+                continue;
+            }
+            let mut r_wide = r.widen(2 * prec);
+            r.zeroize();
+            let mut noise = BoxedMontyForm::new_with_arc(r_wide.clone(), self.nn_params.clone())
+                // The exponent N and its size are public; only the base is secret.
+                .pow_bounded_exp(self.n.as_ref(), self.bits);
+            r_wide.zeroize();
+            let c = (&gm_monty * &noise).retrieve();
+            noise.zeroize();
+            // `r` is a unit mod N iff `c` is (c ≡ r^N mod N), and `c` is
+            // public (it goes on the wire; a rejected one is discarded), so
+            // this variable-time gcd reveals nothing about `r`. It accepts
+            // and rejects exactly the candidates `gcd(r, N) = 1` would, at a
+            // fraction of the cost of a constant-time gcd on `r` (≈ 6 ms at
+            // 2048 bits in crypto-bigint 0.6, a quarter of the whole
+            // encryption).
+            let c_mod_n = c.rem_vartime(&self.n_wide).shorten(prec);
+            if bool::from(self.n.gcd_vartime(&c_mod_n).is_one()) {
+                result = Ok(tail(&c.to_be_bytes(), self.ciphertext_bytes()));
+                break;
+            }
+        }
+        buf.zeroize();
+        gm_monty.zeroize();
+        result
+    }
+
+    /// Reads a plaintext at `N`'s precision without stripping leading zero
+    /// bytes (so the time does not depend on how many there are), and checks
+    /// `m < N` in constant time.
+    fn plaintext(&self, m: &[u8]) -> Result<BoxedUint> {
+        let width = self.modulus_bytes();
+        let (high, low) = m.split_at(m.len().saturating_sub(width));
+        let high_zero = high.iter().fold(0u8, |acc, &x| acc | x).ct_eq(&0);
+        let v = BoxedUint::from_be_slice(low, self.n.bits_precision()).map_err(|_| Error::PlaintextOutOfRange)?;
+        if bool::from(high_zero & v.ct_lt(self.n.as_ref())) {
+            Ok(v)
+        } else {
+            Err(Error::PlaintextOutOfRange)
+        }
+    }
+}
+
+/// The last `len` bytes of a big-endian encoding, left-padded with zeros if
+/// it is shorter.
+fn tail(b: &[u8], len: usize) -> Vec<u8> {
+    if b.len() >= len {
+        b[b.len() - len..].to_vec()
+    } else {
+        let mut out = vec![0u8; len - b.len()];
+        out.extend_from_slice(b);
+        out
+    }
+}
