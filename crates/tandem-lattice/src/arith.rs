@@ -50,6 +50,18 @@ pub(crate) fn signed_mod(v: i128, p: u64) -> u64 {
     r as u64
 }
 
+/// A small signed integer (`|v| < p`) reduced into `[0, p)` without a
+/// 128-bit division (the samplers call this `limbs·N` times per polynomial).
+#[inline]
+pub(crate) fn small_signed_mod(v: i64, p: u64) -> u64 {
+    debug_assert!(v.unsigned_abs() < p);
+    if v < 0 {
+        p - v.unsigned_abs()
+    } else {
+        v as u64
+    }
+}
+
 /// Deterministic Miller–Rabin for every `n < 2^64` (the first twelve primes
 /// as bases suffice below 3.3·10^24).
 pub fn is_prime_u64(n: u64) -> bool {

@@ -11,7 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::arith::{sample_cbd, sample_ternary, sample_uniform_mod, signed_mod};
+use crate::arith::{sample_cbd, sample_ternary, sample_uniform_mod, small_signed_mod};
 use crate::params::Context;
 use crate::{wire, LatticeError};
 
@@ -36,7 +36,7 @@ pub(crate) fn small_to_rns(ctx: &Context, coeffs: &[i64], out: &mut [u64]) {
     let n = ctx.n;
     for (l, &p) in ctx.primes.iter().enumerate() {
         for (k, &c) in coeffs.iter().enumerate() {
-            out[l * n + k] = signed_mod(c as i128, p);
+            out[l * n + k] = small_signed_mod(c, p);
         }
     }
 }
@@ -53,9 +53,9 @@ pub(crate) fn sample_error_rns(ctx: &Context, rng: &mut impl RngCore, out: &mut 
     let n = ctx.n;
     let eta = ctx.params.eta;
     for k in 0..n {
-        let e = sample_cbd(rng, eta) as i128;
+        let e = sample_cbd(rng, eta);
         for (l, &p) in ctx.primes.iter().enumerate() {
-            out[l * n + k] = signed_mod(e, p);
+            out[l * n + k] = small_signed_mod(e, p);
         }
     }
 }
@@ -251,14 +251,14 @@ mod tests {
             }
         }
         for (l, &p) in ctx.primes.iter().enumerate() {
-            let mut fa: Vec<u64> = a.iter().map(|&v| signed_mod(v as i128, p)).collect();
-            let mut fb: Vec<u64> = b.iter().map(|&v| signed_mod(v as i128, p)).collect();
+            let mut fa: Vec<u64> = a.iter().map(|&v| small_signed_mod(v, p)).collect();
+            let mut fb: Vec<u64> = b.iter().map(|&v| small_signed_mod(v, p)).collect();
             ctx.plans[l].fwd(&mut fa);
             ctx.plans[l].fwd(&mut fb);
             let mut prod = pointwise(p, &fa, &fb);
             ctx.plans[l].inv(&mut prod);
             ctx.plans[l].normalize(&mut prod);
-            let want: Vec<u64> = c.iter().map(|&v| signed_mod(v as i128, p)).collect();
+            let want: Vec<u64> = c.iter().map(|&v| crate::arith::signed_mod(v as i128, p)).collect();
             assert_eq!(prod, want);
         }
     }

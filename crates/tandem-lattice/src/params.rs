@@ -88,8 +88,8 @@ impl Params {
         if !(1..=32).contains(&self.eta) {
             return bad("eta must be in 1..=32");
         }
-        if !(1..=40).contains(&self.weight_bits) {
-            return bad("weight_bits must be in 1..=40");
+        if !(1..=40).contains(&self.weight_bits) || self.weight_bits >= self.prime_bits {
+            return bad("weight_bits must be in 1..=40 and below prime_bits");
         }
         if self.flood_bits > 125 {
             return bad("flood_bits must be at most 125");
