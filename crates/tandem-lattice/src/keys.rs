@@ -240,13 +240,12 @@ mod tests {
         let b: Vec<i64> = (0..n).map(|_| (rng.next_u32() % 5) as i64 - 2).collect();
         // schoolbook negacyclic product
         let mut c = vec![0i64; n];
-        for i in 0..n {
-            for j in 0..n {
-                let k = i + j;
-                if k < n {
-                    c[k] += a[i] * b[j];
+        for (i, &ai) in a.iter().enumerate() {
+            for (j, &bj) in b.iter().enumerate() {
+                if i + j < n {
+                    c[i + j] += ai * bj;
                 } else {
-                    c[k - n] -= a[i] * b[j];
+                    c[i + j - n] -= ai * bj;
                 }
             }
         }
