@@ -11,7 +11,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::arith::{sample_cbd, sample_ternary, sample_uniform_mod, small_signed_mod};
+use crate::arith::{sample_cbd, sample_ternary, sample_uniform_mod, small_signed_mod, WordStream};
 use crate::params::Context;
 use crate::{wire, LatticeError};
 
@@ -21,7 +21,8 @@ use crate::{wire, LatticeError};
 /// [`crate::arith`]). A uniform polynomial is uniform in either domain, so
 /// sampling the NTT form directly saves a transform on both sides.
 pub(crate) fn expand_seed(ctx: &Context, seed: &[u8; 32], out: &mut Vec<u64>) {
-    let mut rng = ChaCha20Rng::from_seed(*seed);
+    let mut chacha = ChaCha20Rng::from_seed(*seed);
+    let mut rng = WordStream::new(&mut chacha);
     out.clear();
     out.reserve(ctx.limbs() * ctx.n);
     for &p in &ctx.primes {
@@ -52,8 +53,9 @@ pub(crate) fn fwd_all(ctx: &Context, poly: &mut [u64]) {
 pub(crate) fn sample_error_rns(ctx: &Context, rng: &mut impl RngCore, out: &mut [u64]) {
     let n = ctx.n;
     let eta = ctx.params.eta;
+    let mut rng = WordStream::new(rng);
     for k in 0..n {
-        let e = sample_cbd(rng, eta);
+        let e = sample_cbd(&mut rng, eta);
         for (l, &p) in ctx.primes.iter().enumerate() {
             out[l * n + k] = small_signed_mod(e, p);
         }

@@ -18,7 +18,7 @@ use rand_core::{CryptoRng, RngCore};
 use ruint::aliases::U256;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::arith::{add_mod, sample_cbd, sample_flood, signed_mod};
+use crate::arith::{add_mod, sample_cbd, sample_flood, signed_mod, WordStream};
 use crate::keys::{expand_seed, fwd_all, sample_error_rns, sample_ternary_poly, small_to_rns};
 use crate::params::{Context, MAX_DIM};
 use crate::{wire, LatticeError, PublicKey, SecretKey};
@@ -419,9 +419,10 @@ pub fn linear_layer(
         // c_0 at the output coefficients: + e_1 + flooding + round(q·μ/t).
         let rows = layout.rows_in_group(g);
         let mut c0 = vec![0u64; limbs * rows];
+        let mut ws = WordStream::new(&mut *rng);
         for j in 0..rows {
             let k = layout.output_coefficient(j);
-            let noise = sample_flood(rng, ctx.params.flood_bits) + sample_cbd(rng, ctx.params.eta) as i128;
+            let noise = sample_flood(&mut ws, ctx.params.flood_bits) + sample_cbd(&mut ws, ctx.params.eta) as i128;
             ctx.encode_scaled(mu[g * layout.rows + j], &mut enc[..limbs]);
             for (l, &p) in ctx.primes.iter().enumerate() {
                 let v = add_mod(acc0[l * n + k], signed_mod(noise, p), p);

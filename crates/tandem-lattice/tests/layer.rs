@@ -333,3 +333,30 @@ fn wire_format_known_answer() {
 }
 
 const KAT: (u64, u64, u64) = (0x39e7_5084_f04d_52d6, 0x42b3_3c72_37fa_a0f4, 0x13e0_66c8_c4f6_ce1a);
+
+/// The engine shares these across threads (one context, many sessions).
+#[test]
+fn types_are_send_and_sync() {
+    fn check<T: Send + Sync>() {}
+    check::<Context>();
+    check::<SecretKey>();
+    check::<PublicKey>();
+    check::<EncodedWeights>();
+    check::<SeededCiphertext>();
+    check::<Ciphertext>();
+    check::<Layout>();
+}
+
+/// The documented shape bounds: the widest and the tallest layers
+/// (`MAX_DIM`) are exact at small N; one more is refused.
+#[test]
+fn exact_at_dimension_bounds() {
+    let s = setup(Params::insecure_test(10), 20);
+    let mut rng = ChaCha20Rng::seed_from_u64(21);
+    for (n_out, n_in) in [(1, MAX_DIM), (MAX_DIM, 1), (3, 5000)] {
+        let (w, r, mu) = random_case(&mut rng, n_out, n_in, 16);
+        let got = run(&s, &w, n_out, n_in, &r, &mu, &mut rng);
+        assert_eq!(got, reference_product(&w, n_out, n_in, &r, &mu), "{n_out}x{n_in}");
+    }
+    assert!(Layout::new(&s.ctx, MAX_DIM + 1, 1).is_err());
+}
