@@ -254,6 +254,15 @@ pub struct EncodedWeights {
     polys: Vec<Vec<u64>>,
 }
 
+impl Drop for EncodedWeights {
+    fn drop(&mut self) {
+        // The weights are S1's secret (the model).
+        for p in &mut self.polys {
+            p.zeroize();
+        }
+    }
+}
+
 impl std::fmt::Debug for EncodedWeights {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EncodedWeights").field("layout", &self.layout).finish_non_exhaustive()
