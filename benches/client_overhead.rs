@@ -33,12 +33,12 @@ use criterion::{Criterion, SamplingMode};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_crypto::{Ring, SecretKey, U256};
+use tandem_core::{ActivationServer, Client, ModelInfo};
 use tandem_model::testing::random_input;
 use tandem_model::{ActivationKind, Model, OutputMode, QuantizedModel};
-use tandem_protocol::{ActivationServer, Client, ModelInfo, ModelServer};
+use tandem_paillier::{ModelServer, PaillierEngine, Ring, SecretKey, U256};
 
 static SAMPLES: Samples = Samples::new();
 /// `(sent, received, round trips)` per `"{case}/{scheme}"`; asserted constant.
@@ -134,10 +134,12 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
     let q = &l.q;
     assert_eq!(q.ring_bits, R::BITS);
     let pk = sk.public().clone();
-    let mut s2 = ActivationServer::new(SecretKey::from_file(&sk.to_file()).expect("the key round-trips"));
-    let s1 = ModelServer::<R>::new(q.clone(), pk.clone()).expect("S1");
+    let mut roles_rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0x5eed);
+    let keys = tandem::paillier_keys(sk, &mut roles_rng);
+    let mut s2 = ActivationServer::new(Arc::new(PaillierEngine), keys, &mut roles_rng);
+    let s1 = ModelServer::<R>::new(q.clone(), pk.clone(), tandem::test_pool()).expect("S1");
     let info = ModelInfo::of(case.id, q);
-    let client = Client::new(pk.clone(), s2.seed_epoch());
+    let client = Client::new(pk.to_pure(), s2.seed_epoch());
     let he_server = pure_he::Server::new(q, pk.clone());
     let he_client = pure_he::Client::new(sk);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -156,10 +158,11 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let x = l.input(&mut rng);
-                let ((pending, req), prep) = on_client(|| client.prepare::<R>(&info, &x, mode).expect("prepare"));
+                let ((pending, req), prep) =
+                    on_client(|| client.prepare::<R, _>(&info, &x, mode, &mut rand_core::OsRng).expect("prepare"));
                 let sent = tandem_request_bytes(&req, pk.ciphertext_bytes());
                 let t = Instant::now();
-                let resp = serve_tandem(&s1, &mut s2, req);
+                let resp = serve_tandem(&s1, &mut s2, req, &mut roles_rng);
                 let server = t.elapsed();
                 let received = tandem_response_bytes(&resp);
                 let (out, fin) = on_client(|| pending.finish(resp).expect("finish"));

@@ -29,11 +29,12 @@ use common::{client_pool, fmt_d, ratio, thread_cpu, Samples};
 use criterion::{black_box, Criterion, SamplingMode};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_core::OsRng;
 use std::time::{Duration, Instant};
-use tandem_crypto::bigint_traits::Converter;
-use tandem_crypto::matvec::{matvec_naive, MatvecMethod, MatvecPlan};
-use tandem_crypto::{BigInt, NoiseSource, SecretKey};
 use tandem_model::{OutputMode, QLayer};
+use tandem_paillier::bigint_traits::Converter;
+use tandem_paillier::matvec::{matvec_naive, MatvecMethod, MatvecPlan};
+use tandem_paillier::{BigInt, NoiseSource, SecretKey};
 
 static SAMPLES: Samples = Samples::new();
 const KEY_BITS: u32 = 2048;
@@ -55,7 +56,7 @@ fn timed(key: &str, iters: u64, mut f: impl FnMut()) -> Duration {
 
 fn bench_matvec(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
     let pk = sk.public();
-    let noise = NoiseSource::new(pk);
+    let noise = NoiseSource::new(pk, &mut OsRng);
     let mut rng = StdRng::seed_from_u64(7);
     // Layers 0 (784×128) and 2 (128×128) of the 784-128-128-10 ReLU MLP.
     for (idx, name) in [(0usize, "784x128"), (2, "128x128")] {
@@ -74,8 +75,9 @@ fn bench_matvec(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
             cheapest.method_name()
         );
         // [D] values as in tandem: up to ~k = 128 bits.
-        let inputs: Vec<_> =
-            (0..layer.in_dim).map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>()))).collect();
+        let inputs: Vec<_> = (0..layer.in_dim)
+            .map(|_| noise.encrypt(pk, &BigInt::from_bytes(&rng.gen::<[u8; 16]>()), &mut OsRng))
+            .collect();
         let want = straus.apply(pk, &inputs);
         assert_eq!(subset.apply(pk, &inputs), want, "Straus and subset products disagree");
         if idx == 2 {
@@ -117,18 +119,18 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
     let pk = sk.public();
     // S1's noise source (public key only) and S2's (`SecretKey::noise_source`,
     // which may use the factors).
-    let noise = NoiseSource::new(pk);
-    let noise_s2 = sk.noise_source();
+    let noise = NoiseSource::new(pk, &mut OsRng);
+    let noise_s2 = sk.noise_source(&mut OsRng);
     // The 6-bit windows of earlier releases, side by side with today's 8.
-    let noise_s2_w6 = sk.noise_source_with_window(6);
-    let noise_w6 = NoiseSource::with_window(pk, 6);
+    let noise_s2_w6 = sk.noise_source_with_window(6, &mut OsRng);
+    let noise_w6 = NoiseSource::with_window(pk, 6, &mut OsRng);
     let m = BigInt::from_bytes(&[0x5a; 16]);
-    let ct = pk.encrypt(&m);
+    let ct = pk.encrypt(&m, &mut OsRng);
     assert_eq!(sk.decrypt_raw(&ct), m);
-    assert_eq!(sk.decrypt_raw(&noise.encrypt(pk, &m)), m);
-    assert_eq!(sk.decrypt_raw(&noise_s2.encrypt(pk, &m)), m);
-    assert_eq!(sk.decrypt_raw(&noise_s2_w6.encrypt(pk, &m)), m);
-    assert_eq!(sk.decrypt_raw(&noise_w6.encrypt(pk, &m)), m);
+    assert_eq!(sk.decrypt_raw(&noise.encrypt(pk, &m, &mut OsRng)), m);
+    assert_eq!(sk.decrypt_raw(&noise_s2.encrypt(pk, &m, &mut OsRng)), m);
+    assert_eq!(sk.decrypt_raw(&noise_s2_w6.encrypt(pk, &m, &mut OsRng)), m);
+    assert_eq!(sk.decrypt_raw(&noise_w6.encrypt(pk, &m, &mut OsRng)), m);
 
     let mut g = c.benchmark_group("server_cost/s2_per_ciphertext");
     g.sample_size(PER_CT_SAMPLES).warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(2));
@@ -139,25 +141,27 @@ fn bench_per_ciphertext(c: &mut Criterion, sk: &SecretKey) {
         b.iter_custom(|n| client_pool().install(|| timed("ct/decrypt_1t", n, || drop(black_box(sk.decrypt_raw(&ct))))))
     });
     g.bench_function("noise_source_encrypt_s2", |b| {
-        b.iter_custom(|n| timed("ct/noise_encrypt_s2", n, || drop(black_box(noise_s2.encrypt(pk, &m)))))
+        b.iter_custom(|n| timed("ct/noise_encrypt_s2", n, || drop(black_box(noise_s2.encrypt(pk, &m, &mut OsRng)))))
     });
     g.bench_function("noise_source_encrypt_s2_window6", |b| {
-        b.iter_custom(|n| timed("ct/noise_encrypt_s2_w6", n, || drop(black_box(noise_s2_w6.encrypt(pk, &m)))))
+        b.iter_custom(|n| {
+            timed("ct/noise_encrypt_s2_w6", n, || drop(black_box(noise_s2_w6.encrypt(pk, &m, &mut OsRng))))
+        })
     });
     g.bench_function("noise_source_encrypt_public_window6", |b| {
-        b.iter_custom(|n| timed("ct/noise_encrypt_w6", n, || drop(black_box(noise_w6.encrypt(pk, &m)))))
+        b.iter_custom(|n| timed("ct/noise_encrypt_w6", n, || drop(black_box(noise_w6.encrypt(pk, &m, &mut OsRng)))))
     });
     g.bench_function("noise_source_encrypt_public", |b| {
-        b.iter_custom(|n| timed("ct/noise_encrypt", n, || drop(black_box(noise.encrypt(pk, &m)))))
+        b.iter_custom(|n| timed("ct/noise_encrypt", n, || drop(black_box(noise.encrypt(pk, &m, &mut OsRng)))))
     });
     g.bench_function("rerandomize_full", |b| {
-        b.iter_custom(|n| timed("ct/rerandomize_full", n, || drop(black_box(pk.rerandomize_full(&ct)))))
+        b.iter_custom(|n| timed("ct/rerandomize_full", n, || drop(black_box(pk.rerandomize_full(&ct, &mut OsRng)))))
     });
     g.bench_function("noise_source_rerandomize_public", |b| {
-        b.iter_custom(|n| timed("ct/rerandomize_djn", n, || drop(black_box(noise.rerandomize(pk, &ct)))))
+        b.iter_custom(|n| timed("ct/rerandomize_djn", n, || drop(black_box(noise.rerandomize(pk, &ct, &mut OsRng)))))
     });
     g.bench_function("public_key_encrypt", |b| {
-        b.iter_custom(|n| timed("ct/full_encrypt", n, || drop(black_box(pk.encrypt(&m)))))
+        b.iter_custom(|n| timed("ct/full_encrypt", n, || drop(black_box(pk.encrypt(&m, &mut OsRng)))))
     });
     g.finish();
 }
@@ -170,12 +174,12 @@ fn bench_query(c: &mut Criterion, sk: &SecretKey, mnist: &Loaded) {
         // r^N (SECURITY.md, "Rerandomization toward the key holder").
         let t = h.transcript_128(&mnist.input(&mut rng), OutputMode::Label).expect("query");
         let packed: usize = t
-            .offline
+            .preprocessing
             .to_s2
             .iter()
             .map(|s| match s {
-                tandem_protocol::OfflineStep::Round(r) => r.packed.len(),
-                tandem_protocol::OfflineStep::Output(o) => o.packed.len(),
+                tandem_paillier::PreprocessingStep::Round(r) => r.packed.len(),
+                tandem_paillier::PreprocessingStep::Output(o) => o.packed.len(),
             })
             .sum();
         println!("MNIST query: {packed} packed ciphertexts + 1 seed = {} full-size rerandomizations by S1", packed + 1);

@@ -8,12 +8,14 @@
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_core::OsRng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tandem_crypto::SecretKey;
+use tandem_core::{Client, ModelInfo};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, QuantConfig, QuantizedModel};
-use tandem_protocol::{ActivationServer, Client, ModelInfo, ModelServer, OfflineStep};
+use tandem_paillier::activation_server::{decrypt_seed, open_session};
+use tandem_paillier::{ActivationKeys, ModelServer, PreprocessingStep, SecretKey};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -32,12 +34,13 @@ fn main() {
     let q = Arc::new(QuantizedModel::new(&m, QuantConfig::default()).expect("fits the budget"));
     assert_eq!(q.ring_bits, 128);
     let t = Instant::now();
-    let mut s2 = ActivationServer::new(sk);
-    let pk = s2.public_key().clone();
-    let s1 = ModelServer::<u128>::new(q.clone(), pk.clone()).unwrap();
+    let pool = tandem_paillier::thread_pool(0);
+    let keys = Arc::new(ActivationKeys::new(sk, pool.clone(), &mut OsRng));
+    let pk = keys.public_key().clone();
+    let s1 = ModelServer::<u128>::new(q.clone(), pk.clone(), pool).unwrap();
     println!("server setup (noise tables): {:?}", t.elapsed());
     let info = ModelInfo::of("bench", &q);
-    let client = Client::new(pk, s2.seed_epoch());
+    let client = Client::new(pk.to_pure(), tandem_core::SeedEpoch([0; 16]));
     let x = random_input(&mut rng, &m);
     let mut totals = Vec::new();
     for i in 0..queries {
@@ -45,14 +48,16 @@ fn main() {
         let time = |name: String, steps: &mut Vec<(String, Duration)>, t: Instant| steps.push((name, t.elapsed()));
         let start = Instant::now();
         let t = Instant::now();
-        let (pending, req) = client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
+        let (pending, req) = client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut OsRng).unwrap();
         time("C  prepare (quantize, PRG, encrypt seed)".into(), &mut steps, t);
         // Preprocessing: everything homomorphic, before the input is needed.
         let t = Instant::now();
-        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed, req.epoch).unwrap();
+        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed, req.epoch, &mut OsRng).unwrap();
         time("S1 start (rerandomize seed)".into(), &mut steps, t);
         let t = Instant::now();
-        let (mut sess, masks) = s2.start_session::<u128>(&ss).unwrap();
+        // (No replay log here: this measures the Paillier work only.)
+        let seed = decrypt_seed::<u128>(&keys, &ss).unwrap();
+        let (mut sess, masks) = open_session::<u128, _>(keys.clone(), &ss, seed, &mut OsRng);
         time(format!("S2 decrypt seed, encrypt {} r_i", dims[0]), &mut steps, t);
         let t = Instant::now();
         let mut step = pre.on_input_masks(masks).unwrap();
@@ -60,9 +65,9 @@ fn main() {
         let mut layer = 1;
         let prepared = loop {
             match step {
-                OfflineStep::Round(r) => {
+                PreprocessingStep::Round(r) => {
                     let t = Instant::now();
-                    let rho = sess.blind_round(&r).unwrap();
+                    let rho = sess.on_blinded_round(&r).unwrap();
                     time(
                         format!("S2 round {layer}: decrypt {} packed, encrypt {} rho", r.packed.len(), r.count),
                         &mut steps,
@@ -73,17 +78,18 @@ fn main() {
                     layer += 1;
                     time(format!("S1 new [D] + layer {layer}: W·[D], blind, pack"), &mut steps, t);
                 }
-                OfflineStep::Output(o) => {
+                PreprocessingStep::Output(o) => {
                     let t = Instant::now();
-                    let ready = sess.blind_output(&o).unwrap();
+                    let (ready, session) = sess.on_blinded_output(&o).unwrap();
                     time(format!("S2 output round: decrypt {} packed", o.packed.len()), &mut steps, t);
-                    break pre.on_ready(ready).unwrap();
+                    break (pre.on_ready(ready).unwrap(), session);
                 }
             }
         };
         // Online: ring arithmetic only.
         let t = Instant::now();
-        let online = tandem_protocol::online(prepared, sess, req.masked_input).unwrap();
+        let (prepared, session) = prepared;
+        let online = tandem_core::online(prepared, session, req.masked_input).unwrap();
         time(format!("online phase, S1 + S2 ({} rounds)", online.to_s2.len()), &mut steps, t);
         let out = online.output;
         let t = Instant::now();

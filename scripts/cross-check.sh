@@ -18,10 +18,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Crates that must compile for the browser (no GMP, no OS randomness, no threads).
-WASM_CRATES="tandem-paillier-pk"
+WASM_CRATES="tandem-paillier-pk tandem-core"
 # crate:bin pairs that must build for 64-bit ARM Linux (the refactor adds
 # tandem-client:tandem-client).
-AARCH64_BINS=""
+AARCH64_BINS="tandem-client:tandem-client"
 # crate:example pairs whose output must be the same natively and on aarch64.
 QEMU_VECTORS="tandem-paillier-pk:encrypt_vector"
 # crate:test pairs (integration tests without GMP) run under qemu-aarch64.

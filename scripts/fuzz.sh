@@ -7,7 +7,7 @@
 #   tests/hostile_formats.rs  the ONNX importer (random bytes; bit flips,
 #                             splices, truncations and corrupted length fields
 #                             of models/*.onnx; edited graphs), the gRPC
-#                             message conversions (tandem-proto), the client's
+#                             message conversions (tandem-grpc), the client's
 #                             check of a server's model info, and S2's session
 #                             fed hostile messages; with a per-case heap and
 #                             time bound

@@ -1,17 +1,18 @@
 //! PROTOCOL §9 conformance: private inference equals the integer reference
 //! bit for bit, transcripts are fresh, and bad input gets typed errors.
 //! Packing round trips and the sigmoid/tanh symmetries are unit-tested next
-//! to their code (tandem-crypto `packing`, tandem-model `activation`).
+//! to their code (tandem-paillier `packing`, tandem-model `activation`).
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tandem::{test_key_1024, Harness};
-use tandem_crypto::ring::encode_vec;
-use tandem_crypto::CryptoError;
+use tandem_core::ring::encode_vec;
+use tandem_core::CryptoError;
+use tandem_core::{issue_ticket, online, preprocess, OnlineStep, ProtocolError};
 use tandem_model::testing::{random_cnn, random_input, random_mlp};
 use tandem_model::{ActivationKind, Layer, Model, ModelError, OutputMode, QuantConfig, Shape};
-use tandem_protocol::{issue_ticket, online, preprocess, OfflineStep, OnlineStep, ProtocolError};
+use tandem_paillier::{PreprocessingReply, PreprocessingStep};
 
 const ACTS: [ActivationKind; 3] = [ActivationKind::Relu, ActivationKind::Sigmoid, ActivationKind::Tanh];
 
@@ -171,22 +172,28 @@ fn transcripts_are_fresh() {
         // S1's view: ỹ, the encrypted seed, [r], [ρ], h.
         assert_ne!(encode_vec(&a.query.masked_input), encode_vec(&b.query.masked_input));
         assert_ne!(a.query.enc_seed, b.query.enc_seed);
-        assert_ne!(a.offline.masks.enc_r, b.offline.masks.enc_r);
-        for (ra, rb) in a.offline.from_s2.iter().zip(&b.offline.from_s2) {
-            assert_ne!(ra.enc_rho, rb.enc_rho);
+        // S2's preprocessing answers: [r], then [ρ] per round.
+        assert_eq!(a.preprocessing.to_s1.len(), b.preprocessing.to_s1.len());
+        for (ra, rb) in a.preprocessing.to_s1.iter().zip(&b.preprocessing.to_s1) {
+            match (ra, rb) {
+                (PreprocessingReply::InputMasks(x), PreprocessingReply::InputMasks(y)) => assert_ne!(x.enc_r, y.enc_r),
+                (PreprocessingReply::Rho(x), PreprocessingReply::Rho(y)) => assert_ne!(x.enc_rho, y.enc_rho),
+                (PreprocessingReply::Ready(_), PreprocessingReply::Ready(_)) => {}
+                _ => panic!("answers differ in kind"),
+            }
         }
         for (ha, hb) in a.online.from_s2.iter().zip(&b.online.from_s2) {
             assert_ne!(ha.h, hb.h);
         }
         // S2's view: the rerandomized seed, packed C and e per round.
-        let start = &a.offline.session_start;
-        assert_ne!(start.enc_seed, b.offline.session_start.enc_seed);
+        let start = &a.preprocessing.session_start;
+        assert_ne!(start.enc_seed, b.preprocessing.session_start.enc_seed);
         assert_ne!(start.enc_seed, a.query.enc_seed, "S1 must rerandomize the seed");
-        assert_ne!(start.session_id, b.offline.session_start.session_id);
-        for (sa, sb) in a.offline.to_s2.iter().zip(&b.offline.to_s2) {
+        assert_ne!(start.session_id, b.preprocessing.session_start.session_id);
+        for (sa, sb) in a.preprocessing.to_s2.iter().zip(&b.preprocessing.to_s2) {
             let (pa, pb) = match (sa, sb) {
-                (OfflineStep::Round(x), OfflineStep::Round(y)) => (&x.packed, &y.packed),
-                (OfflineStep::Output(x), OfflineStep::Output(y)) => (&x.packed, &y.packed),
+                (PreprocessingStep::Round(x), PreprocessingStep::Round(y)) => (&x.packed, &y.packed),
+                (PreprocessingStep::Output(x), PreprocessingStep::Output(y)) => (&x.packed, &y.packed),
                 _ => panic!("rounds differ in kind"),
             };
             assert_ne!(pa, pb, "{mode}");
@@ -263,10 +270,11 @@ fn unknown_layer_in_model_file_is_a_typed_error() {
 fn tampered_sealed_result_is_rejected() {
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
     let info = h.info.clone();
-    let (pending, query) = h.client.prepare::<u128>(&info, &[0.1, 0.2, 0.3], OutputMode::Label).unwrap();
+    let (pending, query) = h.client.prepare::<u128, _>(&info, &[0.1, 0.2, 0.3], OutputMode::Label, &mut h.rng).unwrap();
     // Run the phases by hand so the response can be altered in flight.
+    let s1 = h.s1();
     let (prepared, session, offline) =
-        preprocess(&h.s1_128(), &mut h.s2, query.mode, &query.enc_seed, query.epoch).unwrap();
+        preprocess(&s1, &mut h.s2, query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
     let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();
@@ -275,53 +283,66 @@ fn tampered_sealed_result_is_rejected() {
     assert!(matches!(h.s2.start_session::<u128>(&offline.session_start), Err(ProtocolError::ReplayedSeed)));
 }
 
-fn is_bad<T>(r: tandem_protocol::Result<T>) -> bool {
-    matches!(r, Err(ProtocolError::BadMessage(_)))
+fn is_bad<T>(r: tandem_core::Result<T>) -> bool {
+    matches!(
+        r,
+        Err(ProtocolError::OutOfOrder { .. }
+            | ProtocolError::LengthMismatch { .. }
+            | ProtocolError::OutOfRange { .. }
+            | ProtocolError::PeerMisbehaved(_))
+    )
 }
 
 /// Every message out of its place is refused with a typed error, at both
 /// servers and in both phases, and the session still completes afterwards.
 #[test]
 fn out_of_order_messages_are_typed_errors() {
-    use tandem_protocol::{ActivationValues, InputMasks, MaskedRound, RhoMasks, SessionReady};
+    use tandem_core::{ActivationValues, MaskedRound};
+    use tandem_paillier::{InputMasks, RhoMasks, SessionReady};
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
     let info = h.info.clone();
     let x = [0.0, 0.5, -0.25];
-    let (_unused, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
-    let s1 = h.s1_128();
-    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch).unwrap();
+    let (_unused, query) = h.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.rng).unwrap();
+    let s1 = h.s1();
+    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
     assert!(is_bad(pre.on_rho_masks(RhoMasks { enc_rho: vec![] })), "ρ before [r]");
-    let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
-    assert!(is_bad(s2.activate(&MaskedRound { e: vec![0; 4] })), "online before preprocessing");
+    // (An online message before S2's preprocessing is complete cannot be
+    // expressed: S2's online session exists only once the output round is in.)
+    let (mut s2, first) = h.s2.start_session::<u128>(&start).unwrap();
+    let PreprocessingReply::InputMasks(masks) = first else { panic!("S2 answers the start with [r]") };
     let mut short = masks.clone();
     short.enc_r.pop();
     assert!(is_bad(pre.on_input_masks(short)), "short [r]");
-    let OfflineStep::Round(round) = pre.on_input_masks(masks).unwrap() else { panic!("a hidden layer comes first") };
+    let PreprocessingStep::Round(round) = pre.on_input_masks(masks).unwrap() else {
+        panic!("a hidden layer comes first")
+    };
     assert!(is_bad(pre.on_input_masks(InputMasks { enc_r: vec![] })), "[r] twice");
-    let rho = s2.blind_round(&round).unwrap();
+    let rho = s2.on_blinded_round(&round).unwrap();
     let mut short = rho.clone();
     short.enc_rho.pop();
     assert!(is_bad(pre.on_rho_masks(short)), "short [ρ]");
-    let OfflineStep::Output(out) = pre.on_rho_masks(rho).unwrap() else { panic!("then the output") };
-    s2.blind_output(&out).unwrap();
-    assert!(is_bad(s2.blind_round(&round)), "hidden round after the output round");
-    assert!(is_bad(s2.blind_output(&out)), "output round twice");
+    let PreprocessingStep::Output(out) = pre.on_rho_masks(rho).unwrap() else { panic!("then the output") };
+    let (_, mut session) = s2.on_blinded_output(&out).unwrap();
+    assert!(is_bad(s2.on_blinded_round(&round)), "hidden round after the output round");
+    assert!(is_bad(s2.on_blinded_output(&out)), "output round twice");
     let prepared = pre.on_ready(SessionReady).unwrap();
-    assert!(is_bad(s2.activate(&MaskedRound { e: vec![0; 3] })), "wrong e count");
+    assert!(is_bad(session.activate(&MaskedRound { e: vec![0; 3] })), "wrong e count");
     assert!(matches!(
         prepared.start(vec![0; 2]),
         Err(ProtocolError::Model(ModelError::InputLength { expected: 3, got: 2 }))
     ));
     // A failed start consumed that `Prepared`; run the whole session again.
-    let (pending, query) = h.client.prepare::<u128>(&info, &x, OutputMode::Label).unwrap();
+    let (pending, query) = h.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.rng).unwrap();
     let (prepared, mut s2) = {
-        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch).unwrap();
-        let (mut s2, masks) = h.s2.start_session::<u128>(&start).unwrap();
-        let OfflineStep::Round(round) = pre.on_input_masks(masks).unwrap() else { unreachable!() };
-        let OfflineStep::Output(out) = pre.on_rho_masks(s2.blind_round(&round).unwrap()).unwrap() else {
+        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
+        let (mut s2, first) = h.s2.start_session::<u128>(&start).unwrap();
+        let PreprocessingReply::InputMasks(masks) = first else { unreachable!() };
+        let PreprocessingStep::Round(round) = pre.on_input_masks(masks).unwrap() else { unreachable!() };
+        let PreprocessingStep::Output(out) = pre.on_rho_masks(s2.on_blinded_round(&round).unwrap()).unwrap() else {
             unreachable!()
         };
-        (pre.on_ready(s2.blind_output(&out).unwrap()).unwrap(), s2)
+        let (ready, session) = s2.on_blinded_output(&out).unwrap();
+        (pre.on_ready(ready).unwrap(), session)
     };
     let (mut q, step) = prepared.start(query.masked_input).unwrap();
     let OnlineStep::Round(r) = step else { panic!("online starts with the hidden layer") };
@@ -339,7 +360,7 @@ fn out_of_order_messages_are_typed_errors() {
 /// The full-size check: a 2048-bit key, exact in every mode.
 #[test]
 fn end_to_end_at_2048_bits() {
-    let sk = tandem_crypto::SecretKey::generate(2048).unwrap();
+    let sk = tandem_paillier::SecretKey::generate(2048).unwrap();
     assert_eq!(sk.public().bits(), 2048);
     let mut rng = StdRng::seed_from_u64(2048);
     let m =
@@ -372,12 +393,12 @@ proptest! {
         dims.push(outputs);
         let m = random_mlp(&mut rng, &dims, &acts, 1.0, OutputMode::Label);
         let mut h = Harness::new(&m, test_key_1024()).unwrap();
-        let s1 = h.s1_128();
+        let s1 = h.s1();
         let modes = h.model.modes();
         let mut tickets = Vec::new();
         for _ in 0..count {
             let mode = modes[rng.gen_range(0..modes.len())];
-            tickets.push(issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode).unwrap());
+            tickets.push(issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode, &mut h.rng).unwrap());
         }
         while !tickets.is_empty() {
             let t = tickets.swap_remove(rng.gen_range(0..tickets.len()));
@@ -392,16 +413,23 @@ proptest! {
 #[test]
 fn a_ticket_answers_only_its_own_session() {
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
-    let s1 = h.s1_128();
+    let s1 = h.s1();
     let x = [0.1, -0.4, 0.3];
     let mut issue = |mode| {
-        let t = issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode).unwrap();
+        let t = issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode, &mut h.rng).unwrap();
         (t.pending, t.ticket, t.prepared, t.session)
     };
     let (pa, ta, prep_a, sess_a) = issue(OutputMode::Label);
     let (pb, tb, _prep_b, _sess_b) = issue(OutputMode::Probabilities);
     // The seed of ticket A with ticket B's (other-mode) confirmation.
-    let err = h.client.request_ticket::<u128>(&h.info, OutputMode::Label).unwrap().0.query(&tb, &x).err().unwrap();
+    let err = h
+        .client
+        .request_ticket::<u128, _>(&h.info, OutputMode::Label, &mut h.rng)
+        .unwrap()
+        .0
+        .query(&tb, &x)
+        .err()
+        .unwrap();
     assert!(err.to_string().contains("probabilities mode"), "{err}");
     // B's seed opening A's answer: refused (wrong session id / wrong key).
     let (qa, query_a) = pa.query(&ta, &x).unwrap();

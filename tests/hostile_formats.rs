@@ -8,7 +8,7 @@
 //!   deeper than byte noise. An imported model is also quantized, as the
 //!   model server does next.
 //! * The conversions that turn untrusted protobuf messages into protocol
-//!   structs (`tandem_proto::convert`): random and mutated fields, wrong byte
+//!   structs (`tandem_grpc::convert`): random and mutated fields, wrong byte
 //!   lengths, oversized repeated fields, and random bytes decoded as each
 //!   message; the client's check of a server's `ModelInfo`; and S2's
 //!   session driven with whatever decodes.
@@ -26,11 +26,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use tandem::test_key_1024;
-use tandem_crypto::{PublicKey, U256};
+use tandem_grpc::v1 as pb;
 use tandem_model::{OutputMode, QuantConfig, QuantizedModel};
 use tandem_onnx::proto as onnx;
 use tandem_onnx::ImportOptions;
-use tandem_proto::v1 as pb;
+use tandem_paillier::{PublicKey, U256};
 
 mod meter {
     //! Per-thread heap accounting for the code under test.
@@ -806,18 +806,18 @@ fn infer_request() -> impl Strategy<Value = pb::InferRequest> {
 fn check_client_request(req: &pb::InferRequest, d: usize) {
     let len = prost::Message::encoded_len(req);
     bounded("client request", message_heap_bound(len), || {
-        let _ = tandem_proto::mode_from_proto(req.mode);
+        let _ = tandem_grpc::mode_from_proto(req.mode);
         for mode in [OutputMode::Label, OutputMode::Logits] {
-            if let Ok(q) = tandem_proto::query_request_from_proto::<u128>(pk(), req, mode, d) {
+            if let Ok(q) = tandem_grpc::query_request_from_proto::<u128>(pk().ciphertext_bytes(), req, mode, d) {
                 assert_eq!(q.masked_input.len(), d);
             }
-            if let Ok(q) = tandem_proto::query_request_from_proto::<U256>(pk(), req, mode, d) {
+            if let Ok(q) = tandem_grpc::query_request_from_proto::<U256>(pk().ciphertext_bytes(), req, mode, d) {
                 assert_eq!(q.masked_input.len(), d);
             }
         }
-        let _ = tandem_proto::decode_ring::<u128>(&req.masked_input, None, "masked_input");
-        let _ = tandem_proto::decode_one_ciphertext(pk(), &req.enc_seed, "enc_seed");
-        let _ = tandem_proto::session_id_from_bytes(&req.ticket_id, "ticket_id");
+        let _ = tandem_grpc::decode_ring::<u128>(&req.masked_input, None, "masked_input");
+        let _ = tandem_grpc::decode_one_ciphertext(pk(), &req.enc_seed, "enc_seed");
+        let _ = tandem_grpc::session_id_from_bytes(&req.ticket_id, "ticket_id");
     });
 }
 
@@ -834,7 +834,7 @@ fn aux() -> impl Strategy<Value = Option<pb::infer_response::Aux>> {
 }
 
 fn model_info() -> impl Strategy<Value = pb::ModelInfo> {
-    let good_key = pb::PaillierPublicKey { seed_epoch: vec![0; 16], ..tandem_proto::public_key_to_proto(pk()) };
+    let good_key = pb::PaillierPublicKey { seed_epoch: vec![0; 16], ..tandem_grpc::public_key_to_proto(pk()) };
     let key = prop_oneof![
         3 => Just(Some(good_key.clone())),
         1 => Just(None),
@@ -929,9 +929,9 @@ proptest! {
     fn client_requests(req in infer_request(), d in 0usize..16) {
         check_client_request(&req, d);
         let t = pb::CreateTicketRequest { model_id: req.model_id.clone(), mode: req.mode, enc_seed: req.enc_seed.clone(), seed_epoch: req.seed_epoch.clone() };
-        let _ = tandem_proto::mode_from_proto(t.mode);
-        let _ = tandem_proto::decode_one_ciphertext(pk(), &t.enc_seed, "enc_seed");
-        let e = tandem_proto::epoch_from_proto(&t.seed_epoch, "seed_epoch");
+        let _ = tandem_grpc::mode_from_proto(t.mode);
+        let _ = tandem_grpc::decode_one_ciphertext(pk(), &t.enc_seed, "enc_seed");
+        let e = tandem_grpc::epoch_from_proto(&t.seed_epoch, "seed_epoch");
         prop_assert_eq!(e.is_ok(), t.seed_epoch.len() == 16);
     }
 
@@ -956,27 +956,27 @@ proptest! {
     ) {
         let resp = pb::InferResponse { session_id: session_id.clone(), sealed, aux, stats: None, mode: 0 };
         bounded("response", message_heap_bound(prost::Message::encoded_len(&resp)), || {
-            let _ = tandem_proto::query_response_from_proto::<u128>(&resp);
-            let _ = tandem_proto::query_response_from_proto::<U256>(&resp);
+            let _ = tandem_grpc::query_response_from_proto::<u128>(&resp);
+            let _ = tandem_grpc::query_response_from_proto::<U256>(&resp);
         });
         let t = pb::Ticket { ticket_id: session_id, model_id: "m".into(), mode: ticket_mode, expires_in_seconds: 1, stats: None };
-        let _ = tandem_proto::ticket_from_proto(&t);
+        let _ = tandem_grpc::ticket_from_proto(&t);
         check_model_info(&info);
         if let Some(k) = &info.activation_key {
-            let _ = tandem_proto::public_key_from_proto(k);
+            let _ = tandem_grpc::public_key_from_proto(k);
         }
     }
 
     #[test]
     fn server_answers_from_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..700)) {
         if let Ok(r) = <pb::InferResponse as prost::Message>::decode(&bytes[..]) {
-            let _ = tandem_proto::query_response_from_proto::<u128>(&r);
+            let _ = tandem_grpc::query_response_from_proto::<u128>(&r);
         }
         if let Ok(m) = <pb::ModelInfo as prost::Message>::decode(&bytes[..]) {
             check_model_info(&m);
         }
         if let Ok(t) = <pb::Ticket as prost::Message>::decode(&bytes[..]) {
-            let _ = tandem_proto::ticket_from_proto(&t);
+            let _ = tandem_grpc::ticket_from_proto(&t);
         }
     }
 
@@ -995,24 +995,24 @@ proptest! {
         let len = packed.len() + ring.len() + cts.len() + session_id.len() + 64;
         bounded("peer messages", message_heap_bound(len), || {
             let round = pb::BlindedRound { kind, scale, count, packing, packed: packed.clone() };
-            let _ = tandem_proto::blinded_round_from_proto(pk, &round);
+            let _ = tandem_grpc::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
-            let _ = tandem_proto::blinded_output_from_proto(pk, &out);
+            let _ = tandem_grpc::blinded_output_from_proto(pk, &out);
             let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone() };
-            let _ = tandem_proto::session_start_from_proto(pk, &start);
-            let _ = tandem_proto::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
-            let _ = tandem_proto::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
-            let _ = tandem_proto::decode_ciphertexts(pk, &cts, Some(n), "c");
-            let _ = tandem_proto::decode_ring::<u128>(&ring, Some(n), "e");
-            let _ = tandem_proto::decode_ring::<U256>(&ring, Some(n), "e");
-            let _ = tandem_proto::masked_round_from_proto::<u128>(&pb::MaskedRound { e: ring.clone() });
-            let _ = tandem_proto::masked_output_from_proto::<U256>(&pb::MaskedOutput { e: ring.clone() });
-            let _ = tandem_proto::activation_values_from_proto::<u128>(&pb::ActivationValues { h: ring.clone() }, n);
-            let _ = tandem_proto::activation_values_from_proto::<U256>(&pb::ActivationValues { h: ring }, n);
-            let _ = tandem_proto::session_id_from_bytes(&session_id, "session_id");
-            let _ = tandem_proto::packing_from_proto(packing.as_ref(), "packing");
-            let _ = tandem_proto::kind_from_proto(kind);
-            let _ = tandem_proto::required_mode(kind, "mode");
+            let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &start);
+            let _ = tandem_grpc::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
+            let _ = tandem_grpc::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
+            let _ = tandem_grpc::decode_ciphertexts(pk, &cts, Some(n), "c");
+            let _ = tandem_grpc::decode_ring::<u128>(&ring, Some(n), "e");
+            let _ = tandem_grpc::decode_ring::<U256>(&ring, Some(n), "e");
+            let _ = tandem_grpc::masked_round_from_proto::<u128>(&pb::MaskedRound { e: ring.clone() });
+            let _ = tandem_grpc::masked_output_from_proto::<U256>(&pb::MaskedOutput { e: ring.clone() });
+            let _ = tandem_grpc::activation_values_from_proto::<u128>(&pb::ActivationValues { h: ring.clone() }, n);
+            let _ = tandem_grpc::activation_values_from_proto::<U256>(&pb::ActivationValues { h: ring }, n);
+            let _ = tandem_grpc::session_id_from_bytes(&session_id, "session_id");
+            let _ = tandem_grpc::packing_from_proto(packing.as_ref(), "packing");
+            let _ = tandem_grpc::kind_from_proto(kind);
+            let _ = tandem_grpc::required_mode(kind, "mode");
         });
     }
 
@@ -1023,23 +1023,23 @@ proptest! {
             use pb::{evaluate_msg, preprocess_msg};
             if let Ok(m) = <pb::PreprocessMsg as prost::Message>::decode(&bytes[..]) {
                 match m.msg {
-                    Some(preprocess_msg::Msg::Start(s)) => { let _ = tandem_proto::session_start_from_proto(pk, &s); }
-                    Some(preprocess_msg::Msg::Round(r)) => { let _ = tandem_proto::blinded_round_from_proto(pk, &r); }
-                    Some(preprocess_msg::Msg::Output(o)) => { let _ = tandem_proto::blinded_output_from_proto(pk, &o); }
+                    Some(preprocess_msg::Msg::Start(s)) => { let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &s); }
+                    Some(preprocess_msg::Msg::Round(r)) => { let _ = tandem_grpc::blinded_round_from_proto(pk, &r); }
+                    Some(preprocess_msg::Msg::Output(o)) => { let _ = tandem_grpc::blinded_output_from_proto(pk, &o); }
                     None => {}
                 }
             }
             if let Ok(m) = <pb::EvaluateMsg as prost::Message>::decode(&bytes[..]) {
                 match m.msg {
-                    Some(evaluate_msg::Msg::Resume(r)) => { let _ = tandem_proto::session_id_from_bytes(&r.session_id, "id"); }
-                    Some(evaluate_msg::Msg::Round(r)) => { let _ = tandem_proto::masked_round_from_proto::<u128>(&r); }
-                    Some(evaluate_msg::Msg::Output(o)) => { let _ = tandem_proto::masked_output_from_proto::<U256>(&o); }
+                    Some(evaluate_msg::Msg::Resume(r)) => { let _ = tandem_grpc::session_id_from_bytes(&r.session_id, "id"); }
+                    Some(evaluate_msg::Msg::Round(r)) => { let _ = tandem_grpc::masked_round_from_proto::<u128>(&r); }
+                    Some(evaluate_msg::Msg::Output(o)) => { let _ = tandem_grpc::masked_output_from_proto::<U256>(&o); }
                     None => {}
                 }
             }
             if let Ok(m) = <pb::PreprocessReply as prost::Message>::decode(&bytes[..]) {
                 if let Some(pb::preprocess_reply::Msg::Rho(r)) = m.msg {
-                    let _ = tandem_proto::rho_masks_from_proto(pk, &r, 3);
+                    let _ = tandem_grpc::rho_masks_from_proto(pk, &r, 3);
                 }
             }
             let _ = <pb::EvaluateReply as prost::Message>::decode(&bytes[..]);
@@ -1051,7 +1051,7 @@ proptest! {
 /// messages decode to, in order: start, rounds, output, online rounds.
 #[test]
 fn activation_session_with_hostile_messages() {
-    use tandem_protocol::messages as m;
+    use tandem_core::messages as m;
     let cfg = ProptestConfig { cases: cases().div_ceil(4), ..config() };
     let mut runner = proptest::test_runner::TestRunner::new(cfg);
     let steps = prop::collection::vec((round_fields(), prop_oneof![near_multiple(16, 6), Just(Vec::new())]), 1..4);
@@ -1059,16 +1059,28 @@ fn activation_session_with_hostile_messages() {
         .run(&(1u32..6, steps), |(input_len, steps)| {
             let sk = test_key_1024();
             let pk = sk.public();
-            let mut s2 = tandem_protocol::ActivationServer::new(tandem::test_key_1024_owned());
-            let secret = tandem_crypto::SeedSecret::random();
+            let keys = tandem::paillier_keys(sk, &mut rand_core::OsRng);
+            let mut s2 = tandem_core::ActivationServer::new(
+                std::sync::Arc::new(tandem_paillier::PaillierEngine),
+                keys,
+                &mut rand_core::OsRng,
+            );
+            let secret = tandem_paillier::SeedSecret::random(&mut rand_core::OsRng);
+            let ct = pk.encrypt(
+                &<tandem_paillier::BigInt as tandem_paillier::bigint_traits::Converter>::from_bytes(
+                    secret.plaintext_be(),
+                ),
+                &mut rand_core::OsRng,
+            );
             let start = m::SessionStart {
                 session_id: [3; 16],
-                enc_seed: pk.encrypt(&secret.to_bigint()),
+                enc_seed: tandem_core::EncryptedSeed(pk.ciphertext_to_bytes(&ct)),
                 input_len,
                 ring_bits: 128,
                 epoch: s2.seed_epoch(),
             };
-            let (mut session, _) = s2.start_session::<u128>(&start).expect("a valid start");
+            let (mut pre, _) = s2.start_session::<u128>(&start).expect("a valid start");
+            let mut session: Option<tandem_core::ActivationSession<u128>> = None;
             let n = steps.len();
             for (i, ((kind, scale, count, packing, packed), e)) in steps.into_iter().enumerate() {
                 let len = packed.len() + e.len() + 64;
@@ -1076,21 +1088,27 @@ fn activation_session_with_hostile_messages() {
                     let last = i + 1 == n;
                     if last {
                         let o = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
-                        if let Ok(o) = tandem_proto::blinded_output_from_proto(pk, &o) {
-                            let _ = session.blind_output(&o);
+                        if let Ok(o) = tandem_grpc::blinded_output_from_proto(pk, &o) {
+                            if let Ok((_, s)) = pre.on_blinded_output(&o) {
+                                session = Some(s);
+                            }
                         }
                     } else {
                         let r = pb::BlindedRound { kind, scale, count, packing, packed };
-                        if let Ok(r) = tandem_proto::blinded_round_from_proto(pk, &r) {
-                            let _ = session.blind_round(&r);
+                        if let Ok(r) = tandem_grpc::blinded_round_from_proto(pk, &r) {
+                            let _ = pre.on_blinded_round(&r);
                         }
                     }
-                    if let Ok(r) = tandem_proto::masked_round_from_proto::<u128>(&pb::MaskedRound { e }) {
+                    if let (Some(session), Ok(r)) =
+                        (session.as_mut(), tandem_grpc::masked_round_from_proto::<u128>(&pb::MaskedRound { e }))
+                    {
                         let _ = session.activate(&r);
                     }
                 });
             }
-            let _ = session.finish(&m::MaskedOutput { e: vec![0u128; 2] });
+            if let Some(session) = session {
+                let _ = session.finish(&m::MaskedOutput { e: vec![0u128; 2] });
+            }
             Ok(())
         })
         .unwrap();
@@ -1257,7 +1275,7 @@ fn regression_model_info_sizes_are_bounded() {
         default_mode: 1,
         activation_key: Some(pb::PaillierPublicKey {
             seed_epoch: vec![0; 16],
-            ..tandem_proto::public_key_to_proto(pk())
+            ..tandem_grpc::public_key_to_proto(pk())
         }),
         ..Default::default()
     };

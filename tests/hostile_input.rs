@@ -6,11 +6,11 @@ use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use tandem::test_key_1024;
-use tandem_crypto::packing::{unpack, PackingParams};
-use tandem_crypto::ring::decode_vec;
-use tandem_crypto::{BigInt, Seed, U256};
+use tandem_core::ring::decode_vec;
 use tandem_model::testing::random_mlp;
 use tandem_model::{format, ActivationKind, OutputMode};
+use tandem_paillier::packing::{unpack, PackingParams};
+use tandem_paillier::{BigInt, Seed, U256};
 
 fn cases() -> u32 {
     std::env::var("TANDEM_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
@@ -81,11 +81,11 @@ proptest! {
         let _ = decode_vec::<U256>(&bytes);
         // Any plaintext, of any width, turns into a seed: there is no refusal
         // after decryption (SECURITY.md, the seed oracle).
-        let m: BigInt = tandem_crypto::bigint_traits::Converter::from_bytes(&bytes[..]);
-        let epoch = tandem_crypto::SeedEpoch([bytes.len() as u8; 16]);
-        let a = Seed::from_plaintext(&epoch, &m, 128);
-        prop_assert_eq!(a.clone(), Seed::from_plaintext(&epoch, &m, 128));
-        let _ = Seed::from_plaintext(&epoch, &m, 16);
+        let m = &bytes[..];
+        let epoch = tandem_paillier::SeedEpoch([bytes.len() as u8; 16]);
+        let a = Seed::from_plaintext(&epoch, m, 128);
+        prop_assert_eq!(a.clone(), Seed::from_plaintext(&epoch, m, 128));
+        let _ = Seed::from_plaintext(&epoch, m, 16);
     }
 
     /// Packing layouts and plaintexts from a peer: validated, never trusted.
@@ -93,7 +93,7 @@ proptest! {
     fn packing_layouts(offset in any::<u32>(), slot in any::<u32>(), n in any::<u32>(), count in 0usize..64, bytes in prop::collection::vec(any::<u8>(), 0..256)) {
         let p = PackingParams { offset_bits: offset % 4096, slot_bits: slot % 4096, slots_per_ciphertext: n % 64 };
         if p.validate(1024).is_ok() {
-            let v: BigInt = tandem_crypto::bigint_traits::Converter::from_bytes(&bytes[..]);
+            let v: BigInt = tandem_paillier::bigint_traits::Converter::from_bytes(&bytes[..]);
             let _ = unpack(&p, &v, count);
         }
     }

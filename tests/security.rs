@@ -9,15 +9,17 @@ use common::*;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rand_core::OsRng;
+use std::sync::Arc;
 use tandem::{test_key_1024, test_key_1024_owned, Harness};
-use tandem_crypto::bigint_traits::*;
-use tandem_crypto::packing::{unpack, PackingParams};
-use tandem_crypto::{BigInt, Ciphertext, CryptoError, Ring, SeedSecret};
+use tandem_core::{ActivationServer, ActivationValues, EncryptedSeed, OnlineStep, OutputResponse, ProtocolError};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, KAPPA};
-use tandem_protocol::{
-    ActivationServer, ActivationValues, InputMasks, OfflineStep, OnlineStep, OutputResponse, ProtocolError, RhoMasks,
-    SessionReady,
+use tandem_paillier::bigint_traits::*;
+use tandem_paillier::packing::{unpack, PackingParams};
+use tandem_paillier::{
+    BigInt, Ciphertext, CryptoError, InputMasks, PaillierEngine, PreprocessingReply, PreprocessingStep, RhoMasks, Ring,
+    SeedSecret, SessionReady,
 };
 
 /// What S2 decrypts from a packed round: `C_p = t_j·g_j + μ_j` per position.
@@ -57,16 +59,18 @@ fn label_mode_values_share_no_common_scale() {
     for _ in 0..8 {
         let x = random_input(&mut rng, &model);
         let t = h.transcript_128(&x, OutputMode::Label).unwrap();
-        let Some(OfflineStep::Output(out)) = t.offline.to_s2.last() else { panic!("the output round comes last") };
+        let Some(PreprocessingStep::Output(out)) = t.preprocessing.to_s2.last() else {
+            panic!("the output round comes last")
+        };
         let Some(OnlineStep::Output(masked)) = t.online.to_s2.last() else { panic!("the output round comes last") };
         let c: Vec<u128> = decrypt_slots(&out.packing, &out.packed, out.count as usize)
             .iter()
-            .map(tandem_protocol::convert::ring_from_gmp::<u128>)
+            .map(tandem_paillier::convert::ring_from_gmp::<u128>)
             .collect();
         let v: Vec<i128> = masked.e.iter().zip(&c).map(|(e, c)| signed(e.sub(*c))).collect();
         let g = v[1..].iter().fold(0u128, |g, &vp| gcd(g, (vp - v[0]).unsigned_abs()));
         assert!(
-            g < 1 << (tandem_protocol::model_server::LABEL_M_MIN_BITS - 1),
+            g < 1 << (tandem_core::online::LABEL_M_MIN_BITS - 1),
             "S2's label values share the divisor {g}: the scale m is exposed"
         );
         let mut sorted = v.clone();
@@ -92,10 +96,10 @@ fn mask_widths_depend_on_the_layer_not_the_neuron() {
     for _ in 0..4 {
         let x = random_input(&mut rng, &model);
         let t = h.transcript_128(&x, OutputMode::Probabilities).unwrap();
-        for step in &t.offline.to_s2 {
+        for step in &t.preprocessing.to_s2 {
             let (packing, packed, count) = match step {
-                OfflineStep::Round(r) => (r.packing, &r.packed, r.count as usize),
-                OfflineStep::Output(o) => (o.packing, &o.packed, o.count as usize),
+                PreprocessingStep::Round(r) => (r.packing, &r.packed, r.count as usize),
+                PreprocessingStep::Output(o) => (o.packing, &o.packed, o.count as usize),
             };
             let width = (packing.offset_bits + KAPPA) as usize;
             for c in decrypt_slots(&packing, packed, count) {
@@ -122,11 +126,12 @@ fn restarts_refuse_old_seeds_and_tampering_is_not_an_error() {
     let mut h = Harness::new(&model, test_key_1024()).unwrap();
     let x = random_input(&mut rng, &model);
     let t = h.transcript_128(&x, OutputMode::Label).unwrap();
-    let start = t.offline.session_start.clone();
+    let start = t.preprocessing.session_start.clone();
     // The same server refuses the replay.
     assert!(matches!(h.s2.start_session::<u128>(&start), Err(ProtocolError::ReplayedSeed)));
     // A restarted server: another epoch, refused before decryption.
-    let mut restarted = ActivationServer::new(test_key_1024_owned());
+    let keys = tandem::paillier_keys(&test_key_1024_owned(), &mut OsRng);
+    let mut restarted = ActivationServer::new(Arc::new(PaillierEngine), keys, &mut OsRng);
     assert_ne!(restarted.seed_epoch(), start.epoch);
     assert!(matches!(restarted.start_session::<u128>(&start), Err(ProtocolError::UnknownEpoch)));
     // Tampering (`[s]·Enc(−t)`, or a ciphertext of 2^300) opens a session
@@ -135,10 +140,15 @@ fn restarts_refuse_old_seeds_and_tampering_is_not_an_error() {
     let pk = test_key_1024().public();
     let mut valid = start.clone();
     valid.epoch = restarted.seed_epoch();
-    valid.enc_seed = pk.encrypt(&SeedSecret::random().to_bigint());
-    let (_, masks) = restarted.start_session::<u128>(&valid).expect("a fresh seed");
+    let secret = SeedSecret::random(&mut OsRng);
+    let valid_ct = pk.encrypt(&BigInt::from_bytes(secret.plaintext_be()), &mut OsRng);
+    valid.enc_seed = EncryptedSeed(pk.ciphertext_to_bytes(&valid_ct));
+    let masks = match restarted.start_session::<u128>(&valid).expect("a fresh seed").1 {
+        PreprocessingReply::InputMasks(m) => m,
+        other => panic!("S2 answers the start with [r], not {other:?}"),
+    };
     for enc_seed in [
-        pk.add_plain(&valid.enc_seed, &-(BigInt::one() << 255)),
+        pk.add_plain(&valid_ct, &-(BigInt::one() << 255)),
         pk.ciphertext_from_bytes(&{
             let mut b = vec![0u8; pk.ciphertext_bytes()];
             let v = (BigInt::one() << 300).to_bytes();
@@ -148,8 +158,13 @@ fn restarts_refuse_old_seeds_and_tampering_is_not_an_error() {
         })
         .unwrap(),
     ] {
-        let tampered = tandem_protocol::SessionStart { enc_seed, session_id: [5; 16], ..valid.clone() };
-        let (_, m) = restarted.start_session::<u128>(&tampered).expect("no refusal after decryption");
+        let enc_seed = EncryptedSeed(pk.ciphertext_to_bytes(&enc_seed));
+        let tampered = tandem_core::SessionStart { enc_seed, session_id: [5; 16], ..valid.clone() };
+        let PreprocessingReply::InputMasks(m) =
+            restarted.start_session::<u128>(&tampered).expect("no refusal after decryption").1
+        else {
+            panic!("S2 answers the start with [r]")
+        };
         assert_eq!(m.enc_r.len(), masks.enc_r.len());
         let sk = test_key_1024();
         assert_ne!(sk.decrypt(&m.enc_r[0]), sk.decrypt(&masks.enc_r[0]), "an unrelated seed, an unrelated mask");
@@ -163,7 +178,7 @@ fn random_ciphertext(rng: &mut StdRng) -> Ciphertext {
     let bits = rng.gen_range(1..pk.bits() as usize);
     let mut b = vec![0u8; bits.div_ceil(8)];
     rng.fill(&mut b[..]);
-    pk.encrypt(&BigInt::from_bytes(&b))
+    pk.encrypt(&BigInt::from_bytes(&b), &mut OsRng)
 }
 
 proptest! {
@@ -177,14 +192,14 @@ proptest! {
     fn hostile_but_well_formed_s2_replies(seed in any::<u64>(), mode_i in 0usize..3) {
         let mut rng = StdRng::seed_from_u64(seed);
         let model = random_mlp(&mut rng, &[4, 5, 5, 3], &[ActivationKind::Relu, ActivationKind::Sigmoid], 1.0, OutputMode::Label);
-        let h = Harness::new(&model, test_key_1024()).unwrap();
+        let mut h = Harness::new(&model, test_key_1024()).unwrap();
         let mode = [OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits][mode_i];
         let x = random_input(&mut rng, &model);
-        let (pending, query) = h.client.prepare::<u128>(&h.info, &x, mode).unwrap();
-        let s1 = h.s1_128();
-        let (mut pre, _) = s1.start_preprocessing(mode, &query.enc_seed, query.epoch).unwrap();
+        let (pending, query) = h.client.prepare::<u128, _>(&h.info, &x, mode, &mut h.rng).unwrap();
+        let s1 = h.s1();
+        let (mut pre, _) = s1.start_preprocessing(mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
         let mut step = pre.on_input_masks(InputMasks { enc_r: (0..4).map(|_| random_ciphertext(&mut rng)).collect() }).unwrap();
-        while let OfflineStep::Round(r) = step {
+        while let PreprocessingStep::Round(r) = step {
             let enc_rho = (0..r.count).map(|_| random_ciphertext(&mut rng)).collect();
             step = pre.on_rho_masks(RhoMasks { enc_rho }).unwrap();
         }
@@ -208,7 +223,7 @@ proptest! {
 /// result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
-    use tandem_proto::v1::model_service_client::ModelServiceClient;
+    use tandem_grpc::v1::model_service_client::ModelServiceClient;
     let mut rng = StdRng::seed_from_u64(1401);
     let model = random_mlp(&mut rng, &[6, 8, 5], &[ActivationKind::Relu], 1.0, OutputMode::Label);
     let dir = tempfile::tempdir().unwrap();
@@ -229,9 +244,9 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
     // Two different tampered ciphertexts (the same one twice would be a
     // replay of its plaintext, refused as any replay is).
     for (i, tamper) in [false, true, false, true].into_iter().enumerate() {
-        let client = tandem_protocol::Client::new(pk.clone(), remote.epoch);
-        let (pending, q) = client.prepare::<u128>(&remote.info, &x, OutputMode::Label).unwrap();
-        let mut req = tandem_proto::query_request_to_proto(&pk, &q);
+        let client = tandem_core::Client::new(pk.clone(), remote.epoch);
+        let (pending, q) = client.prepare::<u128, _>(&remote.info, &x, OutputMode::Label, &mut OsRng).unwrap();
+        let mut req = tandem_grpc::query_request_to_proto(&q);
         if tamper {
             let v = (BigInt::one() << (300 + i)).to_bytes();
             req.enc_seed.iter_mut().for_each(|b| *b = 0);
@@ -241,8 +256,8 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
         let resp = raw.infer(req).await.map(|r| r.into_inner());
         let resp = resp.unwrap_or_else(|s| panic!("tamper = {tamper}: {:?} {}", s.code(), s.message()));
         // The answer says which mode it was computed in.
-        assert_eq!(resp.mode, tandem_proto::v1::OutputMode::Label as i32);
-        let opened = pending.finish(tandem_proto::query_response_from_proto::<u128>(&resp).unwrap());
+        assert_eq!(resp.mode, tandem_grpc::v1::OutputMode::Label as i32);
+        let opened = pending.finish(tandem_grpc::query_response_from_proto::<u128>(&resp).unwrap());
         if tamper {
             assert_eq!(opened.unwrap_err(), ProtocolError::Crypto(CryptoError::SealedResultRejected));
         } else {
@@ -254,7 +269,7 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
             );
         }
         let aux_len = match resp.aux.as_ref().unwrap() {
-            tandem_proto::v1::infer_response::Aux::Permutation(p) => p.index.len(),
+            tandem_grpc::v1::infer_response::Aux::Permutation(p) => p.index.len(),
             other => panic!("label mode answers with a permutation, not {other:?}"),
         };
         answers.push((resp.sealed.len(), resp.session_id.len(), aux_len));

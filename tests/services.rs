@@ -11,12 +11,13 @@ use rand::SeedableRng;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tandem_client::{ClientError, ClientOptions, TandemClient};
-use tandem_crypto::{PublicKey, SeedSecret};
+use tandem_core::paillier_pk::PublicKey;
+use tandem_core::SeedSecret;
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
+use tandem_grpc::v1::model_service_client::ModelServiceClient;
 use tandem_model::testing::{random_cnn, random_input, random_mlp};
 use tandem_model::{ActivationKind, Model, OutputMode, QuantConfig, QuantizedModel};
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::activation_service_client::ActivationServiceClient;
-use tandem_proto::v1::model_service_client::ModelServiceClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Code;
@@ -181,8 +182,10 @@ async fn every_model_and_mode_matches_the_integer_reference() {
 /// A well-formed request for `model`, built with the protocol's own client.
 fn valid_request(remote: &tandem_client::RemoteModel, x: &[f64], mode: OutputMode) -> pb::InferRequest {
     let pk = &remote.key;
-    let (_, q) = tandem_protocol::Client::new(pk.clone(), remote.epoch).prepare::<u128>(&remote.info, x, mode).unwrap();
-    tandem_proto::query_request_to_proto(pk, &q)
+    let (_, q) = tandem_core::Client::new(pk.clone(), remote.epoch)
+        .prepare::<u128, _>(&remote.info, x, mode, &mut rand_core::OsRng)
+        .unwrap();
+    tandem_grpc::query_request_to_proto(&q)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -288,21 +291,19 @@ async fn bad_requests_get_clear_statuses() {
     // Malformed ciphertexts.
     let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.enc_seed = vec![0xff; req.enc_seed.len()];
-    assert_status(
-        raw.infer(req.clone()).await,
-        Code::InvalidArgument,
-        "enc_seed: malformed ciphertext: value is not in (0, N²)",
-    );
+    assert_status(raw.infer(req.clone()).await, Code::InvalidArgument, "malformed ciphertext: value is not in (0, N²)");
     req.enc_seed = vec![1; 10];
     assert_status(
         raw.infer(req.clone()).await,
         Code::InvalidArgument,
-        "a ciphertext under this 1024-bit key is exactly 256 bytes",
+        "one ciphertext under the activation server's key is exactly 256",
     );
     // A valid ciphertext of something that is not a 32-byte secret is NOT
     // refused: a refusal that depended on the plaintext was a decryption
     // oracle (SECURITY.md). The query runs and its answer opens for nobody.
-    req.enc_seed = remote.key.ciphertext_to_bytes(&remote.key.encrypt(&(tandem_crypto::BigInt::from(1u32) << 300)));
+    let mut big = vec![0u8; 38];
+    big[0] = 0x10; // 2^300, big-endian
+    req.enc_seed = remote.key.encrypt(&big, &mut rand_core::OsRng).unwrap();
     raw.infer(req.clone()).await.expect("no refusal that depends on the decrypted plaintext");
     // Seed epochs: malformed, or one the activation server does not hold.
     let mut req = valid_request(&remote, &x, OutputMode::Label);
@@ -365,7 +366,7 @@ async fn open_raw(
 fn start_msg(pk: &PublicKey, epoch: &[u8], d: u32) -> pb::SessionStart {
     pb::SessionStart {
         session_id: vec![7; 16],
-        enc_seed: pk.ciphertext_to_bytes(&pk.encrypt(&SeedSecret::random().to_bigint())),
+        enc_seed: pk.encrypt(SeedSecret::random(&mut rand_core::OsRng).plaintext_be(), &mut rand_core::OsRng).unwrap(),
         input_len: d,
         ring_bits: 128,
         key_fingerprint: pk.fingerprint(),
@@ -396,7 +397,7 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
         activation_server(e.dir.path(), &e.key, &["--max-sessions", "2", "--session-timeout-secs", "4"], "127.0.0.1:0");
     let mut s2 = s2_client(s2p.url()).await;
     let key = s2.get_public_key(pb::GetPublicKeyRequest {}).await.unwrap().into_inner();
-    let pk = tandem_proto::public_key_from_proto(&key).unwrap();
+    let pk = tandem_grpc::public_key_from_proto(&key).unwrap();
     let epoch = key.seed_epoch.clone();
     assert_eq!(epoch.len(), 16);
     assert_eq!(pk.fingerprint(), fingerprint(&s2p));
@@ -427,7 +428,7 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     bad.enc_seed[0] ^= 0xff;
     bad.enc_seed = vec![0xff; bad.enc_seed.len()];
     let mut s = open_raw(&mut s2, bad).await.unwrap();
-    assert_status(s.rx.message().await, Code::InvalidArgument, "enc_seed: malformed ciphertext");
+    assert_status(s.rx.message().await, Code::InvalidArgument, "malformed ciphertext");
     let mut k = start_msg(&pk, &epoch, 3);
     k.ring_bits = 64;
     let mut s = open_raw(&mut s2, k).await.unwrap();
@@ -435,7 +436,7 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     let mut big = start_msg(&pk, &epoch, 3);
     big.input_len = 5_000_000;
     let mut s = open_raw(&mut s2, big).await.unwrap();
-    assert_status(s.rx.message().await, Code::InvalidArgument, "input length 5000000 outside");
+    assert_status(s.rx.message().await, Code::InvalidArgument, "input length is 5000000; accepted 1..=");
 
     // Replay at S2.
     let start = start_msg(&pk, &epoch, 3);
@@ -701,7 +702,7 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let o2 = ClientOptions::new(url.clone());
     assert!(TandemClient::connect(&o2).await.is_err());
     // S2 refuses a TLS client without a client certificate.
-    let tls = tandem_proto::tls::client_tls(Some(Path::new(&p("ca.pem"))), None, None).unwrap();
+    let tls = tandem_grpc::tls::client_tls(Some(Path::new(&p("ca.pem"))), None, None).unwrap();
     let ch = tonic::transport::Endpoint::from_shared(format!("https://{}", s2.addr)).unwrap().tls_config(tls).unwrap();
     let refused = match ch.connect().await {
         Err(_) => true,
@@ -1140,7 +1141,7 @@ struct DeafActivationServer {
 }
 
 #[tonic::async_trait]
-impl tandem_proto::v1::activation_service_server::ActivationService for DeafActivationServer {
+impl tandem_grpc::v1::activation_service_server::ActivationService for DeafActivationServer {
     async fn get_public_key(
         &self,
         _: tonic::Request<pb::GetPublicKeyRequest>,
@@ -1188,16 +1189,16 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
     let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
     let m = ms[0].1.clone();
     let e = env(&ms);
-    let sk = tandem_crypto::SecretKey::generate(1024).unwrap();
+    let sk = tandem_paillier::SecretKey::generate(1024).unwrap();
     let stub = DeafActivationServer {
-        key: pb::PaillierPublicKey { seed_epoch: vec![3; 16], ..tandem_proto::public_key_to_proto(sk.public()) },
+        key: pb::PaillierPublicKey { seed_epoch: vec![3; 16], ..tandem_grpc::public_key_to_proto(sk.public()) },
         held: std::sync::Mutex::new(Vec::new()),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let stub_url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(tandem_proto::v1::activation_service_server::ActivationServiceServer::new(stub))
+            .add_service(tandem_grpc::v1::activation_service_server::ActivationServiceServer::new(stub))
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
     let s1 = model_server(

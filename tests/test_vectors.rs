@@ -11,8 +11,8 @@ use hkdf::Hkdf;
 use rand::{RngCore, SeedableRng};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use tandem_crypto::bigint_traits::*;
-use tandem_crypto::{BigInt, PublicKey, Seed, SeedEpoch, SeedSecret, U256};
+use tandem_paillier::bigint_traits::*;
+use tandem_paillier::{BigInt, PublicKey, Seed, SeedEpoch, SeedSecret, U256};
 
 /// `| `name` | `hex` |` rows of the "Test vectors" section.
 fn documented() -> BTreeMap<String, String> {

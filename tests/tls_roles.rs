@@ -10,8 +10,8 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::activation_service_client::ActivationServiceClient;
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tonic::Code;
 
 struct Certs {
@@ -123,7 +123,7 @@ fn demo_models(dir: &Path) -> PathBuf {
 async fn call_s2(c: &Certs, s2: &Proc, identity: Option<(&str, &str)>) -> Result<(), tonic::Status> {
     let ca = PathBuf::from(c.p("ca.pem"));
     let id = identity.map(|(a, b)| (PathBuf::from(a), PathBuf::from(b)));
-    let tls = tandem_proto::tls::client_tls(
+    let tls = tandem_grpc::tls::client_tls(
         Some(&ca),
         id.as_ref().map(|(a, b)| (a.as_path(), b.as_path())),
         Some("localhost"),

@@ -17,8 +17,8 @@ pub mod pure_he;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
-use tandem_crypto::Ring;
-use tandem_protocol::{online, preprocess, ActivationServer, ModelServer, OutputAux, QueryRequest, QueryResponse};
+use tandem_core::{online, preprocess, ActivationServer, OutputAux, QueryRequest, QueryResponse, Ring};
+use tandem_paillier::{ModelServer, PaillierEngine};
 
 /// CPU time consumed so far by the calling thread.
 pub fn thread_cpu() -> Duration {
@@ -131,7 +131,12 @@ pub fn tandem_response_bytes<R: Ring>(resp: &QueryResponse<R>) -> usize {
 
 /// Runs S1 and S2 in-process on a client request and returns S1's response
 /// to the client (everything `run_query` does between `prepare` and `finish`).
-pub fn serve_tandem<R: Ring>(s1: &ModelServer<R>, s2: &mut ActivationServer, req: QueryRequest<R>) -> QueryResponse<R> {
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch).expect("preprocessing");
+pub fn serve_tandem<R: Ring>(
+    s1: &ModelServer<R>,
+    s2: &mut ActivationServer<PaillierEngine>,
+    req: QueryRequest<R>,
+    rng: &mut rand_chacha::ChaCha20Rng,
+) -> QueryResponse<R> {
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch, rng).expect("preprocessing");
     online(prepared, session, req.masked_input).expect("online phase").response
 }

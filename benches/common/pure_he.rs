@@ -4,7 +4,7 @@
 //! 1. The client quantizes `x_int = round(x·2^{f_in})` and sends a full
 //!    Paillier encryption (fresh full-size `r^N`) of every feature.
 //! 2. The server computes each linear layer homomorphically —
-//!    `tandem_crypto::matvec::MatvecPlan` (the same product, Straus or subset products, tandem's S1
+//!    `tandem_paillier::matvec::MatvecPlan` (the same product, Straus or subset products, tandem's S1
 //!    uses) plus the bias by `add_plain` — rerandomizes the results (without
 //!    it the client, who knows its own `r`, could solve for the weights) and
 //!    returns the encrypted pre-activations.
@@ -23,12 +23,12 @@
 use super::{on_client, Cost};
 use num_bigint::{BigInt as NumBigInt, Sign};
 use rayon::prelude::*;
-use tandem_crypto::bigint_traits::*;
-use tandem_crypto::matvec::MatvecPlan;
-use tandem_crypto::{BigInt, Ciphertext, NoiseSource, PublicKey, SecretKey};
 use tandem_model::activation::{sigmoid_fixed, tanh_fixed};
 use tandem_model::quantize::head;
 use tandem_model::{ActivationKind, Output, OutputMode, QLayer, QuantizedModel};
+use tandem_paillier::bigint_traits::*;
+use tandem_paillier::matvec::MatvecPlan;
+use tandem_paillier::{BigInt, Ciphertext, NoiseSource, PublicKey, SecretKey};
 
 /// num-bigint → GMP (any sign, any size).
 pub fn gmp_from_num(v: &NumBigInt) -> BigInt {
@@ -81,7 +81,7 @@ impl<'a> Server<'a> {
                 _ => None,
             })
             .collect();
-        let noise = NoiseSource::new(&pk);
+        let noise = NoiseSource::new(&pk, &mut rand_core::OsRng);
         Server { model, pk, noise, bias, plans }
     }
 
@@ -96,7 +96,7 @@ impl<'a> Server<'a> {
             cts = g.par_iter().zip(&self.bias[at]).map(|(c, b)| self.pk.add_plain(c, b)).collect();
             at += 1;
         }
-        let out = cts.par_iter().map(|c| self.noise.rerandomize(&self.pk, c)).collect();
+        let out = cts.par_iter().map(|c| self.noise.rerandomize(&self.pk, c, &mut rand_core::OsRng)).collect();
         (out, at)
     }
 }
@@ -115,7 +115,7 @@ impl<'a> Client<'a> {
     pub fn encrypt_input(&self, model: &QuantizedModel, x: &[f64]) -> Vec<Ciphertext> {
         let x_int = model.quantize_input(x).expect("valid input");
         let pk = self.sk.public();
-        x_int.iter().map(|&v| pk.encrypt(&tandem_crypto::bigint_from_i64(v))).collect()
+        x_int.iter().map(|&v| pk.encrypt(&tandem_paillier::bigint_from_i64(v), &mut rand_core::OsRng)).collect()
     }
 
     fn decrypt_all(&self, cts: &[Ciphertext]) -> Vec<NumBigInt> {
@@ -139,7 +139,7 @@ impl<'a> Client<'a> {
                     ActivationKind::Sigmoid => sigmoid_fixed(z, scale, f_act),
                     ActivationKind::Tanh => tanh_fixed(z, scale, f_act),
                 };
-                pk.encrypt(&gmp_from_num(&a))
+                pk.encrypt(&gmp_from_num(&a), &mut rand_core::OsRng)
             })
             .collect()
     }

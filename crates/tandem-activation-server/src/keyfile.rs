@@ -1,10 +1,10 @@
-//! The secret key on disk: JSON (`tandem_crypto::SecretKeyFile`), mode 0600.
+//! The secret key on disk: JSON (`tandem_paillier::SecretKeyFile`), mode 0600.
 
 use anyhow::{bail, Context};
 use std::io::Write;
 use std::path::Path;
-use tandem_crypto::paillier::SecretKeyFile;
-use tandem_crypto::SecretKey;
+use tandem_paillier::paillier::SecretKeyFile;
+use tandem_paillier::SecretKey;
 use tracing::warn;
 
 /// Writes `sk` to a new file `path` with mode 0600 (fails if it exists).

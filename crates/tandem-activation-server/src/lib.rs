@@ -1,6 +1,6 @@
 //! S2, the activation server, as a gRPC service (`tandem.v1.ActivationService`).
 //!
-//! A thin shell around [`tandem_protocol::activation_server`]: each
+//! A thin shell around [`tandem_core::activation_server`]: each
 //! `Preprocess` stream is decoded message by message into the protocol's
 //! structs, the matching [`ActivationSession`] step runs on
 //! `tokio::task::spawn_blocking`, and the answer is encoded back; the
@@ -19,13 +19,13 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_crypto::{Ring, SecretKey, U256};
-use tandem_proto::peer::MutualTls;
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::activation_service_server::{ActivationService, ActivationServiceServer};
-use tandem_proto::{status_from_protocol, wire_len};
-use tandem_protocol::activation_server::{decrypt_seed, open_session, ActivationKeys};
-use tandem_protocol::{ActivationSession, ReplayLog};
+use tandem_core::{ActivationSession, ReplayLog};
+use tandem_grpc::peer::MutualTls;
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::activation_service_server::{ActivationService, ActivationServiceServer};
+use tandem_grpc::{status_from_protocol, wire_len};
+use tandem_paillier::activation_server::{decrypt_seed, open_session, ActivationKeys};
+use tandem_paillier::{Ring, SecretKey, U256};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
@@ -83,10 +83,10 @@ pub struct Config {
     /// each). S2 keeps two epochs; when the current one is full a new random
     /// epoch starts and the oldest is forgotten, so clients of that epoch
     /// must fetch the model info again. Memory: at most twice this many tags.
-    #[arg(long, env = "TANDEM_REPLAY_SEEDS_PER_EPOCH", default_value_t = tandem_protocol::replay::DEFAULT_SEEDS_PER_EPOCH)]
+    #[arg(long, env = "TANDEM_REPLAY_SEEDS_PER_EPOCH", default_value_t = tandem_core::replay::DEFAULT_SEEDS_PER_EPOCH)]
     pub replay_seeds_per_epoch: usize,
     /// Largest gRPC message accepted or sent, in bytes.
-    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
+    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
     /// PEM certificate of this server (TLS).
     #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
@@ -136,7 +136,7 @@ impl Default for Limits {
             session_timeout: Duration::from_secs(300),
             max_prepared: 4096,
             prepared_ttl: Duration::from_secs(900),
-            replay_seeds_per_epoch: tandem_protocol::replay::DEFAULT_SEEDS_PER_EPOCH,
+            replay_seeds_per_epoch: tandem_core::replay::DEFAULT_SEEDS_PER_EPOCH,
         }
     }
 }
@@ -170,7 +170,7 @@ impl Replay {
         let mut rng = ChaCha20Rng::from_entropy();
         Replay { log: ReplayLog::new(per_epoch, &mut rng), rng }
     }
-    fn record(&mut self, epoch: &tandem_crypto::SeedEpoch, tag: [u8; 32]) -> tandem_protocol::Result<()> {
+    fn record(&mut self, epoch: &tandem_paillier::SeedEpoch, tag: [u8; 32]) -> tandem_core::Result<()> {
         self.log.record(epoch, tag, &mut self.rng)
     }
 }
@@ -191,7 +191,8 @@ impl ActivationState {
     pub fn new(sk: SecretKey, limits: Limits) -> Arc<Self> {
         let fingerprint = sk.public().fingerprint();
         Arc::new(ActivationState {
-            keys: Arc::new(ActivationKeys::new(sk)),
+            // The shell's randomness: the OS CSPRNG seeds the noise tables.
+            keys: Arc::new(ActivationKeys::new(sk, tandem_paillier::thread_pool(0), &mut rand_core::OsRng)),
             fingerprint,
             replay: Mutex::new(Replay::new(limits.replay_seeds_per_epoch)),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
@@ -204,7 +205,7 @@ impl ActivationState {
         &self.fingerprint
     }
     /// The epoch clients derive new seeds under (public).
-    pub fn seed_epoch(&self) -> Result<tandem_crypto::SeedEpoch, Status> {
+    pub fn seed_epoch(&self) -> Result<tandem_paillier::SeedEpoch, Status> {
         Ok(self.replay()?.log.current_epoch())
     }
     fn replay(&self) -> Result<std::sync::MutexGuard<'_, Replay>, Status> {
@@ -329,7 +330,7 @@ impl ActivationService for ActivationSvc {
         &self,
         _: Request<pb::GetPublicKeyRequest>,
     ) -> Result<Response<pb::PaillierPublicKey>, Status> {
-        let mut key = tandem_proto::public_key_to_proto(self.state.keys.public_key());
+        let mut key = tandem_grpc::public_key_to_proto(self.state.keys.public_key());
         key.seed_epoch = self.state.seed_epoch()?.0.to_vec();
         Ok(Response::new(key))
     }
@@ -481,7 +482,7 @@ async fn preprocess_ring<R: Ring>(
     wrap: fn(ActivationSession<R>) -> AnySession,
 ) -> Result<(), Status> {
     let keys = state.keys.clone();
-    let msg = tandem_proto::session_start_from_proto(keys.public_key(), &start)?;
+    let msg = tandem_grpc::session_start_from_proto(keys.public_key().ciphertext_bytes(), &start)?;
     // §4.2: the epoch is public, so it is checked before anything is
     // decrypted; after the decryption (outside any lock) nothing depends on
     // the plaintext but the derived seed, whose replay tag is recorded.
@@ -494,8 +495,8 @@ async fn preprocess_ring<R: Ring>(
     state.replay()?.record(&msg.epoch, seed.replay_tag()).map_err(|e| status_from_protocol(&e))?;
     let keys = state.keys.clone();
     let ((mut session, masks), _) = blocking(log, move || {
-        let (session, masks) = open_session::<R>(keys.clone(), &msg, seed);
-        Ok((session, tandem_proto::input_masks_to_proto(keys.public_key(), &masks)))
+        let (session, masks) = open_session::<R, _>(keys.clone(), &msg, seed, &mut rand_core::OsRng);
+        Ok((session, tandem_grpc::input_masks_to_proto(keys.public_key(), &masks)))
     })
     .await?;
     reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks))).await?;
@@ -505,9 +506,9 @@ async fn preprocess_ring<R: Ring>(
                 let keys = state.keys.clone();
                 let ((s, rho), _) = blocking(log, move || {
                     let pk = keys.public_key();
-                    let req = tandem_proto::blinded_round_from_proto(pk, &req)?;
-                    let rho = session.blind_round(&req).map_err(|e| status_from_protocol(&e))?;
-                    Ok((session, tandem_proto::rho_masks_to_proto(pk, &rho)))
+                    let req = tandem_grpc::blinded_round_from_proto(pk, &req)?;
+                    let rho = session.on_blinded_round(&req).map_err(|e| status_from_protocol(&e))?;
+                    Ok((session, tandem_grpc::rho_masks_to_proto(pk, &rho)))
                 })
                 .await?;
                 session = s;
@@ -517,9 +518,9 @@ async fn preprocess_ring<R: Ring>(
             Some(pb::preprocess_msg::Msg::Output(req)) => {
                 let keys = state.keys.clone();
                 let (s, _) = blocking(log, move || {
-                    let req = tandem_proto::blinded_output_from_proto(keys.public_key(), &req)?;
-                    session.blind_output(&req).map_err(|e| status_from_protocol(&e))?;
-                    Ok(session)
+                    let req = tandem_grpc::blinded_output_from_proto(keys.public_key(), &req)?;
+                    let (_, ready) = session.on_blinded_output(&req).map_err(|e| status_from_protocol(&e))?;
+                    Ok(ready)
                 })
                 .await?;
                 log.rounds += 1;
@@ -566,12 +567,12 @@ async fn evaluate_ring<R: Ring>(
         let t = Instant::now();
         let out = match msg {
             Some(pb::evaluate_msg::Msg::Round(r)) => {
-                let r = tandem_proto::masked_round_from_proto::<R>(&r)?;
+                let r = tandem_grpc::masked_round_from_proto::<R>(&r)?;
                 let v = session.activate(&r).map_err(|e| status_from_protocol(&e))?;
-                pb::evaluate_reply::Msg::Values(tandem_proto::activation_values_to_proto(&v))
+                pb::evaluate_reply::Msg::Values(tandem_grpc::activation_values_to_proto(&v))
             }
             Some(pb::evaluate_msg::Msg::Output(o)) => {
-                let o = tandem_proto::masked_output_from_proto::<R>(&o)?;
+                let o = tandem_grpc::masked_output_from_proto::<R>(&o)?;
                 let out = session.finish(&o).map_err(|e| status_from_protocol(&e))?;
                 let reply = pb::EvaluateReply {
                     msg: Some(pb::evaluate_reply::Msg::Output(pb::OutputResponse { sealed: out.sealed })),
@@ -611,16 +612,16 @@ pub async fn serve(
         }
         Ok(req)
     };
-    let mut builder = tandem_proto::server::builder(config)
+    let mut builder = tandem_grpc::server::builder(config)
         .map_err(anyhow::Error::msg)?
         .layer(tonic::service::InterceptorLayer::new(role_check));
-    let incoming = tandem_proto::server::incoming(listener);
+    let incoming = tandem_grpc::server::incoming(listener);
     builder.add_service(svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
 }
 
 pub fn init_logging(json: bool) {
-    tandem_proto::server::init_logging(json)
+    tandem_grpc::server::init_logging(json)
 }
 
 fn check_key_bits(bits: u32, allow_test: bool) -> anyhow::Result<()> {
@@ -642,11 +643,11 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<Option<MutualTls>> {
             let Some(ca) = &cfg.tls_ca else {
                 bail!("--tls-ca is required with --tls-cert: the activation server accepts only model servers that present a client certificate signed by that CA (mutual TLS)");
             };
-            let pins = tandem_proto::peer::parse_pins(&cfg.model_server_spki_sha256, "--model-server-spki-sha256")
+            let pins = tandem_grpc::peer::parse_pins(&cfg.model_server_spki_sha256, "--model-server-spki-sha256")
                 .map_err(anyhow::Error::msg)?;
-            let peer = tandem_proto::peer::PeerIdentity::model_server(pins);
+            let peer = tandem_grpc::peer::PeerIdentity::model_server(pins);
             info!("mutual TLS: accepting only {}", peer.describe());
-            let config = tandem_proto::tls::server_tls(cert, key, Some(ca)).map_err(anyhow::Error::msg)?;
+            let config = tandem_grpc::tls::server_tls(cert, key, Some(ca)).map_err(anyhow::Error::msg)?;
             Ok(Some(MutualTls { config, peer }))
         }
         _ if cfg.insecure => {
@@ -696,7 +697,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    tandem_proto::server::shutdown_signal().await;
+    tandem_grpc::server::shutdown_signal().await;
     info!("shutting down");
 }
 

@@ -8,8 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tandem_client::{describe_output, ClientOptions, TandemClient};
-use tandem_crypto::SecretKey;
 use tandem_model::{Model, Output, OutputMode, QuantConfig, QuantizedModel};
+use tandem_paillier::SecretKey;
 
 use crate::{demo_model, dev_certs, local};
 

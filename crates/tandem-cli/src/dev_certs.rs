@@ -18,7 +18,7 @@ use rcgen::{
 };
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use tandem_proto::peer::{ACTIVATION_SERVER_ROLE, MODEL_SERVER_ROLE};
+use tandem_grpc::peer::{ACTIVATION_SERVER_ROLE, MODEL_SERVER_ROLE};
 
 /// One certificate and its private key, PEM.
 pub struct Pair {
@@ -259,7 +259,7 @@ mod tests {
         assert_eq!(ls(&cl), ["ca.pem", "client-key.pem", "client.pem"]);
         // Role-specific names: only S2's certificate is valid for "activation-server".
         let has = |pem: &str, needle: &[u8]| {
-            let der = tandem_proto::peer::first_cert_der(pem.as_bytes()).unwrap();
+            let der = tandem_grpc::peer::first_cert_der(pem.as_bytes()).unwrap();
             der.windows(needle.len()).any(|w| w == needle)
         };
         assert!(has(&certs.activation_server.cert_pem, b"activation-server"));

@@ -5,8 +5,8 @@ use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
-use tandem_crypto::SecretKey;
 use tandem_model::{Model, OutputMode, QuantConfig};
+use tandem_paillier::SecretKey;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -56,18 +56,18 @@ pub async fn start(
     // S2
     let limits = tandem_activation_server::Limits { max_sessions: 16, ..Default::default() };
     let state = tandem_activation_server::ActivationState::new(sk, limits);
-    let svc = tandem_activation_server::service(state, tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES);
+    let svc = tandem_activation_server::service(state, tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES);
     let l2 = TcpListener::bind("127.0.0.1:0").await.context("binding the activation server")?;
     let activation_addr = l2.local_addr()?;
     let s2_tls = match tls_dir {
-        Some(d) => Some(tandem_proto::peer::MutualTls {
-            config: tandem_proto::tls::server_tls(
+        Some(d) => Some(tandem_grpc::peer::MutualTls {
+            config: tandem_grpc::tls::server_tls(
                 &d.join("activation-server.pem"),
                 &d.join("activation-server-key.pem"),
                 Some(&d.join("ca.pem")),
             )
             .map_err(anyhow::Error::msg)?,
-            peer: tandem_proto::peer::PeerIdentity::model_server(Vec::new()),
+            peer: tandem_grpc::peer::PeerIdentity::model_server(Vec::new()),
         }),
         None => None,
     };
@@ -81,16 +81,16 @@ pub async fn start(
     let (s1_server_tls, s1_client_tls, scheme) = match tls_dir {
         Some(d) => (
             Some(
-                tandem_proto::tls::server_tls(&d.join("model-server.pem"), &d.join("model-server-key.pem"), None)
+                tandem_grpc::tls::server_tls(&d.join("model-server.pem"), &d.join("model-server-key.pem"), None)
                     .map_err(anyhow::Error::msg)?,
             ),
             Some(
-                tandem_proto::peer::RoleTlsConnector::new(
+                tandem_grpc::peer::RoleTlsConnector::new(
                     &d.join("ca.pem"),
                     &d.join("model-server.pem"),
                     &d.join("model-server-key.pem"),
                     Some("localhost"),
-                    tandem_proto::peer::PeerIdentity::activation_server(Vec::new()),
+                    tandem_grpc::peer::PeerIdentity::activation_server(Vec::new()),
                 )
                 .map_err(anyhow::Error::msg)?,
             ),

@@ -123,7 +123,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if out.exists() {
                 anyhow::bail!("{} already exists; refusing to overwrite a key", out.display());
             }
-            let sk = tokio::task::spawn_blocking(move || tandem_crypto::SecretKey::generate(key_bits))
+            let sk = tokio::task::spawn_blocking(move || tandem_paillier::SecretKey::generate(key_bits))
                 .await?
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             tandem_activation_server::keyfile::write_new(&out, &sk)?;
@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for f in &files {
                 println!("wrote {}", f.display());
             }
-            let pin = |pem: &str| tandem_proto::peer::spki_sha256_of_pem(pem.as_bytes()).map(hex::encode);
+            let pin = |pem: &str| tandem_grpc::peer::spki_sha256_of_pem(pem.as_bytes()).map(hex::encode);
             let (s2_pin, s1_pin) = (
                 pin(&certs.activation_server.cert_pem).map_err(anyhow::Error::msg)?,
                 pin(&certs.model_server.cert_pem).map_err(anyhow::Error::msg)?,
@@ -171,9 +171,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "activation server: {}; role {}",
                 list(&activation_names),
-                tandem_proto::peer::ACTIVATION_SERVER_ROLE
+                tandem_grpc::peer::ACTIVATION_SERVER_ROLE
             );
-            println!("model server: {}; role {}", list(&model_names), tandem_proto::peer::MODEL_SERVER_ROLE);
+            println!("model server: {}; role {}", list(&model_names), tandem_grpc::peer::MODEL_SERVER_ROLE);
             println!("activation server SPKI SHA-256: {s2_pin}");
             println!("model server SPKI SHA-256: {s1_pin}");
             println!(
@@ -193,7 +193,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Spki { cert } => {
             let pem = std::fs::read(&cert).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", cert.display()))?;
             let pin =
-                tandem_proto::peer::spki_sha256_of_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
+                tandem_grpc::peer::spki_sha256_of_pem(&pem).map_err(|e| anyhow::anyhow!("{}: {e}", cert.display()))?;
             println!("{}", hex::encode(pin));
             Ok(())
         }

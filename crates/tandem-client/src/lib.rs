@@ -2,18 +2,20 @@
 //!
 //! Per query the client does one Paillier encryption (of its fresh seed),
 //! one PRG expansion (the input mask) and one AEAD open — all inside
-//! [`tandem_protocol::Client`] / [`tandem_protocol::PendingQuery`]; this
+//! [`tandem_core::Client`] / [`tandem_core::PendingQuery`]; this
 //! crate only moves their messages over the network, checks the activation
 //! server's key against a pinned fingerprint, and measures costs.
 
+use rand_core::OsRng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tandem_crypto::{PublicKey, Ring, SeedEpoch, U256};
+use tandem_core::paillier_pk::PublicKey;
+use tandem_core::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, Ticket};
+use tandem_core::{Ring, SeedEpoch, U256};
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::model_service_client::ModelServiceClient;
+use tandem_grpc::wire_len;
 use tandem_model::{Output, OutputMode};
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::model_service_client::ModelServiceClient;
-use tandem_proto::wire_len;
-use tandem_protocol::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, Ticket};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Request, Status};
@@ -193,7 +195,7 @@ fn normalize_fp(s: &str) -> String {
 
 impl TandemClient {
     pub async fn connect(opts: &ClientOptions) -> Result<Self, ClientError> {
-        let (url, tls) = tandem_proto::tls::normalize_url(&opts.server);
+        let (url, tls) = tandem_grpc::tls::normalize_url(&opts.server);
         if !tls && !opts.insecure {
             return Err(ClientError::Config(format!(
                 "{url} is plaintext http: use an https:// URL, or pass --insecure to send unencrypted traffic"
@@ -216,7 +218,7 @@ impl TandemClient {
             .timeout(opts.timeout)
             .tcp_nodelay(true);
         if tls {
-            let mut cfg = tandem_proto::tls::client_tls(opts.tls_ca.as_deref(), None, opts.tls_domain.as_deref())
+            let mut cfg = tandem_grpc::tls::client_tls(opts.tls_ca.as_deref(), None, opts.tls_domain.as_deref())
                 .map_err(ClientError::Config)?;
             if opts.tls_ca.is_none() {
                 cfg = cfg.with_webpki_roots();
@@ -325,8 +327,8 @@ impl TandemClient {
         let info = model.info.clone();
         let x = x.to_vec();
         let ((pending, req), prepare_cpu) = on_worker(move || {
-            let (pending, q) = client.prepare::<R>(&info, &x, mode)?;
-            Ok((pending, tandem_proto::query_request_to_proto(client.public_key(), &q)))
+            let (pending, q) = client.prepare::<R, _>(&info, &x, mode, &mut OsRng)?;
+            Ok((pending, tandem_grpc::query_request_to_proto(&q)))
         })
         .await?;
         self.exchange(pending, req, prepare_cpu, mode, t0).await
@@ -348,8 +350,8 @@ impl TandemClient {
         let bytes_received = wire_len(&resp);
         let server = resp.stats;
         let (output, finish_cpu) = on_worker(move || {
-            let r = tandem_proto::query_response_from_proto::<R>(&resp)
-                .map_err(|s| ProtocolError::BadMessage(format!("the server's response: {}", s.message())))?;
+            let r = tandem_grpc::query_response_from_proto::<R>(&resp)
+                .map_err(|s| ProtocolError::PeerMisbehaved(format!("the server's response: {}", s.message())))?;
             pending.finish(r)
         })
         .await?;
@@ -379,15 +381,15 @@ impl TandemClient {
         let ((seed, req), prepare_cpu) = match model.info.ring_bits {
             128 => {
                 on_worker(move || {
-                    let (p, r) = client.request_ticket::<u128>(&info, mode)?;
-                    Ok((TicketSeed::K128(p), tandem_proto::ticket_request_to_proto(client.public_key(), &r)))
+                    let (p, r) = client.request_ticket::<u128, _>(&info, mode, &mut OsRng)?;
+                    Ok((TicketSeed::K128(p), tandem_grpc::ticket_request_to_proto(&r)))
                 })
                 .await?
             }
             256 => {
                 on_worker(move || {
-                    let (p, r) = client.request_ticket::<U256>(&info, mode)?;
-                    Ok((TicketSeed::K256(p), tandem_proto::ticket_request_to_proto(client.public_key(), &r)))
+                    let (p, r) = client.request_ticket::<U256, _>(&info, mode, &mut OsRng)?;
+                    Ok((TicketSeed::K256(p), tandem_grpc::ticket_request_to_proto(&r)))
                 })
                 .await?
             }
@@ -397,8 +399,8 @@ impl TandemClient {
         let t_rpc = Instant::now();
         let resp = self.svc.create_ticket(self.request(req)).await?.into_inner();
         let round_trip = t_rpc.elapsed();
-        let ticket = tandem_proto::ticket_from_proto(&resp).map_err(|s| {
-            ClientError::Protocol(ProtocolError::BadMessage(format!("the server's ticket: {}", s.message())))
+        let ticket = tandem_grpc::ticket_from_proto(&resp).map_err(|s| {
+            ClientError::Protocol(ProtocolError::PeerMisbehaved(format!("the server's ticket: {}", s.message())))
         })?;
         Ok(RemoteTicket {
             seed,
@@ -427,7 +429,7 @@ impl TandemClient {
             TicketSeed::K128(p) => {
                 let ((pending, req), cpu) = on_worker(move || {
                     let (pending, q) = p.query(&ticket, &x)?;
-                    Ok((pending, tandem_proto::ticket_query_to_proto(&q)))
+                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q)))
                 })
                 .await?;
                 self.exchange(pending, req, cpu, mode, t0).await
@@ -435,7 +437,7 @@ impl TandemClient {
             TicketSeed::K256(p) => {
                 let ((pending, req), cpu) = on_worker(move || {
                     let (pending, q) = p.query(&ticket, &x)?;
-                    Ok((pending, tandem_proto::ticket_query_to_proto(&q)))
+                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q)))
                 })
                 .await?;
                 self.exchange(pending, req, cpu, mode, t0).await
@@ -513,8 +515,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteModel, ClientError> {
     let bad = |s: String| ClientError::BadModelInfo(format!("model {:?}: {s}", m.id));
     let key_pb = m.activation_key.as_ref().ok_or_else(|| bad("no activation key".into()))?;
-    let key = tandem_proto::public_key_from_proto(key_pb).map_err(|s| bad(s.message().to_string()))?;
-    let epoch = tandem_proto::epoch_from_proto(&key_pb.seed_epoch, "activation_key.seed_epoch")
+    let key = tandem_grpc::public_key_from_proto(key_pb).map_err(|s| bad(s.message().to_string()))?;
+    let epoch = tandem_grpc::epoch_from_proto(&key_pb.seed_epoch, "activation_key.seed_epoch")
         .map_err(|s| bad(s.message().to_string()))?;
     let fingerprint = key.fingerprint();
     if let Some(pin) = pinned {
@@ -523,7 +525,7 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
             return Err(ClientError::KeyMismatch { pinned: pin, got: fingerprint });
         }
     }
-    let mode = |v: i32| tandem_proto::mode_from_proto(v).map_err(|s| bad(s.message().to_string()));
+    let mode = |v: i32| tandem_grpc::mode_from_proto(v).map_err(|s| bad(s.message().to_string()));
     let modes = m
         .modes
         .iter()

@@ -162,7 +162,7 @@ async fn infer(a: InferArgs) -> Result<(), String> {
     Ok(())
 }
 
-fn print_server(label: &str, s: &tandem_proto::v1::QueryStats) {
+fn print_server(label: &str, s: &tandem_grpc::v1::QueryStats) {
     println!(
         "{label}: model server wall {} (online phase {}, compute {}), {} rounds, S1->S2 {}, S2->S1 {}",
         ms(Duration::from_micros(s.s1_wall_micros)),

@@ -7,15 +7,16 @@
 
 use anyhow::{anyhow, bail, Context, Result};
 pub use clap::Parser;
+use rand_core::{OsRng, RngCore};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
-use tandem_crypto::{PublicKey, SecretKey, U256};
+use tandem_core::InProcess;
 use tandem_model::quantize::{eval_f64, float_head};
 use tandem_model::{Model, ModelError, Output, OutputMode, QuantConfig, QuantizedModel};
 use tandem_onnx::{ImportOptions, ImportReport};
-use tandem_protocol::{run_query, ActivationServer, Client, ModelInfo, ModelServer};
+use tandem_paillier::{ActivationKeys, PaillierEngine, SecretKey};
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -82,34 +83,22 @@ fn parse_mode(s: &str) -> std::result::Result<OutputMode, String> {
 /// the root package).
 pub struct Runner {
     pub model: Arc<QuantizedModel>,
-    info: ModelInfo,
-    s2: ActivationServer,
-    client: Client,
-    s1_128: Option<ModelServer<u128>>,
-    s1_256: Option<ModelServer<U256>>,
+    inner: InProcess<PaillierEngine>,
 }
 
 impl Runner {
-    pub fn new(model: &Model, sk: SecretKey) -> tandem_protocol::Result<Self> {
+    pub fn new(model: &Model, sk: SecretKey) -> tandem_core::Result<Self> {
         let model = Arc::new(QuantizedModel::new(model, QuantConfig::default())?);
-        let s2 = ActivationServer::new(sk);
-        let pk: PublicKey = s2.public_key().clone();
-        let epoch = s2.seed_epoch();
-        let (mut s1_128, mut s1_256) = (None, None);
-        match model.ring_bits {
-            128 => s1_128 = Some(ModelServer::new(model.clone(), pk.clone())?),
-            _ => s1_256 = Some(ModelServer::new(model.clone(), pk.clone())?),
-        }
-        let info = ModelInfo::of(&model.name, &model);
-        Ok(Runner { model, info, s2, client: Client::new(pk, epoch), s1_128, s1_256 })
+        // The shell's randomness: the OS CSPRNG seeds the in-process roles'.
+        let mut seed = [0u8; 32];
+        OsRng.fill_bytes(&mut seed);
+        let keys = ActivationKeys::new(sk, tandem_paillier::thread_pool(0), &mut OsRng);
+        let inner = InProcess::new(Arc::new(PaillierEngine), keys, model.clone(), &model.name, seed)?;
+        Ok(Runner { model, inner })
     }
 
-    pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> tandem_protocol::Result<Output> {
-        match (&self.s1_128, &self.s1_256) {
-            (Some(s1), _) => run_query(&self.client, &self.info, s1, &mut self.s2, x, mode).map(|r| r.0),
-            (_, Some(s1)) => run_query(&self.client, &self.info, s1, &mut self.s2, x, mode).map(|r| r.0),
-            _ => unreachable!("one ring is set"),
-        }
+    pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> tandem_core::Result<Output> {
+        self.inner.infer(x, mode)
     }
 
     pub fn reference(&self, x: &[f64], mode: OutputMode) -> std::result::Result<Output, ModelError> {

@@ -3,8 +3,8 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::path::Path;
+use tandem_core::ModelInfo;
 use tandem_model::{Model, Output, OutputMode, QuantConfig, QuantizedModel};
-use tandem_protocol::ModelInfo;
 
 /// The rows the workers cycle through.
 #[derive(Debug)]

@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tandem_client::{code_name, ClientError, ClientOptions, Cost, Inference, RemoteModel, RemoteTicket, TandemClient};
+use tandem_grpc::v1::QueryStats;
 use tandem_model::{Output, OutputMode};
-use tandem_proto::v1::QueryStats;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 

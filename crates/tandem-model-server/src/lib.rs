@@ -1,7 +1,7 @@
 //! S1, the model server, as a gRPC service (`tandem.v1.ModelService`).
 //!
-//! A thin shell: requests are decoded into [`tandem_protocol`] structs, the
-//! [`tandem_protocol::ModelQuery`] state machine is driven over one
+//! A thin shell: requests are decoded into [`tandem_core`] structs, the
+//! [`tandem_core::ModelQuery`] state machine is driven over one
 //! `ActivationService.Session` stream per query ([`query`]), and the result
 //! is encoded back. No protocol math lives here.
 
@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
-use tandem_crypto::{PublicKey, SeedEpoch};
+use tandem_grpc::peer::RoleTlsConnector;
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
+use tandem_grpc::v1::model_service_server::{ModelService, ModelServiceServer};
 use tandem_model::{QuantConfig, QuantizedModel};
-use tandem_proto::peer::RoleTlsConnector;
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::activation_service_client::ActivationServiceClient;
-use tandem_proto::v1::model_service_server::{ModelService, ModelServiceServer};
+use tandem_paillier::{PublicKey, SeedEpoch};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tonic::transport::{Channel, Endpoint, ServerTlsConfig};
@@ -130,7 +130,7 @@ pub struct Config {
     #[arg(long, env = "TANDEM_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
     pub max_streams_per_connection: u32,
     /// Largest message exchanged with the activation server, in bytes.
-    #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
+    #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
     pub max_internal_message_bytes: usize,
     /// File of API tokens, one client per line: `CLIENT-ID TOKEN`, or
     /// `CLIENT-ID sha256:HEX` to keep only the token's SHA-256 on the server
@@ -222,6 +222,9 @@ pub struct Settings {
     /// Output modes each model's owner allows (the `--allow-modes` flags;
     /// `run` adds the models' sidecars).
     pub allowed_modes: models::AllowedModes,
+    /// The pool the Paillier engine's heavy steps run on (one worker per
+    /// core): the engine never touches rayon's global pool.
+    pub pool: Arc<rayon::ThreadPool>,
 }
 
 /// Largest header block (gRPC metadata) accepted on a client call: tokens
@@ -245,6 +248,7 @@ impl Settings {
             ticket_ttl: Duration::from_secs(cfg.ticket_ttl_secs.max(1)),
             max_streams_per_connection: cfg.max_streams_per_connection.max(1),
             allowed_modes: models::AllowedModes::default(),
+            pool: tandem_paillier::thread_pool(0),
         }
     }
 }
@@ -257,12 +261,13 @@ impl Default for Settings {
             workers: default_workers(),
             deadlines: query::Deadlines { step: Duration::from_secs(120), query: Duration::from_secs(300) },
             max_request_bytes: None,
-            max_internal_message_bytes: tandem_proto::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
+            max_internal_message_bytes: tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES,
             max_tickets: 1024,
             max_tickets_per_client: 64,
             ticket_ttl: Duration::from_secs(600),
             max_streams_per_connection: 64,
             allowed_modes: models::AllowedModes::default(),
+            pool: tandem_paillier::thread_pool(0),
         }
     }
 }
@@ -388,7 +393,9 @@ async fn build_registry(
 ) -> anyhow::Result<Registry> {
     let strict = settings.strict;
     let allowed = settings.allowed_modes.clone();
-    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max_request_bytes, &allowed)).await?
+    let pool = settings.pool.clone();
+    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max_request_bytes, &allowed, &pool))
+        .await?
 }
 
 /// `GetPublicKey` with a deadline, `attempts` times one second apart: S2's
@@ -406,8 +413,9 @@ pub async fn fetch_key(
         match tokio::time::timeout(deadline, c.get_public_key(req)).await {
             Ok(Ok(r)) => {
                 let r = r.into_inner();
-                let key = tandem_proto::public_key_from_proto(&r).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
-                let epoch = tandem_proto::epoch_from_proto(&r.seed_epoch, "the activation server's seed_epoch")
+                let key =
+                    tandem_grpc::paillier_public_key_from_proto(&r).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                let epoch = tandem_grpc::epoch_from_proto(&r.seed_epoch, "the activation server's seed_epoch")
                     .map_err(|s| {
                         anyhow::anyhow!("{} (is the activation server older than this model server?)", s.message())
                     })?;
@@ -590,8 +598,8 @@ impl ModelService for ModelSvc {
                 Engine::K128(s1) => s1.public_key(),
                 Engine::K256(s1) => s1.public_key(),
             };
-            let enc_seed = tandem_proto::decode_one_ciphertext(pk, &req.enc_seed, "enc_seed")?;
-            let epoch = tandem_proto::epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
+            let enc_seed = tandem_grpc::enc_seed_from_bytes(&req.enc_seed, pk.ciphertext_bytes(), "enc_seed")?;
+            let epoch = tandem_grpc::epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
             Ok(match &served.engine {
                 Engine::K128(s1) => {
                     AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
@@ -612,7 +620,7 @@ impl ModelService for ModelSvc {
         Ok(Response::new(pb::Ticket {
             ticket_id: id.to_vec(),
             model_id: served.id.clone(),
-            mode: tandem_proto::mode_to_proto(mode) as i32,
+            mode: tandem_grpc::mode_to_proto(mode) as i32,
             expires_in_seconds: state.tickets.ttl().as_secs() as u32,
             stats: Some(stats),
         }))
@@ -725,16 +733,16 @@ impl ModelSvc {
                 "send either enc_seed (a one-shot query) or ticket_id (a query on a ticket), not both",
             ));
         }
-        let asked = tandem_proto::mode_from_proto(req.mode)?;
+        let asked = tandem_grpc::mode_from_proto(req.mode)?;
         let d = served.info.input_len();
         // Decode before taking the ticket, so a malformed request does not burn it.
         enum Input {
             K128(Vec<u128>),
-            K256(Vec<tandem_crypto::U256>),
+            K256(Vec<tandem_paillier::U256>),
         }
         let input = match &served.engine {
-            Engine::K128(_) => Input::K128(tandem_proto::decode_ring(&req.masked_input, Some(d), "masked_input")?),
-            Engine::K256(_) => Input::K256(tandem_proto::decode_ring(&req.masked_input, Some(d), "masked_input")?),
+            Engine::K128(_) => Input::K128(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input")?),
+            Engine::K256(_) => Input::K256(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input")?),
         };
         let entry = self
             .state
@@ -796,26 +804,26 @@ pub async fn serve(
     // is authenticated: streams open at once and the header block of each
     // (request bodies are bounded by the flow-control windows and, once
     // read, by the request limit).
-    let mut builder = tandem_proto::server::builder(tls)
+    let mut builder = tandem_grpc::server::builder(tls)
         .map_err(anyhow::Error::msg)?
         .max_concurrent_streams(svc.max_streams_per_connection)
         .http2_max_header_list_size(MAX_HEADER_BYTES);
-    let incoming = tandem_proto::server::incoming(listener);
+    let incoming = tandem_grpc::server::incoming(listener);
     builder.add_service(svc.svc).serve_with_incoming_shutdown(incoming, shutdown).await.context("gRPC server")?;
     Ok(())
 }
 
 pub fn init_logging(json: bool) {
-    tandem_proto::server::init_logging(json)
+    tandem_grpc::server::init_logging(json)
 }
 
 /// TLS for clients (server side) and for the activation server (client
 /// side, mutual), or neither with `--insecure`.
 pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>, Option<RoleTlsConnector>)> {
-    let (url, url_tls) = tandem_proto::tls::normalize_url(&cfg.activation_server);
+    let (url, url_tls) = tandem_grpc::tls::normalize_url(&cfg.activation_server);
     let _ = url;
     let server = match (&cfg.tls_cert, &cfg.tls_key) {
-        (Some(c), Some(k)) => Some(tandem_proto::tls::server_tls(c, k, None).map_err(anyhow::Error::msg)?),
+        (Some(c), Some(k)) => Some(tandem_grpc::tls::server_tls(c, k, None).map_err(anyhow::Error::msg)?),
         _ if cfg.insecure => {
             warn!("--insecure: serving clients plaintext gRPC WITHOUT TLS; client traffic is unencrypted (development only)");
             None
@@ -830,10 +838,9 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
         let Some(ca) = &cfg.tls_ca else {
             bail!("--tls-ca is required to verify the activation server's certificate");
         };
-        let pins =
-            tandem_proto::peer::parse_pins(&cfg.activation_server_spki_sha256, "--activation-server-spki-sha256")
-                .map_err(anyhow::Error::msg)?;
-        let peer = tandem_proto::peer::PeerIdentity::activation_server(pins);
+        let pins = tandem_grpc::peer::parse_pins(&cfg.activation_server_spki_sha256, "--activation-server-spki-sha256")
+            .map_err(anyhow::Error::msg)?;
+        let peer = tandem_grpc::peer::PeerIdentity::activation_server(pins);
         info!("mutual TLS to the activation server: accepting only {}", peer.describe());
         Some(
             RoleTlsConnector::new(ca, cert, key, cfg.activation_tls_domain.as_deref(), peer)
@@ -881,7 +888,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         warn!(dir = %cfg.models.display(), "no model could be loaded");
     }
-    let (url, _) = tandem_proto::tls::normalize_url(&cfg.activation_server);
+    let (url, _) = tandem_grpc::tls::normalize_url(&cfg.activation_server);
     let channel = activation_channel(&url, client_tls, settings.deadlines.step)?;
     let s2 = activation_client(channel, settings.max_internal_message_bytes);
     let state = ModelState::with_access(quantized, s2, settings, cfg.connect_retries, access).await?;
@@ -899,6 +906,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 /// Completes on Ctrl-C or SIGTERM.
 pub async fn shutdown_signal() {
-    tandem_proto::server::shutdown_signal().await;
+    tandem_grpc::server::shutdown_signal().await;
     info!("shutting down");
 }

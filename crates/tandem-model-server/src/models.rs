@@ -4,10 +4,10 @@ use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tandem_crypto::{PublicKey, U256};
+use tandem_core::ModelInfo;
+use tandem_grpc::v1 as pb;
 use tandem_model::{Model, OutputMode, QuantConfig, QuantizedModel};
-use tandem_proto::v1 as pb;
-use tandem_protocol::{ModelInfo, ModelServer};
+use tandem_paillier::{ModelServer, PublicKey, U256};
 use tracing::{debug, info, warn};
 
 /// S1's state machine for one model, by ring size.
@@ -63,6 +63,7 @@ impl Registry {
         strict: bool,
         max_request_bytes: usize,
         allowed: &AllowedModes,
+        pool: &Arc<rayon::ThreadPool>,
     ) -> anyhow::Result<Registry> {
         let mut models = BTreeMap::new();
         for (id, q) in quantized {
@@ -75,8 +76,8 @@ impl Registry {
                 }
             };
             let engine = match q.ring_bits {
-                128 => ModelServer::<u128>::new(q.clone(), key.clone()).map(Engine::K128),
-                _ => ModelServer::<U256>::new(q.clone(), key.clone()).map(Engine::K256),
+                128 => ModelServer::<u128>::new(q.clone(), key.clone(), pool.clone()).map(Engine::K128),
+                _ => ModelServer::<U256>::new(q.clone(), key.clone(), pool.clone()).map(Engine::K256),
             };
             let engine = match engine {
                 Ok(e) => e,
@@ -110,9 +111,9 @@ pub fn model_info_proto(info: &ModelInfo, name: &str, key: &PublicKey, max_reque
         f_act: info.f_act,
         output_len: info.output_len as u32,
         output_scale: info.output_scale,
-        modes: info.modes.iter().map(|&m| tandem_proto::mode_to_proto(m) as i32).collect(),
-        default_mode: tandem_proto::mode_to_proto(info.default_mode) as i32,
-        activation_key: Some(tandem_proto::public_key_to_proto(key)),
+        modes: info.modes.iter().map(|&m| tandem_grpc::mode_to_proto(m) as i32).collect(),
+        default_mode: tandem_grpc::mode_to_proto(info.default_mode) as i32,
+        activation_key: Some(tandem_grpc::public_key_to_proto(key)),
         max_request_bytes: max_request_bytes as u64,
     }
 }
@@ -405,7 +406,7 @@ pub fn quantize_all(
 /// cannot compute is INVALID_ARGUMENT; one it can but its owner does not
 /// allow is PERMISSION_DENIED; both name the allowed modes.
 pub fn resolve_mode(served: &Served, v: i32) -> Result<OutputMode, tonic::Status> {
-    let mode = tandem_proto::mode_from_proto(v)?.unwrap_or(served.info.default_mode);
+    let mode = tandem_grpc::mode_from_proto(v)?.unwrap_or(served.info.default_mode);
     if served.info.modes.contains(&mode) {
         return Ok(mode);
     }
@@ -503,13 +504,15 @@ mod tests {
         let loaded = load_dir(d, QuantConfig::default(), true).unwrap();
         let flags = AllowedModes::from_flags(&["b=label".to_string()]).unwrap();
         let allowed = flags.or(loaded.modes);
-        let key = tandem_crypto::SecretKey::generate(1024).unwrap();
-        let reg = Registry::build(&loaded.models, key.public(), true, 1 << 20, &allowed).unwrap();
+        let key = tandem_paillier::SecretKey::generate(1024).unwrap();
+        let reg =
+            Registry::build(&loaded.models, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1))
+                .unwrap();
         let modes = |id: &str| {
             let p = &reg.get(id).unwrap().proto;
             (p.modes.clone(), p.default_mode)
         };
-        use tandem_proto::v1::OutputMode as P;
+        use tandem_grpc::v1::OutputMode as P;
         // The sidecar's order: its first mode is the default.
         assert_eq!(modes("a"), (vec![P::Probabilities as i32, P::Label as i32], P::Probabilities as i32));
         // The flag overrides the sidecar.
@@ -529,7 +532,10 @@ mod tests {
         let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
         assert!(err.contains("expected one line"), "{err}");
         let bad = AllowedModes::from_flags(&["a=sigmoid".to_string()]).unwrap();
-        let err = Registry::build(&loaded.models, key.public(), true, 1 << 20, &bad).err().unwrap().to_string();
+        let err = Registry::build(&loaded.models, key.public(), true, 1 << 20, &bad, &tandem_paillier::thread_pool(1))
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("model a: output mode sigmoid is allowed but the model cannot compute it"), "{err}");
         for (flag, want) in [
             ("a", "expected MODEL-ID=MODE"),
@@ -557,17 +563,17 @@ mod tests {
 
     #[test]
     fn registry_builds_both_rings_and_resolves_modes() {
-        let key = tandem_crypto::SecretKey::generate(1024).unwrap();
+        let key = tandem_paillier::SecretKey::generate(1024).unwrap();
         let q = quantize_all(vec![("m".into(), mlp(4))], QuantConfig::default(), true).unwrap();
         let mut allowed = AllowedModes::default();
         allowed.set("m", vec![OutputMode::Label, OutputMode::Logits]);
-        let reg = Registry::build(&q, key.public(), true, 1 << 20, &allowed).unwrap();
+        let reg = Registry::build(&q, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1)).unwrap();
         let served = reg.get("m").unwrap();
         assert!(matches!(served.engine, Engine::K128(_)));
         assert_eq!(served.proto.activation_key.as_ref().unwrap().fingerprint, key.public().fingerprint());
         assert_eq!(resolve_mode(served, 0).unwrap(), OutputMode::Label);
-        assert_eq!(resolve_mode(served, tandem_proto::v1::OutputMode::Logits as i32).unwrap(), OutputMode::Logits);
-        let e = resolve_mode(served, tandem_proto::v1::OutputMode::Sigmoid as i32).unwrap_err();
+        assert_eq!(resolve_mode(served, tandem_grpc::v1::OutputMode::Logits as i32).unwrap(), OutputMode::Logits);
+        let e = resolve_mode(served, tandem_grpc::v1::OutputMode::Sigmoid as i32).unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
         assert!(
             e.message().contains("not available for model \"m\" (2 outputs); allowed: label, logits"),
@@ -575,7 +581,7 @@ mod tests {
             e.message()
         );
         // The model can compute probabilities, but its owner does not allow them.
-        let e = resolve_mode(served, tandem_proto::v1::OutputMode::Probabilities as i32).unwrap_err();
+        let e = resolve_mode(served, tandem_grpc::v1::OutputMode::Probabilities as i32).unwrap_err();
         assert_eq!(e.code(), tonic::Code::PermissionDenied);
         assert_eq!(
             e.message(),

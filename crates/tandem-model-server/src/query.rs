@@ -4,13 +4,14 @@
 //! `Evaluate` stream (ring arithmetic, inline). Every wait for S2 has a
 //! deadline.
 
+use rand_core::OsRng;
 use std::time::{Duration, Instant};
-use tandem_crypto::{Ciphertext, Ring, SeedEpoch};
+use tandem_core::{EncryptedSeed, OnlineStep, Prepared, Ring, SeedEpoch};
+use tandem_grpc::v1 as pb;
+use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
+use tandem_grpc::{status_from_protocol, wire_len};
 use tandem_model::OutputMode;
-use tandem_proto::v1 as pb;
-use tandem_proto::v1::activation_service_client::ActivationServiceClient;
-use tandem_proto::{status_from_protocol, wire_len};
-use tandem_protocol::{ModelServer, OfflineStep, OnlineStep, Prepared, Preprocessing, SessionReady};
+use tandem_paillier::{ModelServer, Preprocessing, PreprocessingStep, SessionReady};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -216,10 +217,10 @@ fn unexpected(expecting: &str) -> QueryFailure {
     Status::internal(format!("the activation server sent a message out of order (expected {expecting})")).into()
 }
 
-fn width(step: &OfflineStep) -> usize {
+fn width(step: &PreprocessingStep) -> usize {
     match step {
-        OfflineStep::Round(r) => r.count as usize,
-        OfflineStep::Output(o) => o.count as usize,
+        PreprocessingStep::Round(r) => r.count as usize,
+        PreprocessingStep::Output(o) => o.count as usize,
     }
 }
 
@@ -229,7 +230,7 @@ pub async fn preprocess<R: Ring>(
     s1: ModelServer<R>,
     mut s2: ActivationServiceClient<Channel>,
     mode: OutputMode,
-    enc_seed: Ciphertext,
+    enc_seed: EncryptedSeed,
     epoch: SeedEpoch,
     deadlines: Deadlines,
     costs: &mut Costs,
@@ -239,8 +240,10 @@ pub async fn preprocess<R: Ring>(
     let (pre, start) = {
         let pk = pk.clone();
         blocking(costs, move || {
-            let (pre, start) = s1.start_preprocessing(mode, &enc_seed, epoch).map_err(|e| status_from_protocol(&e))?;
-            Ok((pre, tandem_proto::session_start_to_proto(&pk, &start)))
+            // The shell's randomness: the OS CSPRNG seeds the session's own.
+            let (pre, start) =
+                s1.start_preprocessing(mode, &enc_seed, epoch, &mut OsRng).map_err(|e| status_from_protocol(&e))?;
+            Ok((pre, tandem_grpc::session_start_to_proto(&pk.fingerprint(), &start)))
         })
         .await?
     };
@@ -256,10 +259,10 @@ pub async fn preprocess<R: Ring>(
         let pk = pk.clone();
         let mut pre: Preprocessing<R> = pre;
         blocking(costs, move || {
-            let masks = tandem_proto::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
+            let masks = tandem_grpc::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
             let next = pre.on_input_masks(masks).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
             let n = width(&next);
-            Ok((pre, tandem_proto::offline_step_to_proto(&pk, &next), n))
+            Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
         })
         .await?
     };
@@ -280,10 +283,10 @@ pub async fn preprocess<R: Ring>(
         };
         let pk = pk.clone();
         (pre, next, n) = blocking(costs, move || {
-            let rho = tandem_proto::rho_masks_from_proto(&pk, &rho, n).map_err(from_s2_data)?;
+            let rho = tandem_grpc::rho_masks_from_proto(&pk, &rho, n).map_err(from_s2_data)?;
             let next = pre.on_rho_masks(rho).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
             let n = width(&next);
-            Ok((pre, tandem_proto::offline_step_to_proto(&pk, &next), n))
+            Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
         })
         .await?;
     }
@@ -311,7 +314,7 @@ pub async fn online<R: Ring>(
             OnlineStep::Round(r) => (r.e.len(), false),
             OnlineStep::Output(_) => (0, true),
         };
-        link.send(tandem_proto::online_step_to_proto(&next), costs).await?;
+        link.send(tandem_grpc::online_step_to_proto(&next), costs).await?;
         costs.rounds += 1;
         if finishing {
             let out = match link.recv(deadlines.step, costs, "OutputResponse", true).await? {
@@ -320,12 +323,12 @@ pub async fn online<R: Ring>(
             };
             let mode = q.mode();
             let resp = q
-                .on_output(tandem_protocol::OutputResponse { sealed: out.sealed })
+                .on_output(tandem_core::OutputResponse { sealed: out.sealed })
                 .map_err(|e| status_from_protocol(&e))?;
-            let mut resp = tandem_proto::query_response_to_proto(&resp, None);
+            let mut resp = tandem_grpc::query_response_to_proto(&resp, None);
             // Say which mode was used: a request may leave it to the model's
             // default or the ticket's.
-            resp.mode = tandem_proto::mode_to_proto(mode) as i32;
+            resp.mode = tandem_grpc::mode_to_proto(mode) as i32;
             return Ok(resp);
         }
         let values = match link.recv(deadlines.step, costs, "ActivationValues", true).await? {
@@ -333,7 +336,7 @@ pub async fn online<R: Ring>(
             _ => return Err(unexpected("ActivationValues")),
         };
         let t = Instant::now();
-        let values = tandem_proto::activation_values_from_proto::<R>(&values, n).map_err(from_s2_data)?;
+        let values = tandem_grpc::activation_values_from_proto::<R>(&values, n).map_err(from_s2_data)?;
         next = q.on_values(values).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
         costs.s1_compute += t.elapsed();
     }
@@ -354,7 +357,7 @@ pub async fn run<R: Ring>(
     let qr = {
         let s1 = s1.clone();
         blocking(costs, move || {
-            let qr = tandem_proto::query_request_from_proto::<R>(&pk, &req, mode, d)?;
+            let qr = tandem_grpc::query_request_from_proto::<R>(pk.ciphertext_bytes(), &req, mode, d)?;
             s1.check_input(&qr.masked_input).map_err(|e| status_from_protocol(&e))?;
             Ok(qr)
         })

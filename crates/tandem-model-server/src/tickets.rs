@@ -13,9 +13,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_crypto::U256;
+use tandem_core::Prepared;
 use tandem_model::OutputMode;
-use tandem_protocol::Prepared;
+use tandem_paillier::U256;
 use tonic::Status;
 
 use crate::access::ClientKey;

@@ -4,8 +4,8 @@
 //! `r^N`. No GMP, no C, no OS randomness: it builds for
 //! `wasm32-unknown-unknown` and `aarch64-unknown-linux-gnu`.
 //!
-//! The encodings are byte-identical to `tandem-crypto`'s GMP implementation
-//! (`tandem_crypto::PublicKey`): the same accepted key sizes, the same
+//! The encodings are byte-identical to `tandem-paillier`'s GMP implementation
+//! (`tandem_paillier::PublicKey`): the same accepted key sizes, the same
 //! canonical key bytes and fingerprint, and ciphertexts that its
 //! `SecretKey` decrypts (`g = N + 1`; `c = (1 + m·N)·r^N mod N²`, written
 //! big-endian at the fixed width `⌈2|N|/8⌉`).
@@ -56,7 +56,7 @@ use std::sync::Arc;
 use zeroize::Zeroize;
 
 /// Key sizes the project accepts: 2048 bits by default, 3072 optional, 1024
-/// only for tests and benchmarks of small keys (as `tandem-crypto`).
+/// only for tests and benchmarks of small keys (as `tandem-paillier`).
 pub const ALLOWED_KEY_BITS: &[u32] = &[1024, 2048, 3072];
 
 /// The domain tag hashed in front of the canonical key bytes in
@@ -95,7 +95,7 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// A Paillier public key `N` (with `g = N + 1`), validated as
-/// `tandem_crypto::PublicKey::from_n` does, with its Montgomery constants
+/// `tandem_paillier::PublicKey::from_n` does, with its Montgomery constants
 /// for `N²` computed once.
 #[derive(Clone)]
 pub struct PublicKey {
@@ -172,7 +172,7 @@ impl PublicKey {
     }
 
     /// Hex SHA-256 of [`FINGERPRINT_TAG`] and the canonical bytes: what
-    /// clients pin. Equal to `tandem_crypto::PublicKey::fingerprint`.
+    /// clients pin. Equal to `tandem_paillier::PublicKey::fingerprint`.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         h.update(FINGERPRINT_TAG);
@@ -184,7 +184,7 @@ impl PublicKey {
     /// zeros are fine) with a full-size `r^N`, `r` uniform in `Z*_N` drawn
     /// from `rng` as the crate documentation describes:
     /// `c = (1 + m·N)·r^N mod N²`, returned big-endian at the fixed width
-    /// [`PublicKey::ciphertext_bytes`] (as `tandem_crypto`'s
+    /// [`PublicKey::ciphertext_bytes`] (as `tandem_paillier`'s
     /// `ciphertext_to_bytes`).
     ///
     /// The client's one encryption per query: `m` is its 32-byte seed

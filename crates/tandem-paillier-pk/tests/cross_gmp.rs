@@ -1,7 +1,7 @@
-//! Cross tests against `tandem-crypto`'s GMP implementation (kzen-paillier):
+//! Cross tests against `tandem-paillier`'s GMP implementation (kzen-paillier):
 //! its `SecretKey` decrypts what this crate encrypts, and both parse,
 //! encode and fingerprint keys identically. On x86_64 hosts only, where
-//! tandem-crypto (GMP) is a dev-dependency.
+//! tandem-paillier (GMP) is a dev-dependency.
 #![cfg(target_arch = "x86_64")]
 
 use std::sync::OnceLock;
@@ -9,8 +9,8 @@ use std::sync::OnceLock;
 use proptest::prelude::*;
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use tandem_crypto::bigint_traits::{BitManipulation, Converter};
-use tandem_crypto::{BigInt, SecretKey};
+use tandem_paillier::bigint_traits::{BitManipulation, Converter};
+use tandem_paillier::{BigInt, SecretKey};
 use tandem_paillier_pk::{Error, PublicKey};
 
 /// One 1024-bit GMP key per test process (key generation dominates).
@@ -133,7 +133,7 @@ fn same_key_bytes_and_fingerprint_as_gmp() {
             rng.fill_bytes(&mut b[pad..]);
             b[pad] |= 0x80;
             *b.last_mut().unwrap() |= 1;
-            let g = tandem_crypto::PublicKey::from_bytes(&b).expect("GMP accepts");
+            let g = tandem_paillier::PublicKey::from_bytes(&b).expect("GMP accepts");
             let o = PublicKey::from_bytes(&b).expect("we accept");
             assert_eq!(o.to_bytes(), g.to_bytes());
             assert_eq!(o.to_bytes(), b[pad..]);
@@ -185,7 +185,7 @@ fn rejects_what_gmp_rejects() {
     ];
     for (what, b, want) in cases {
         assert_eq!(PublicKey::from_bytes(&b).unwrap_err(), want, "{what}");
-        assert!(tandem_crypto::PublicKey::from_bytes(&b).is_err(), "GMP rejects {what} too");
+        assert!(tandem_paillier::PublicKey::from_bytes(&b).is_err(), "GMP rejects {what} too");
     }
 }
 
@@ -230,7 +230,7 @@ proptest! {
     #[test]
     fn hostile_keys_never_panic_and_agree_with_gmp(b in key_bytes(), seed in any::<u64>()) {
         let o = PublicKey::from_bytes(&b);
-        let g = tandem_crypto::PublicKey::from_bytes(&b);
+        let g = tandem_paillier::PublicKey::from_bytes(&b);
         prop_assert_eq!(o.is_ok(), g.is_ok(), "{:?}", o);
         if let (Ok(o), Ok(g)) = (o, g) {
             prop_assert_eq!(o.fingerprint(), g.fingerprint());

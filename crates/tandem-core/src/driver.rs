@@ -1,0 +1,257 @@
+//! Runs queries in-process by passing the roles' messages by hand, for any
+//! [`PreprocessingEngine`]. Tests, benchmarks and the `eval` command use it;
+//! the gRPC shells do the same over the network. [`preprocess`] and
+//! [`online`] are the two phases of docs/PROTOCOL.md §4.0; [`run_query`]
+//! runs both back to back.
+//!
+//! Every random choice of every role comes from the one CSPRNG the caller
+//! passes, so a query run twice from the same seed produces the same
+//! transcript, message for message.
+
+use crate::activation::{ActivationServer, ActivationSession};
+use crate::client::{Client, PendingTicket};
+use crate::engine::{PreprocessingEngine, S1Step, S2Step};
+use crate::error::{ProtocolError, Result};
+use crate::messages::*;
+use crate::model_info::ModelInfo;
+use crate::online::Prepared;
+use crate::ring::Ring;
+use crate::ring::U256;
+use crate::seed::SeedEpoch;
+use rand_chacha::rand_core::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::{CryptoRng, RngCore};
+use std::sync::Arc;
+use tandem_model::{Output, OutputMode, QuantizedModel};
+
+/// Every preprocessing message of one session.
+pub struct PreprocessingTranscript<E: PreprocessingEngine> {
+    /// S1 → S2, opening the session.
+    pub session_start: SessionStart,
+    /// S1 → S2, in order.
+    pub to_s2: Vec<E::ToS2>,
+    /// S2 → S1, in order (the first answers `session_start`).
+    pub to_s1: Vec<E::ToS1>,
+}
+
+impl<E: PreprocessingEngine> Clone for PreprocessingTranscript<E> {
+    fn clone(&self) -> Self {
+        PreprocessingTranscript {
+            session_start: self.session_start.clone(),
+            to_s2: self.to_s2.clone(),
+            to_s1: self.to_s1.clone(),
+        }
+    }
+}
+
+/// Every online message of one query.
+#[derive(Clone, Debug)]
+pub struct OnlineTranscript<R> {
+    /// S1 → S2, in order.
+    pub to_s2: Vec<OnlineStep<R>>,
+    /// S2 → S1, the hidden rounds' answers.
+    pub from_s2: Vec<ActivationValues<R>>,
+    /// S2 → S1, the sealed result.
+    pub output: OutputResponse,
+    /// S1 → client.
+    pub response: QueryResponse<R>,
+}
+
+/// Every message of one query, for freshness checks, byte counts and
+/// recorded-transcript tests.
+pub struct Transcript<E: PreprocessingEngine, R> {
+    /// Client → S1.
+    pub query: QueryRequest<R>,
+    /// S1 ↔ S2, preprocessing.
+    pub preprocessing: PreprocessingTranscript<E>,
+    /// S1 ↔ S2 and S1 → client, online.
+    pub online: OnlineTranscript<R>,
+}
+
+/// The preprocessing phase: S1 and S2 exchange everything homomorphic.
+pub fn preprocess<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    s1: &E::S1Model<R>,
+    s2: &mut ActivationServer<E>,
+    mode: OutputMode,
+    enc_seed: &EncryptedSeed,
+    epoch: SeedEpoch,
+    rng: &mut G,
+) -> Result<(Prepared<R>, ActivationSession<R>, PreprocessingTranscript<E>)> {
+    let engine = s2.engine().clone();
+    let (mut pre, session_start) = engine.s1_start::<R, G>(s1, mode, enc_seed, epoch, rng)?;
+    let (mut s2_pre, first) = s2.start_session::<R>(&session_start)?;
+    let (mut to_s2, mut to_s1) = (Vec::new(), vec![first.clone()]);
+    let mut reply = first;
+    let mut session = None;
+    loop {
+        match engine.s1_step::<R>(&mut pre, reply)? {
+            S1Step::Ready(prepared) => {
+                let session = session.ok_or(ProtocolError::OutOfOrder { got: "S1 ready before S2" })?;
+                return Ok((prepared, session, PreprocessingTranscript { session_start, to_s2, to_s1 }));
+            }
+            S1Step::Send(msg) => {
+                to_s2.push(msg.clone());
+                if session.is_some() {
+                    return Err(ProtocolError::OutOfOrder { got: "a preprocessing message after S2 was ready" });
+                }
+                reply = match engine.s2_step::<R>(&mut s2_pre, msg)? {
+                    S2Step::Send(m) => m,
+                    S2Step::Ready(m, s) => {
+                        session = Some(s);
+                        m
+                    }
+                };
+                to_s1.push(reply.clone());
+            }
+        }
+    }
+}
+
+/// The online phase: ring arithmetic at S1 and S2, ending in the sealed result.
+pub fn online<R: Ring>(
+    prepared: Prepared<R>,
+    mut session: ActivationSession<R>,
+    masked_input: Vec<R>,
+) -> Result<OnlineTranscript<R>> {
+    let (mut q, mut step) = prepared.start(masked_input)?;
+    let (mut to_s2, mut from_s2) = (Vec::new(), Vec::new());
+    loop {
+        to_s2.push(step.clone());
+        match step {
+            OnlineStep::Round(r) => {
+                let values = session.activate(&r)?;
+                from_s2.push(values.clone());
+                step = q.on_values(values)?;
+            }
+            OnlineStep::Output(o) => {
+                let output = session.finish(&o)?;
+                let response = q.on_output(output.clone())?;
+                return Ok(OnlineTranscript { to_s2, from_s2, output, response });
+            }
+        }
+    }
+}
+
+/// One whole query: the client prepares, the servers preprocess, then run
+/// the online phase, and the client opens the result.
+#[allow(clippy::too_many_arguments)]
+pub fn run_query<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    client: &Client,
+    info: &ModelInfo,
+    s1: &E::S1Model<R>,
+    s2: &mut ActivationServer<E>,
+    x: &[f64],
+    mode: OutputMode,
+    rng: &mut G,
+) -> Result<(Output, Transcript<E, R>)> {
+    let (pending, query) = client.prepare::<R, G>(info, x, mode, rng)?;
+    s2.engine().online_model(s1).check_input(&query.masked_input)?;
+    let (prepared, session, preprocessing) = preprocess(s1, s2, query.mode, &query.enc_seed, query.epoch, rng)?;
+    let online = online(prepared, session, query.masked_input.clone())?;
+    let result = pending.finish(online.response.clone())?;
+    Ok((result, Transcript { query, preprocessing, online }))
+}
+
+/// A ticket issued in-process: the client's secret half, S1's confirmation,
+/// and both servers' preprocessed halves.
+pub struct IssuedTicket<R: Ring> {
+    /// The client's seed, waiting for an input.
+    pub pending: PendingTicket<R>,
+    /// What S1 told the client.
+    pub ticket: Ticket,
+    /// S1's half.
+    pub prepared: Prepared<R>,
+    /// S2's half.
+    pub session: ActivationSession<R>,
+}
+
+/// The client asks for a ticket and the servers preprocess it (§4.0).
+pub fn issue_ticket<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    client: &Client,
+    info: &ModelInfo,
+    s1: &E::S1Model<R>,
+    s2: &mut ActivationServer<E>,
+    mode: OutputMode,
+    rng: &mut G,
+) -> Result<IssuedTicket<R>> {
+    let (pending, req) = client.request_ticket::<R, G>(info, mode, rng)?;
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch, rng)?;
+    let ticket = Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode: req.mode };
+    Ok(IssuedTicket { pending, ticket, prepared, session })
+}
+
+impl<R: Ring> IssuedTicket<R> {
+    /// The input arrives: the online phase, and the client opens the result.
+    pub fn query(self, x: &[f64]) -> Result<Output> {
+        let (pending, query) = self.pending.query(&self.ticket, x)?;
+        let online = online(self.prepared, self.session, query.masked_input)?;
+        pending.finish(online.response)
+    }
+}
+
+/// Everything needed to run private queries against one model in-process,
+/// for any engine: S2, S1 for the model's ring, a client, and the one
+/// CSPRNG every role draws from (seeded by the caller, so runs replay).
+pub struct InProcess<E: PreprocessingEngine> {
+    /// The quantized model.
+    pub model: Arc<QuantizedModel>,
+    /// What S1 publishes about it.
+    pub info: ModelInfo,
+    /// S2.
+    pub s2: ActivationServer<E>,
+    /// The client, bound to S2's key and epoch.
+    pub client: Client,
+    /// S1, when the model's ring is k = 128.
+    pub s1_128: Option<E::S1Model<u128>>,
+    /// S1, when the model's ring is k = 256.
+    pub s1_256: Option<E::S1Model<U256>>,
+    /// The CSPRNG the roles draw from.
+    pub rng: ChaCha20Rng,
+}
+
+impl<E: PreprocessingEngine> InProcess<E> {
+    /// Wires S2 (with `keys`), S1 for `model` and a client; `seed` seeds the
+    /// CSPRNG all three draw from.
+    pub fn new(engine: Arc<E>, keys: E::S2Keys, model: Arc<QuantizedModel>, id: &str, seed: [u8; 32]) -> Result<Self> {
+        let mut rng = ChaCha20Rng::from_seed(seed);
+        let (mut s1_128, mut s1_256) = (None, None);
+        match model.ring_bits {
+            128 => s1_128 = Some(engine.s1_model::<u128>(&keys, model.clone())?),
+            256 => s1_256 = Some(engine.s1_model::<U256>(&keys, model.clone())?),
+            k => return Err(ProtocolError::RingMismatch { model: k, code: 128 }),
+        }
+        let pk = engine.seed_key(&keys);
+        let s2 = ActivationServer::new(engine, keys, &mut rng);
+        let client = Client::new(pk, s2.seed_epoch());
+        let info = ModelInfo::of(id, &model);
+        Ok(InProcess { model, info, s2, client, s1_128, s1_256, rng })
+    }
+
+    /// One private query.
+    pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
+        let InProcess { info, s2, client, s1_128, s1_256, rng, .. } = self;
+        match (s1_128.as_ref(), s1_256.as_ref()) {
+            (Some(s1), _) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
+            (_, Some(s1)) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
+            _ => unreachable!("one ring is set"),
+        }
+    }
+
+    /// One private query on a k = 128 model, with every message.
+    pub fn infer_128(&mut self, x: &[f64], mode: OutputMode) -> Result<(Output, Transcript<E, u128>)> {
+        let InProcess { info, s2, client, s1_128, rng, .. } = self;
+        let s1 = s1_128.as_ref().ok_or(ProtocolError::RingMismatch { model: 256, code: 128 })?;
+        run_query(client, info, s1, s2, x, mode, rng)
+    }
+
+    /// One query on a ticket: the seed is sent and preprocessed first, the
+    /// input arrives afterwards (docs/PROTOCOL.md §4.0).
+    pub fn infer_with_ticket(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
+        let InProcess { info, s2, client, s1_128, s1_256, rng, .. } = self;
+        match (s1_128.as_ref(), s1_256.as_ref()) {
+            (Some(s1), _) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
+            (_, Some(s1)) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
+            _ => unreachable!("one ring is set"),
+        }
+    }
+}

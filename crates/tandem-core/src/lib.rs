@@ -1,0 +1,45 @@
+//! The engine-neutral core of tandem (docs/PROTOCOL.md), sans-IO.
+//!
+//! - [`ring`], [`seed`]: the ring `Z_{2^k}`, the seed PRG and result sealing;
+//! - [`messages`]: the client's messages and the online messages;
+//! - [`client`]: the thin client (quantize, mask, one seed encryption in
+//!   pure Rust, open the sealed result);
+//! - [`online`]: S1's online half and the blinding secrets;
+//! - [`activation`]: S2's online half, its keys-and-replay state;
+//! - [`engine`]: the [`PreprocessingEngine`] trait the homomorphic
+//!   preprocessing plugs in behind (Paillier: `tandem-paillier`);
+//! - [`driver`]: an in-process driver for any engine.
+//!
+//! No GMP, no thread pool, no OS randomness: every function that draws
+//! randomness takes the caller's CSPRNG, so a transcript replays exactly.
+
+pub mod activation;
+pub mod client;
+pub mod convert;
+pub mod crypto_error;
+pub mod driver;
+pub mod engine;
+pub mod error;
+pub mod messages;
+pub mod model_info;
+pub mod online;
+pub mod replay;
+pub mod ring;
+pub mod seed;
+
+pub use activation::{ActivationServer, ActivationSession};
+pub use client::{Client, PendingQuery, PendingTicket};
+pub use crypto_error::CryptoError;
+pub use driver::{
+    issue_ticket, online, preprocess, run_query, InProcess, IssuedTicket, OnlineTranscript, PreprocessingTranscript,
+    Transcript,
+};
+pub use engine::{PreprocessingEngine, S1Step, S2Step};
+pub use error::{ProtocolError, Result};
+pub use messages::*;
+pub use model_info::ModelInfo;
+pub use online::{OnlineModel, OnlineQuery, Prepared};
+pub use replay::ReplayLog;
+pub use ring::{Ring, U256};
+pub use seed::{Seed, SeedEpoch, SeedSecret};
+pub use tandem_paillier_pk as paillier_pk;

@@ -1,0 +1,317 @@
+//! protobuf ⇄ [`tandem_core::messages`], engine-neutral: what the client
+//! and the online phase exchange. Decoding checks every length against what
+//! the receiver expects before it allocates or parses. The client's
+//! `[secret]` is checked for its exact width here and parsed by the engine.
+
+use crate::status::invalid;
+use crate::v1 as pb;
+use tandem_core::messages as m;
+use tandem_core::messages::SessionId;
+use tandem_core::paillier_pk::PublicKey;
+use tandem_core::{EncryptedSeed, Ring, SeedEpoch};
+use tandem_model::{ActivationKind, OutputMode};
+use tonic::Status;
+
+// ---------------------------------------------------------------- enums
+
+pub fn mode_to_proto(mode: OutputMode) -> pb::OutputMode {
+    match mode {
+        OutputMode::Label => pb::OutputMode::Label,
+        OutputMode::Probabilities => pb::OutputMode::Probabilities,
+        OutputMode::Logits => pb::OutputMode::Logits,
+        OutputMode::Sigmoid => pb::OutputMode::Sigmoid,
+    }
+}
+
+/// `None` for `OUTPUT_MODE_UNSPECIFIED` (use the model's default).
+pub fn mode_from_proto(v: i32) -> Result<Option<OutputMode>, Status> {
+    match pb::OutputMode::try_from(v) {
+        Ok(pb::OutputMode::Unspecified) => Ok(None),
+        Ok(pb::OutputMode::Label) => Ok(Some(OutputMode::Label)),
+        Ok(pb::OutputMode::Probabilities) => Ok(Some(OutputMode::Probabilities)),
+        Ok(pb::OutputMode::Logits) => Ok(Some(OutputMode::Logits)),
+        Ok(pb::OutputMode::Sigmoid) => Ok(Some(OutputMode::Sigmoid)),
+        Err(_) => Err(invalid(format!(
+            "unknown output mode {v}; accepted: 0 (model default), 1 label, 2 probabilities, 3 logits, 4 sigmoid"
+        ))),
+    }
+}
+
+/// Like [`mode_from_proto`], but the mode must be set.
+pub fn required_mode(v: i32, field: &str) -> Result<OutputMode, Status> {
+    mode_from_proto(v)?.ok_or_else(|| invalid(format!("{field}: the output mode must be set")))
+}
+
+pub fn kind_to_proto(kind: ActivationKind) -> pb::ActivationKind {
+    match kind {
+        ActivationKind::Relu => pb::ActivationKind::Relu,
+        ActivationKind::Sigmoid => pb::ActivationKind::Sigmoid,
+        ActivationKind::Tanh => pb::ActivationKind::Tanh,
+    }
+}
+
+pub fn kind_from_proto(v: i32) -> Result<ActivationKind, Status> {
+    match pb::ActivationKind::try_from(v) {
+        Ok(pb::ActivationKind::Relu) => Ok(ActivationKind::Relu),
+        Ok(pb::ActivationKind::Sigmoid) => Ok(ActivationKind::Sigmoid),
+        Ok(pb::ActivationKind::Tanh) => Ok(ActivationKind::Tanh),
+        _ => Err(invalid(format!("activation kind {v}; accepted: 1 relu, 2 sigmoid, 3 tanh"))),
+    }
+}
+
+// ---------------------------------------------------------------- vectors
+
+/// Ring values as concatenated `k/8`-byte little-endian words.
+pub fn encode_ring<R: Ring>(v: &[R]) -> Vec<u8> {
+    tandem_core::ring::encode_vec(v)
+}
+
+/// Inverse of [`encode_ring`]; `expected` is the number of values the
+/// receiver needs (`None`: any positive multiple of `k/8` bytes).
+pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> Result<Vec<R>, Status> {
+    let w = R::BYTES;
+    // checked: `expected` may be absurd, and must then fail the comparison, not overflow
+    match expected {
+        Some(n) if n.checked_mul(w) != Some(b.len()) => Err(invalid(format!(
+            "{field} has {} bytes; expected {n} ring values of {w} bytes (k = {}, little-endian) = {} bytes",
+            b.len(),
+            R::BITS,
+            n as u128 * w as u128
+        ))),
+        None if !b.len().is_multiple_of(w) => Err(invalid(format!(
+            "{field} has {} bytes, not a multiple of {w} (one ring value is k/8 = {w} bytes)",
+            b.len()
+        ))),
+        _ => Ok(tandem_core::ring::decode_vec::<R>(b).expect("length checked")),
+    }
+}
+
+pub fn session_id_from_bytes(b: &[u8], field: &str) -> Result<SessionId, Status> {
+    b.try_into().map_err(|_| invalid(format!("{field} has {} bytes; a session id is exactly 16", b.len())))
+}
+
+// ---------------------------------------------------------------- keys
+
+/// A seed epoch: exactly 16 bytes.
+pub fn epoch_from_proto(b: &[u8], field: &str) -> Result<SeedEpoch, Status> {
+    SeedEpoch::from_slice(b).ok_or_else(|| {
+        invalid(format!(
+            "{field} has {} bytes; a seed epoch is exactly 16 (activation_key.seed_epoch of the model info)",
+            b.len()
+        ))
+    })
+}
+
+/// Parses a key (pure Rust, for the client) and checks that its stated
+/// fingerprint is its own (the caller must still compare the fingerprint
+/// with a pinned one).
+pub fn public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, Status> {
+    let bad = |what: String| Status::failed_precondition(format!("activation server key: {what}"));
+    let hex_n = if p.n_hex.len() % 2 == 1 { format!("0{}", p.n_hex) } else { p.n_hex.clone() };
+    let n = hex::decode(&hex_n).map_err(|_| bad("N is not valid hex".into()))?;
+    let pk = PublicKey::from_bytes(&n).map_err(|e| bad(e.to_string()))?;
+    if pk.fingerprint() != p.fingerprint {
+        return Err(bad("fingerprint does not match N".into()));
+    }
+    Ok(pk)
+}
+
+/// The client's `[secret]` as it arrives: exactly one ciphertext's width
+/// (`⌈2|N|/8⌉` bytes) for the server's key; the engine parses it.
+pub fn enc_seed_from_bytes(b: &[u8], ciphertext_bytes: usize, field: &str) -> Result<EncryptedSeed, Status> {
+    if b.len() != ciphertext_bytes {
+        return Err(invalid(format!(
+            "{field} has {} bytes; one ciphertext under the activation server's key is exactly {ciphertext_bytes} (big-endian)",
+            b.len()
+        )));
+    }
+    Ok(EncryptedSeed(b.to_vec()))
+}
+
+// ---------------------------------------------------------------- C ⇄ S1
+
+/// The client's one-shot query.
+pub fn query_request_to_proto<R: Ring>(q: &m::QueryRequest<R>) -> pb::InferRequest {
+    pb::InferRequest {
+        model_id: q.model_id.clone(),
+        mode: mode_to_proto(q.mode) as i32,
+        masked_input: encode_ring(&q.masked_input),
+        enc_seed: q.enc_seed.0.clone(),
+        ticket_id: Vec::new(),
+        seed_epoch: q.epoch.0.to_vec(),
+    }
+}
+
+/// The online query on a ticket.
+pub fn ticket_query_to_proto<R: Ring>(q: &m::TicketQuery<R>) -> pb::InferRequest {
+    pb::InferRequest {
+        model_id: q.model_id.clone(),
+        mode: mode_to_proto(q.mode) as i32,
+        masked_input: encode_ring(&q.masked_input),
+        enc_seed: Vec::new(),
+        ticket_id: q.ticket.to_vec(),
+        seed_epoch: Vec::new(),
+    }
+}
+
+/// The client's ticket request.
+pub fn ticket_request_to_proto(q: &m::TicketRequest) -> pb::CreateTicketRequest {
+    pb::CreateTicketRequest {
+        model_id: q.model_id.clone(),
+        mode: mode_to_proto(q.mode) as i32,
+        enc_seed: q.enc_seed.0.clone(),
+        seed_epoch: q.epoch.0.to_vec(),
+    }
+}
+
+/// The client's side: the ticket S1 confirmed.
+pub fn ticket_from_proto(t: &pb::Ticket) -> Result<m::Ticket, Status> {
+    Ok(m::Ticket {
+        session_id: session_id_from_bytes(&t.ticket_id, "ticket_id")?,
+        model_id: t.model_id.clone(),
+        mode: required_mode(t.mode, "ticket.mode")?,
+    })
+}
+
+/// S1's side: `mode` already resolved (default applied, availability checked
+/// by the state machine), `input_len` is the model's `d`.
+pub fn query_request_from_proto<R: Ring>(
+    ciphertext_bytes: usize,
+    req: &pb::InferRequest,
+    mode: OutputMode,
+    input_len: usize,
+) -> Result<m::QueryRequest<R>, Status> {
+    let masked_input = decode_ring::<R>(&req.masked_input, Some(input_len), "masked_input")?;
+    let enc_seed = enc_seed_from_bytes(&req.enc_seed, ciphertext_bytes, "enc_seed")?;
+    let epoch = epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
+    Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, enc_seed, epoch })
+}
+
+pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<pb::QueryStats>) -> pb::InferResponse {
+    let aux = match &r.aux {
+        m::OutputAux::Logits(v) => pb::infer_response::Aux::LogitsUPlusMu(encode_ring(v)),
+        m::OutputAux::Permutation(p) => pb::infer_response::Aux::Permutation(pb::Permutation { index: p.clone() }),
+        m::OutputAux::Negated(b) => pb::infer_response::Aux::Negated(*b),
+    };
+    pb::InferResponse {
+        session_id: r.session_id.to_vec(),
+        sealed: r.sealed.clone(),
+        aux: Some(aux),
+        stats,
+        mode: pb::OutputMode::Unspecified as i32,
+    }
+}
+
+/// The client's side; the state machine checks the aux against the mode.
+pub fn query_response_from_proto<R: Ring>(r: &pb::InferResponse) -> Result<m::QueryResponse<R>, Status> {
+    let aux = match &r.aux {
+        Some(pb::infer_response::Aux::LogitsUPlusMu(b)) => {
+            m::OutputAux::Logits(decode_ring(b, None, "logits_u_plus_mu")?)
+        }
+        Some(pb::infer_response::Aux::Permutation(p)) => m::OutputAux::Permutation(p.index.clone()),
+        Some(pb::infer_response::Aux::Negated(b)) => m::OutputAux::Negated(*b),
+        None => return Err(invalid("the response carries no aux field")),
+    };
+    Ok(m::QueryResponse {
+        session_id: session_id_from_bytes(&r.session_id, "session_id")?,
+        sealed: r.sealed.clone(),
+        aux,
+    })
+}
+
+// ---------------------------------------------------------------- S1 ⇄ S2
+
+/// S1's side; `key_fingerprint` names the key S1 believes S2 holds.
+pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb::SessionStart {
+    pb::SessionStart {
+        session_id: s.session_id.to_vec(),
+        enc_seed: s.enc_seed.0.clone(),
+        input_len: s.input_len,
+        ring_bits: s.ring_bits,
+        key_fingerprint: key_fingerprint.to_string(),
+        seed_epoch: s.epoch.0.to_vec(),
+    }
+}
+
+/// S2's side. The state machine checks `input_len` and `ring_bits`; the
+/// caller checks `key_fingerprint`.
+pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -> Result<m::SessionStart, Status> {
+    Ok(m::SessionStart {
+        session_id: session_id_from_bytes(&s.session_id, "session_id")?,
+        enc_seed: enc_seed_from_bytes(&s.enc_seed, ciphertext_bytes, "enc_seed")?,
+        input_len: s.input_len,
+        ring_bits: s.ring_bits,
+        epoch: epoch_from_proto(&s.seed_epoch, "seed_epoch")?,
+    })
+}
+
+pub fn online_step_to_proto<R: Ring>(t: &m::OnlineStep<R>) -> pb::EvaluateMsg {
+    let msg = match t {
+        m::OnlineStep::Round(r) => pb::evaluate_msg::Msg::Round(pb::MaskedRound { e: encode_ring(&r.e) }),
+        m::OnlineStep::Output(o) => pb::evaluate_msg::Msg::Output(pb::MaskedOutput { e: encode_ring(&o.e) }),
+    };
+    pb::EvaluateMsg { msg: Some(msg) }
+}
+
+/// S2's side; the session checks the count against what it preprocessed.
+pub fn masked_round_from_proto<R: Ring>(r: &pb::MaskedRound) -> Result<m::MaskedRound<R>, Status> {
+    Ok(m::MaskedRound { e: decode_ring(&r.e, None, "round.e")? })
+}
+
+pub fn masked_output_from_proto<R: Ring>(r: &pb::MaskedOutput) -> Result<m::MaskedOutput<R>, Status> {
+    Ok(m::MaskedOutput { e: decode_ring(&r.e, None, "output.e")? })
+}
+
+pub fn activation_values_to_proto<R: Ring>(v: &m::ActivationValues<R>) -> pb::ActivationValues {
+    pb::ActivationValues { h: encode_ring(&v.h) }
+}
+
+/// S1's side: `n` is the number of values S1 sent in the round.
+pub fn activation_values_from_proto<R: Ring>(
+    v: &pb::ActivationValues,
+    n: usize,
+) -> Result<m::ActivationValues<R>, Status> {
+    Ok(m::ActivationValues { h: decode_ring(&v.h, Some(n), "values.h")? })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tandem_core::U256;
+
+    #[test]
+    fn ring_lengths_are_checked() {
+        let v: Vec<U256> = vec![<U256 as Ring>::from_i64(-3), <U256 as Ring>::one()];
+        let b = encode_ring(&v);
+        assert_eq!(decode_ring::<U256>(&b, Some(2), "x").unwrap(), v);
+        let e = decode_ring::<U256>(&b, Some(3), "x").unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        assert!(e.message().contains("expected 3 ring values of 32 bytes"), "{}", e.message());
+        assert!(decode_ring::<u128>(&b[..17], None, "x").is_err());
+    }
+
+    /// Regression (found by tests/hostile_formats.rs): an absurd expected
+    /// count is a length mismatch, not an overflow.
+    #[test]
+    fn absurd_expected_counts_do_not_overflow() {
+        let e = decode_ring::<U256>(&[], Some(usize::MAX), "x").unwrap_err();
+        assert!(e.message().contains("expected 18446744073709551615 ring values"), "{}", e.message());
+        assert!(decode_ring::<u128>(&[0; 16], Some(usize::MAX / 16 + 2), "x").is_err());
+    }
+
+    #[test]
+    fn enc_seed_width_is_checked() {
+        assert!(enc_seed_from_bytes(&[1; 256], 256, "enc_seed").is_ok());
+        let e = enc_seed_from_bytes(&[1; 255], 256, "enc_seed").unwrap_err();
+        assert!(e.message().contains("exactly 256"), "{}", e.message());
+    }
+
+    #[test]
+    fn modes_round_trip() {
+        for mode in OutputMode::ALL {
+            assert_eq!(mode_from_proto(mode_to_proto(mode) as i32).unwrap(), Some(mode));
+        }
+        assert_eq!(mode_from_proto(0).unwrap(), None);
+        assert!(mode_from_proto(99).is_err());
+    }
+}
