@@ -97,7 +97,7 @@ pub fn preprocess<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Siz
                 reply = match engine.s2_step::<R>(&mut s2_pre, msg)? {
                     S2Step::Send(m) => m,
                     S2Step::Ready(m, s) => {
-                        session = Some(s);
+                        session = Some(*s);
                         m
                     }
                 };

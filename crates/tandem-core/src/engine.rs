@@ -38,7 +38,7 @@ pub enum S2Step<M, R: Ring> {
     /// Send this to S1 and wait for the next message.
     Send(M),
     /// Send this to S1; S2's half of the session is complete.
-    Ready(M, ActivationSession<R>),
+    Ready(M, Box<ActivationSession<R>>),
 }
 
 /// What opening a session at S2 yields: the engine's preprocessing state

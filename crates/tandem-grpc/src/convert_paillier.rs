@@ -73,8 +73,6 @@ pub fn decode_one_ciphertext(pk: &PublicKey, b: &[u8], field: &str) -> Result<Ci
     pk.ciphertext_from_bytes(b).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
-/// One ciphertext, parsed.
-
 /// The key with `seed_epoch` empty: the epoch changes while the key does
 /// not, so whoever publishes the key sets the current epoch.
 pub fn public_key_to_proto(pk: &PublicKey) -> pb::PaillierPublicKey {

@@ -90,7 +90,7 @@ impl PreprocessingEngine for PaillierEngine {
             PreprocessingStep::Round(r) => S2Step::Send(PreprocessingReply::Rho(prep.on_blinded_round(&r)?)),
             PreprocessingStep::Output(o) => {
                 let (ready, session) = prep.on_blinded_output(&o)?;
-                S2Step::Ready(PreprocessingReply::Ready(ready), session)
+                S2Step::Ready(PreprocessingReply::Ready(ready), Box::new(session))
             }
         })
     }
