@@ -1,0 +1,159 @@
+//! How far the integer reference (what private inference returns, bit for
+//! bit) drifts from the float model it was quantized from.
+//!
+//! [`check_quantization_drift`] evaluates both on random inputs drawn
+//! uniformly from the model's declared input range and compares the
+//! predicted labels and the logits. The model server runs it at load (a
+//! warning, or a refusal with `--strict`); `tandem-eval` prints the same
+//! report next to its per-row comparison on real data.
+
+use crate::activation::{argmax_first, binary_label, magnitude_to_f64};
+use crate::quantize::{eval_f64, float_label, QuantizedModel};
+use num_traits::Signed;
+use rand::{Rng, SeedableRng};
+use std::fmt;
+
+/// What counts as drift.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct DriftBound {
+    /// Largest fraction of samples whose label may differ (0.005 = 0.5%).
+    pub max_label_disagreement: f64,
+    /// Largest logit error, as a fraction of the largest float logit
+    /// magnitude seen over the samples (or of 1, if that is smaller).
+    pub max_relative_logit_error: f64,
+}
+
+impl Default for DriftBound {
+    fn default() -> Self {
+        DriftBound { max_label_disagreement: 0.005, max_relative_logit_error: 0.01 }
+    }
+}
+
+/// The result of [`check_quantization_drift`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriftReport {
+    pub model: String,
+    pub samples: usize,
+    /// Samples whose reference label differs from the float model's.
+    pub labels_differ: usize,
+    /// `max |z_ref / 2^s − z_float|` over samples and outputs.
+    pub max_abs_logit_error: f64,
+    /// The largest `|z_float|` over samples and outputs.
+    pub max_float_logit: f64,
+    /// Signed weight bits per linear layer.
+    pub weight_bits: Vec<(String, u32)>,
+    pub ring_bits: u32,
+    pub bound: DriftBound,
+}
+
+impl DriftReport {
+    pub fn label_disagreement(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.labels_differ as f64 / self.samples as f64
+        }
+    }
+
+    pub fn relative_logit_error(&self) -> f64 {
+        self.max_abs_logit_error / self.max_float_logit.max(1.0)
+    }
+
+    /// Within [`DriftBound`] on both counts.
+    pub fn within_bound(&self) -> bool {
+        self.label_disagreement() <= self.bound.max_label_disagreement
+            && self.relative_logit_error() <= self.bound.max_relative_logit_error
+    }
+
+    /// One line per fact, for logs and `tandem-eval`.
+    pub fn summary(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let bits: Vec<String> = self.weight_bits.iter().map(|(_, b)| b.to_string()).collect();
+        write!(
+            f,
+            "quantization drift of {:?} on {} random inputs in the declared range: labels differ on {} ({:.2}%, bound {:.2}%), \
+             max logit error {:.3e} = {:.3}% of the largest float logit {:.3e} (bound {:.2}%); weight bits per linear layer [{}], ring {} bits: {}",
+            self.model,
+            self.samples,
+            self.labels_differ,
+            100.0 * self.label_disagreement(),
+            100.0 * self.bound.max_label_disagreement,
+            self.max_abs_logit_error,
+            100.0 * self.relative_logit_error(),
+            self.max_float_logit,
+            100.0 * self.bound.max_relative_logit_error,
+            bits.join(", "),
+            self.ring_bits,
+            if self.within_bound() { "within the bound" } else { "BEYOND the bound" }
+        )
+    }
+}
+
+/// Multiply-adds of one reference evaluation (to size the sample).
+fn macs(q: &QuantizedModel) -> usize {
+    q.layers
+        .iter()
+        .map(|l| match l {
+            crate::quantize::QLayer::Linear(l) => l.rows.iter().map(Vec::len).sum::<usize>(),
+            crate::quantize::QLayer::Activation { .. } => 0,
+        })
+        .sum::<usize>()
+        .max(1)
+}
+
+/// Default sample count: 256 for small models, fewer for large ones (at
+/// least 16), so the check costs about 2^24 multiply-adds at most.
+pub fn default_samples(q: &QuantizedModel) -> usize {
+    ((1usize << 24) / macs(q)).clamp(16, 256)
+}
+
+/// Compares the float model with the integer reference on `samples` inputs
+/// drawn uniformly from the declared input range (seeded: the same model and
+/// seed give the same report).
+pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, bound: DriftBound) -> DriftReport {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (lo, hi) = q.input_range;
+    let scale = q.output_scale();
+    let (mut labels_differ, mut max_err, mut max_logit) = (0usize, 0f64, 0f64);
+    for _ in 0..samples {
+        let x: Vec<f64> = (0..q.input_len()).map(|_| if lo < hi { rng.gen_range(lo..=hi) } else { lo }).collect();
+        let Ok(xi) = q.quantize_input(&x) else { continue };
+        // The float model sees the quantized input too, so only the weights'
+        // rounding (and the fixed-point activations) count as drift.
+        let xq: Vec<f64> = xi.iter().map(|&v| libm::scalbn(v as f64, -(q.f_in as i32))).collect();
+        let zf = eval_f64(&q.float, &xq);
+        let zi = q.reference_logits(&xi);
+        let z_ref: Vec<f64> = zi
+            .iter()
+            .map(|v| {
+                let m = libm::scalbn(magnitude_to_f64(v.magnitude()), -(scale as i32));
+                if v.is_negative() {
+                    -m
+                } else {
+                    m
+                }
+            })
+            .collect();
+        for (a, b) in z_ref.iter().zip(&zf) {
+            max_err = max_err.max((a - b).abs());
+            max_logit = max_logit.max(b.abs());
+        }
+        let ref_label = if zi.len() == 1 { binary_label(&zi[0]) } else { argmax_first(&zi) };
+        labels_differ += usize::from(ref_label != float_label(&zf));
+    }
+    DriftReport {
+        model: q.name.clone(),
+        samples,
+        labels_differ,
+        max_abs_logit_error: max_err,
+        max_float_logit: max_logit,
+        weight_bits: q.weight_bits(),
+        ring_bits: q.ring_bits,
+        bound,
+    }
+}
