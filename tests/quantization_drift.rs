@@ -5,11 +5,13 @@
 //! `scripts/make_models.py --only pipelines` (models/*_pipeline.onnx,
 //! data/*_pipeline/).
 //!
-//! Measured (171 + 54 test rows): with one 12-bit weight scale per layer
-//! (the old quantization, `QuantizedModel::with_fixed_bits`) the integer
-//! reference disagrees with the float model on many breast cancer labels;
-//! with adaptive per-layer precision it agrees on every row. The numbers
-//! are printed by `cargo test --test quantization_drift -- --nocapture`.
+//! Measured (171 + 54 test rows; `cargo test --test quantization_drift --
+//! --nocapture` prints them): with one 12-bit weight scale per layer (the
+//! old quantization, `QuantizedModel::with_fixed_bits`) the integer
+//! reference agrees with the float model on 126/171 breast cancer labels
+//! (accuracy 95.32% -> 73.68%) and 53/54 wine labels; with adaptive
+//! per-layer precision (first layer 26 and 19 bits, ring still 128 bits)
+//! on 171/171 and 54/54.
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
@@ -102,6 +104,9 @@ fn folded_scaler_pipelines_track_the_float_model() {
         let d = check_quantization_drift(&adaptive, 256, 7, DriftBound::default());
         eprintln!("  fixed: {d12}\n  adaptive: {d}");
         assert!(d.within_bound(), "{name}: {d}");
+        // Random inputs over [0, 4300]^30 are dominated by the small-sigma
+        // columns and do not see the lost ones; the column check does.
+        assert!(!d12.within_bound() && d12.columns_beyond_bound > 0, "{name}: the check must flag 12 fixed bits: {d12}");
     }
 }
 

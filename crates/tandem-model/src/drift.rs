@@ -8,6 +8,7 @@
 //! report next to its per-row comparison on real data.
 
 use crate::activation::{argmax_first, binary_label, magnitude_to_f64};
+use crate::ir::Layer;
 use crate::quantize::{eval_f64, float_label, QuantizedModel};
 use num_traits::Signed;
 use rand::{Rng, SeedableRng};
@@ -21,12 +22,29 @@ pub struct DriftBound {
     /// Largest logit error, as a fraction of the largest float logit
     /// magnitude seen over the samples (or of 1, if that is smaller).
     pub max_relative_logit_error: f64,
+    /// Largest rounding error of any input column's (or output row's)
+    /// weights, relative to that column's (row's) largest weight. Random
+    /// inputs over a wide declared range are dominated by the columns with
+    /// the largest weights, so they do not see a column rounded to zero; this
+    /// does (a folded StandardScaler at one 12-bit scale: 100%).
+    pub max_column_error: f64,
 }
 
 impl Default for DriftBound {
     fn default() -> Self {
-        DriftBound { max_label_disagreement: 0.005, max_relative_logit_error: 0.01 }
+        DriftBound { max_label_disagreement: 0.005, max_relative_logit_error: 0.01, max_column_error: 1.0 / 16.0 }
     }
+}
+
+/// The worst-rounded column or row of the model's weights.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ColumnError {
+    /// The linear layer (its source).
+    pub layer: String,
+    /// `"input column i"` or `"output row j"`.
+    pub what: String,
+    /// `max |w − w_q| / max |w|` over the column (row).
+    pub relative_error: f64,
 }
 
 /// The result of [`check_quantization_drift`].
@@ -40,6 +58,10 @@ pub struct DriftReport {
     pub max_abs_logit_error: f64,
     /// The largest `|z_float|` over samples and outputs.
     pub max_float_logit: f64,
+    /// The worst-rounded input column or output row (dense and conv layers).
+    pub worst_column: Option<ColumnError>,
+    /// Columns and rows whose relative rounding error exceeds the bound.
+    pub columns_beyond_bound: usize,
     /// Signed weight bits per linear layer.
     pub weight_bits: Vec<(String, u32)>,
     pub ring_bits: u32,
@@ -59,10 +81,11 @@ impl DriftReport {
         self.max_abs_logit_error / self.max_float_logit.max(1.0)
     }
 
-    /// Within [`DriftBound`] on both counts.
+    /// Within [`DriftBound`] on all three counts.
     pub fn within_bound(&self) -> bool {
         self.label_disagreement() <= self.bound.max_label_disagreement
             && self.relative_logit_error() <= self.bound.max_relative_logit_error
+            && self.columns_beyond_bound == 0
     }
 
     /// One line per fact, for logs and `tandem-eval`.
@@ -74,10 +97,22 @@ impl DriftReport {
 impl fmt::Display for DriftReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let bits: Vec<String> = self.weight_bits.iter().map(|(_, b)| b.to_string()).collect();
+        let worst = match &self.worst_column {
+            Some(c) => format!(
+                "worst-rounded weights: {} of {} ({:.2}% error; {} columns/rows beyond the {:.2}% bound)",
+                c.what,
+                c.layer,
+                100.0 * c.relative_error,
+                self.columns_beyond_bound,
+                100.0 * self.bound.max_column_error
+            ),
+            None => "no dense or conv weights".into(),
+        };
         write!(
             f,
             "quantization drift of {:?} on {} random inputs in the declared range: labels differ on {} ({:.2}%, bound {:.2}%), \
-             max logit error {:.3e} = {:.3}% of the largest float logit {:.3e} (bound {:.2}%); weight bits per linear layer [{}], ring {} bits: {}",
+             max logit error {:.3e} = {:.3}% of the largest float logit {:.3e} (bound {:.2}%); {worst}; \
+             weight bits per linear layer [{}], ring {} bits: {}",
             self.model,
             self.samples,
             self.labels_differ,
@@ -146,8 +181,11 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
         let ref_label = if zi.len() == 1 { binary_label(&zi[0]) } else { argmax_first(&zi) };
         labels_differ += usize::from(ref_label != float_label(&zf));
     }
+    let (worst_column, columns_beyond_bound) = column_errors(q, bound.max_column_error);
     DriftReport {
         model: q.name.clone(),
+        worst_column,
+        columns_beyond_bound,
         samples,
         labels_differ,
         max_abs_logit_error: max_err,
@@ -156,4 +194,74 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
         ring_bits: q.ring_bits,
         bound,
     }
+}
+
+/// Per input column and output row of every dense and conv layer: the
+/// largest rounding error relative to the column's (row's) largest weight.
+/// Returns the worst and how many exceed `limit`.
+fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize) {
+    let mut worst: Option<ColumnError> = None;
+    let mut beyond = 0;
+    let linear = q.layers.iter().filter_map(|l| match l {
+        crate::quantize::QLayer::Linear(l) => Some(l),
+        _ => None,
+    });
+    let mut floats = q.float.layers.iter().enumerate().filter(|(_, l)| l.is_linear());
+    for ql in linear {
+        let Some((idx, fl)) = floats.next() else { break };
+        // (max |w|, max |w − w_q|) per column and per row.
+        let (cols, rows): (Vec<(f64, f64)>, Vec<(f64, f64)>) = match fl {
+            Layer::Dense { inputs, outputs, weights, .. } => {
+                let mut c = vec![(0f64, 0f64); *inputs];
+                let mut r = vec![(0f64, 0f64); *outputs];
+                for (j, row) in weights.chunks(*inputs).enumerate() {
+                    for (i, &w) in row.iter().enumerate() {
+                        let w = w as f64;
+                        let e = (w - libm::scalbn(quantize_weight_at(w, ql.f_w) as f64, -(ql.f_w as i32))).abs();
+                        for slot in [&mut c[i], &mut r[j]] {
+                            slot.0 = slot.0.max(w.abs());
+                            slot.1 = slot.1.max(e);
+                        }
+                    }
+                }
+                (c, r)
+            }
+            Layer::Conv2d { in_channels, out_channels, kernel, weights, .. } => {
+                let k = kernel[0] * kernel[1];
+                let mut c = vec![(0f64, 0f64); *in_channels];
+                let mut r = vec![(0f64, 0f64); *out_channels];
+                for (b, block) in weights.chunks(k).enumerate() {
+                    let (o, ch) = (b / in_channels, b % in_channels);
+                    for &w in block {
+                        let w = w as f64;
+                        let e = (w - libm::scalbn(quantize_weight_at(w, ql.f_w) as f64, -(ql.f_w as i32))).abs();
+                        for slot in [&mut c[ch], &mut r[o]] {
+                            slot.0 = slot.0.max(w.abs());
+                            slot.1 = slot.1.max(e);
+                        }
+                    }
+                }
+                (c, r)
+            }
+            _ => continue,
+        };
+        let layer = format!("layer {idx} ({})", fl.describe());
+        for (what, v) in [("input column", &cols), ("output row", &rows)] {
+            for (i, &(m, e)) in v.iter().enumerate() {
+                if m == 0.0 {
+                    continue;
+                }
+                let rel = e / m;
+                beyond += usize::from(rel > limit);
+                if worst.as_ref().is_none_or(|w| rel > w.relative_error) {
+                    worst = Some(ColumnError { layer: layer.clone(), what: format!("{what} {i}"), relative_error: rel });
+                }
+            }
+        }
+    }
+    (worst, beyond)
+}
+
+fn quantize_weight_at(w: f64, f_w: u32) -> i64 {
+    crate::activation::round_half_away(libm::scalbn(w, f_w as i32)) as i64
 }
