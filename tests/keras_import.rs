@@ -34,7 +34,8 @@ fn floats(v: &Value) -> Vec<f64> {
 
 fn import(e: &Value) -> Imported {
     let file = e["file"].as_str().unwrap();
-    import_file_with_report(fixtures().join(file), &ImportOptions::default()).unwrap_or_else(|err| panic!("{file}: {err}"))
+    import_file_with_report(fixtures().join(file), &ImportOptions::default())
+        .unwrap_or_else(|err| panic!("{file}: {err}"))
 }
 
 /// The ONNX output's view of a real-valued output vector.
@@ -180,7 +181,13 @@ fn random_keras_model(seed: u64, act: ActivationKind, outputs: usize, mode: Outp
     if seed % 2 == 0 && outputs > 1 {
         layers.push(Layer::Permute { perm: (0..outputs).rev().collect(), out: Shape::Vector(outputs) });
     }
-    Model { name: "keras-like".into(), input_shape: Shape::Image(h, w, c), input_range: (-1.0, 1.0), default_mode: mode, layers }
+    Model {
+        name: "keras-like".into(),
+        input_shape: Shape::Image(h, w, c),
+        input_range: (-1.0, 1.0),
+        default_mode: mode,
+        layers,
+    }
 }
 
 proptest! {

@@ -78,7 +78,8 @@ fn folded_scaler_pipelines_track_the_float_model() {
         let p = load(name);
         let n = p.x.len();
         // The float model is onnxruntime's (labels agree on every row).
-        let float_vs_ort = p.x.iter().zip(&p.ort_label).filter(|(x, &l)| float_label(&eval_f64(&p.model, x)) == l).count();
+        let float_vs_ort =
+            p.x.iter().zip(&p.ort_label).filter(|(x, &l)| float_label(&eval_f64(&p.model, x)) == l).count();
         assert_eq!(float_vs_ort, n, "{name}: float model vs onnxruntime labels");
 
         let fixed = QuantizedModel::with_fixed_bits(&p.model, QuantConfig::default()).unwrap();
@@ -106,7 +107,10 @@ fn folded_scaler_pipelines_track_the_float_model() {
         assert!(d.within_bound(), "{name}: {d}");
         // Random inputs over [0, 4300]^30 are dominated by the small-sigma
         // columns and do not see the lost ones; the column check does.
-        assert!(!d12.within_bound() && d12.columns_beyond_bound > 0, "{name}: the check must flag 12 fixed bits: {d12}");
+        assert!(
+            !d12.within_bound() && d12.columns_beyond_bound > 0,
+            "{name}: the check must flag 12 fixed bits: {d12}"
+        );
     }
 }
 

@@ -54,6 +54,11 @@ pub struct DriftReport {
     pub samples: usize,
     /// Samples whose reference label differs from the float model's.
     pub labels_differ: usize,
+    /// Of those, the ones the allowed logit error cannot explain: the float
+    /// model's margin between its label and the reference's exceeds
+    /// `max_relative_logit_error · max(1, max_float_logit)`. Near-ties
+    /// (random inputs of an image model produce many) are not drift.
+    pub labels_differ_beyond_tie: usize,
     /// `max |z_ref / 2^s − z_float|` over samples and outputs.
     pub max_abs_logit_error: f64,
     /// The largest `|z_float|` over samples and outputs.
@@ -62,6 +67,11 @@ pub struct DriftReport {
     pub worst_column: Option<ColumnError>,
     /// Columns and rows whose relative rounding error exceeds the bound.
     pub columns_beyond_bound: usize,
+    /// Columns and rows whose largest weight is below `2^{−27}` of their
+    /// layer's largest: no precision tandem takes represents them, and they
+    /// are not counted above (typically a feature that is constant in the
+    /// training data, its weights decayed to ~0 by L2).
+    pub negligible_columns: usize,
     /// Signed weight bits per linear layer.
     pub weight_bits: Vec<(String, u32)>,
     pub ring_bits: u32,
@@ -69,11 +79,12 @@ pub struct DriftReport {
 }
 
 impl DriftReport {
+    /// The fraction of samples whose labels differ beyond a near-tie.
     pub fn label_disagreement(&self) -> f64 {
         if self.samples == 0 {
             0.0
         } else {
-            self.labels_differ as f64 / self.samples as f64
+            self.labels_differ_beyond_tie as f64 / self.samples as f64
         }
     }
 
@@ -108,14 +119,23 @@ impl fmt::Display for DriftReport {
             ),
             None => "no dense or conv weights".into(),
         };
+        let worst = if self.negligible_columns > 0 {
+            format!(
+                "{worst}; {} columns/rows below 2^-27 of their layer's largest weight ignored",
+                self.negligible_columns
+            )
+        } else {
+            worst
+        };
         write!(
             f,
-            "quantization drift of {:?} on {} random inputs in the declared range: labels differ on {} ({:.2}%, bound {:.2}%), \
+            "quantization drift of {:?} on {} random inputs in the declared range: labels differ on {} ({} beyond a near-tie: {:.2}%, bound {:.2}%), \
              max logit error {:.3e} = {:.3}% of the largest float logit {:.3e} (bound {:.2}%); {worst}; \
              weight bits per linear layer [{}], ring {} bits: {}",
             self.model,
             self.samples,
             self.labels_differ,
+            self.labels_differ_beyond_tie,
             100.0 * self.label_disagreement(),
             100.0 * self.bound.max_label_disagreement,
             self.max_abs_logit_error,
@@ -155,6 +175,8 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
     let (lo, hi) = q.input_range;
     let scale = q.output_scale();
     let (mut labels_differ, mut max_err, mut max_logit) = (0usize, 0f64, 0f64);
+    // The float margins of the samples whose labels differ.
+    let mut margins = Vec::new();
     for _ in 0..samples {
         let x: Vec<f64> = (0..q.input_len()).map(|_| if lo < hi { rng.gen_range(lo..=hi) } else { lo }).collect();
         let Ok(xi) = q.quantize_input(&x) else { continue };
@@ -179,15 +201,23 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
             max_logit = max_logit.max(b.abs());
         }
         let ref_label = if zi.len() == 1 { binary_label(&zi[0]) } else { argmax_first(&zi) };
-        labels_differ += usize::from(ref_label != float_label(&zf));
+        let fl = float_label(&zf);
+        if ref_label != fl {
+            labels_differ += 1;
+            margins.push(if zf.len() == 1 { zf[0].abs() } else { zf[fl] - zf[ref_label] });
+        }
     }
-    let (worst_column, columns_beyond_bound) = column_errors(q, bound.max_column_error);
+    let tie = bound.max_relative_logit_error * max_logit.max(1.0);
+    let labels_differ_beyond_tie = margins.iter().filter(|&&m| m > tie).count();
+    let (worst_column, columns_beyond_bound, negligible_columns) = column_errors(q, bound.max_column_error);
     DriftReport {
         model: q.name.clone(),
         worst_column,
         columns_beyond_bound,
+        negligible_columns,
         samples,
         labels_differ,
+        labels_differ_beyond_tie,
         max_abs_logit_error: max_err,
         max_float_logit: max_logit,
         weight_bits: q.weight_bits(),
@@ -198,10 +228,10 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
 
 /// Per input column and output row of every dense and conv layer: the
 /// largest rounding error relative to the column's (row's) largest weight.
-/// Returns the worst and how many exceed `limit`.
-fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize) {
+/// Returns the worst, how many exceed `limit`, and how many are negligible.
+fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize, usize) {
     let mut worst: Option<ColumnError> = None;
-    let mut beyond = 0;
+    let (mut beyond, mut negligible) = (0, 0);
     let linear = q.layers.iter().filter_map(|l| match l {
         crate::quantize::QLayer::Linear(l) => Some(l),
         _ => None,
@@ -246,20 +276,27 @@ fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize)
             _ => continue,
         };
         let layer = format!("layer {idx} ({})", fl.describe());
+        let layer_max = cols.iter().fold(0f64, |a, c| a.max(c.0));
+        let floor = libm::scalbn(layer_max, -(crate::MAX_ADAPTIVE_WEIGHT_BITS as i32 - 1));
         for (what, v) in [("input column", &cols), ("output row", &rows)] {
             for (i, &(m, e)) in v.iter().enumerate() {
                 if m == 0.0 {
                     continue;
                 }
+                if m < floor {
+                    negligible += 1;
+                    continue;
+                }
                 let rel = e / m;
                 beyond += usize::from(rel > limit);
                 if worst.as_ref().is_none_or(|w| rel > w.relative_error) {
-                    worst = Some(ColumnError { layer: layer.clone(), what: format!("{what} {i}"), relative_error: rel });
+                    worst =
+                        Some(ColumnError { layer: layer.clone(), what: format!("{what} {i}"), relative_error: rel });
                 }
             }
         }
     }
-    (worst, beyond)
+    (worst, beyond, negligible)
 }
 
 fn quantize_weight_at(w: f64, f_w: u32) -> i64 {

@@ -10,9 +10,10 @@ pub mod ir;
 pub mod quantize;
 pub mod testing;
 
+pub use drift::{check_quantization_drift, DriftBound, DriftReport};
 pub use error::ModelError;
 pub use ir::{ActivationKind, Layer, Model, OutputMode, Shape};
-pub use drift::{check_quantization_drift, DriftBound, DriftReport};
 pub use quantize::{
-    quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, MAX_ADAPTIVE_WEIGHT_BITS, TAU,
+    quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, MAX_ADAPTIVE_WEIGHT_BITS,
+    TAU,
 };

@@ -246,7 +246,11 @@ fn wanted_extra_bits(l: &Layer, base: u32) -> u32 {
     if max == 0.0 || !max.is_finite() {
         return 0;
     }
-    let weakest = cols.iter().chain(&rows).cloned().filter(|&v| v > 0.0).fold(max, f64::min);
+    // Columns too small for any precision tandem takes (below max·2^{−27};
+    // e.g. the weights of a feature that is constant in the training data,
+    // decayed by L2) are ignored: asking bits for them would only cost.
+    let floor = libm::scalbn(max, -(MAX_ADAPTIVE_WEIGHT_BITS as i32 - 1));
+    let weakest = cols.iter().chain(&rows).cloned().filter(|&v| v >= floor).fold(max, f64::min);
     let spread = (max / weakest).log2().floor().max(0.0) as u32;
     spread.saturating_sub(SPREAD_SLACK).min(MAX_ADAPTIVE_WEIGHT_BITS.saturating_sub(base))
 }

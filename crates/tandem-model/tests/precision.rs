@@ -105,7 +105,12 @@ fn permute_and_asymmetric_padding_round_trip_and_validate() {
                 bias: vec![0.25],
             },
             Layer::Flatten,
-            Layer::Dense { inputs: 4, outputs: 2, weights: vec![1.0, -1.0, 0.5, 0.5, 0.25, 0.0, 1.0, 2.0], bias: vec![0.0; 2] },
+            Layer::Dense {
+                inputs: 4,
+                outputs: 2,
+                weights: vec![1.0, -1.0, 0.5, 0.5, 0.25, 0.0, 1.0, 2.0],
+                bias: vec![0.0; 2],
+            },
             Layer::Permute { perm: vec![1, 0], out: Shape::Vector(2) },
         ],
     };
