@@ -226,6 +226,9 @@ pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, b
     }
 }
 
+/// `(max |w|, max |w − w_q|)` of a column or row.
+type MaxErr = (f64, f64);
+
 /// Per input column and output row of every dense and conv layer: the
 /// largest rounding error relative to the column's (row's) largest weight.
 /// Returns the worst, how many exceed `limit`, and how many are negligible.
@@ -240,7 +243,7 @@ fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize,
     for ql in linear {
         let Some((idx, fl)) = floats.next() else { break };
         // (max |w|, max |w − w_q|) per column and per row.
-        let (cols, rows): (Vec<(f64, f64)>, Vec<(f64, f64)>) = match fl {
+        let (cols, rows): (Vec<MaxErr>, Vec<MaxErr>) = match fl {
             Layer::Dense { inputs, outputs, weights, .. } => {
                 let mut c = vec![(0f64, 0f64); *inputs];
                 let mut r = vec![(0f64, 0f64); *outputs];

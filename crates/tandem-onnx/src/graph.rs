@@ -1023,8 +1023,8 @@ impl<'a> Ctx<'a> {
 
     /// Transpose of an input-dependent tensor: a fixed permutation of each
     /// sample's flattened values (the batch dimension must stay first). An
-    /// identity on the data (a transpose that only moves dimensions of size
-    /// 1) only relabels the dims; otherwise an IR permute layer, which
+    /// identity on the data (a transpose that only moves dimensions of
+    /// size 1) only relabels the dims; otherwise an IR permute layer, which
     /// quantization folds into the adjacent linear layer exactly.
     fn transpose(&mut self, n: &N, a: &mut Act) -> Result<(), ImportError> {
         self.no_head(n, a)?;
