@@ -47,7 +47,7 @@ fn view(imp: &Imported, out: &[f64]) -> Vec<f64> {
 fn keras_shaped_fixtures_import_and_match_onnxruntime() {
     let exp = expected();
     let cases = exp["import"].as_array().unwrap();
-    assert_eq!(cases.len(), 4);
+    assert!(cases.len() >= 4, "fixtures missing");
     for e in cases {
         let file = e["file"].as_str().unwrap();
         let imp = import(e);

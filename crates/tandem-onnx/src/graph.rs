@@ -149,6 +149,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Gather",
     "Concat",
     "Transpose",
+    "Slice",
     "Sqrt",
     "Reciprocal",
 ];
@@ -163,7 +164,8 @@ AveragePool/GlobalAveragePool (no padding), BatchNormalization (folded into the 
 Flatten, Reshape, Squeeze, Unsqueeze, Transpose (keeping the batch dimension first; e.g. Keras/tf2onnx \
 NHWC <-> NCHW, folded into the adjacent linear layer), Relu, Sigmoid, Tanh, the output heads \
 Softmax/LogSoftmax/ArgMax/Sigmoid (one output)/skl2onnx's [1-p, p] Concat, and the plumbing ops \
-Identity, Dropout, Cast, Constant, Shape, Gather, Concat; ai.onnx.ml Scaler, ZipMap, ArrayFeatureExtractor";
+Identity, Dropout, Cast, Constant, Shape, Gather, Concat, Slice (on constants: tf2onnx's shape arithmetic); \
+ai.onnx.ml Scaler, ZipMap, ArrayFeatureExtractor";
 
 struct N<'a> {
     node: &'a NodeProto,
@@ -967,6 +969,59 @@ impl<'a> Ctx<'a> {
                 let ax = axis(n.int("axis", 1), x.dims.len() + 1).ok_or_else(|| n.err("axis out of range"))?;
                 let dims = vec![numel(&x.dims[..ax]), numel(&x.dims[ax..])];
                 x.reshape(dims)
+            }
+            "Slice" => {
+                // tf2onnx's Flatten computes the target shape with Shape ->
+                // Slice -> Concat; only constants are sliced.
+                let mut x = c(ins, 0)?;
+                let ints = |v: Option<Const>, what: &str| -> Result<Option<Vec<i64>>, ImportError> {
+                    v.map(|c| c.as_i64().ok_or_else(|| n.err(format!("{what} are not integers")))).transpose()
+                };
+                let opt = |ins: &mut [Option<Val>], k: usize| match ins.get_mut(k).and_then(Option::take) {
+                    Some(Val::Const(c)) => Some(c),
+                    _ => None,
+                };
+                let (starts, ends, axes, steps) = if self.opset < 10 {
+                    (n.ints("starts"), n.ints("ends"), n.ints("axes"), None)
+                } else {
+                    let (s, e, a, st) = (opt(ins, 1), opt(ins, 2), opt(ins, 3), opt(ins, 4));
+                    (ints(s, "starts")?, ints(e, "ends")?, ints(a, "axes")?, ints(st, "steps")?)
+                };
+                let (starts, ends) = match (starts, ends) {
+                    (Some(s), Some(e)) if s.len() == e.len() => (s, e),
+                    _ => return Err(n.err("starts and ends are missing or of different lengths")),
+                };
+                let rank = x.dims.len();
+                let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+                if axes.len() != starts.len() || steps.len() != starts.len() {
+                    return Err(n.err("starts, ends, axes and steps differ in length"));
+                }
+                for k in 0..starts.len() {
+                    let ax = axis(axes[k], rank).ok_or_else(|| n.err(format!("axis {} out of range", axes[k])))?;
+                    let d = x.dims[ax] as i64;
+                    let step = steps[k];
+                    if step == 0 {
+                        return Err(n.err("a step of 0"));
+                    }
+                    let clampi = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(lo, hi);
+                    let idx: Vec<i64> = if step > 0 {
+                        let (s, e) = (clampi(starts[k], 0, d), clampi(ends[k], 0, d));
+                        (s..e).step_by(step as usize).collect()
+                    } else {
+                        let (s, e) = (clampi(starts[k], -1, d - 1), clampi(ends[k], -1, d - 1));
+                        let mut v = Vec::new();
+                        let mut i = s;
+                        while i > e {
+                            v.push(i);
+                            i = i.saturating_add(step);
+                        }
+                        v
+                    };
+                    let l = idx.len();
+                    x = x.gather(&Const::ints(idx, vec![l]), ax, limit).map_err(e)?;
+                }
+                x
             }
             "Transpose" => {
                 let x = c(ins, 0)?;
