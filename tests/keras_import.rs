@@ -178,7 +178,7 @@ fn random_keras_model(seed: u64, act: ActivationKind, outputs: usize, mode: Outp
         Layer::Flatten,
         Layer::Dense { inputs: n, outputs, weights: u(n * outputs), bias: u(outputs) },
     ];
-    if seed % 2 == 0 && outputs > 1 {
+    if seed.is_multiple_of(2) && outputs > 1 {
         layers.push(Layer::Permute { perm: (0..outputs).rev().collect(), out: Shape::Vector(outputs) });
     }
     Model {
