@@ -8,7 +8,11 @@ Deterministic (fixed seeds, single-threaded torch).  Run from anywhere:
 
 Writes (relative to the repository root):
 
+    python scripts/make_models.py --only pipelines   # only the scikit-learn
+                                                     # pipelines (no torch needed)
+
     models/{mnist_mlp,mnist_cnn,pima_mlp,breast_cancer_mlp,digits_mlp}.onnx
+    models/{breast_cancer_pipeline,wine_pipeline}.onnx (+ .onnx.input-range)
     data/mnist/test.csv                       (shared by both MNIST models)
     data/<model>/test.csv                     (non-MNIST models)
     data/<model>/onnxruntime.csv
@@ -562,6 +566,91 @@ def build_skl(name, log):
 
 
 # --------------------------------------------------------------------------
+# scikit-learn pipelines exported whole (StandardScaler folded into layer 1)
+# --------------------------------------------------------------------------
+
+PIPELINES = ("breast_cancer_pipeline", "wine_pipeline")
+
+
+def build_pipeline(name, log):
+    """Pipeline(StandardScaler, MLPClassifier) on RAW features, exported whole.
+
+    skl2onnx writes the scaler as an ai.onnx.ml Scaler node; tandem folds it
+    into the first dense layer, so that layer's columns are divided by the
+    per-feature standard deviations (0.0023 .. 577 for breast cancer): the
+    weight dynamic range issue 18 item 4 is about.
+    """
+    from sklearn.datasets import load_breast_cancer, load_wine
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.model_selection import train_test_split
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ds = load_breast_cancer() if name == "breast_cancer_pipeline" else load_wine()
+    X, y = ds.data.astype(np.float32), ds.target
+    Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y, random_state=0)
+    # The declared input range: every raw feature of the whole data set lies
+    # in [0, hi] (hi = the largest value, rounded up to a multiple of 100).
+    hi = float(np.ceil(X.max() / 100.0) * 100.0)
+    assert X.min() >= 0.0
+    pipe = Pipeline([
+        ("scaler", StandardScaler()),
+        ("mlp", MLPClassifier(hidden_layer_sizes=(32,), activation="relu", max_iter=2000, random_state=0)),
+    ])
+    log(f"[{name}] fitting StandardScaler + MLPClassifier on {len(ytr)} raw rows")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        pipe.fit(Xtr, ytr)
+    float_prob = pipe.predict_proba(Xte)
+    float_acc = float((pipe.predict(Xte) == yte).mean())
+
+    path = os.path.join(MODELS, f"{name}.onnx")
+    export_skl(pipe, Xte.shape[1], path, name)
+    with open(path + ".input-range", "w", newline="\n") as fh:
+        fh.write(f"0,{hi:g}\n")
+    d = os.path.join(DATA, name)
+    write_features_csv(os.path.join(d, "test.csv"), Xte, yte)
+    res = ort_run(path, Xte)
+    prob, lab = res["probabilities"], res["label"]
+    assert np.array_equal(lab, prob.argmax(1)), name
+    write_outputs_csv(os.path.join(d, "onnxruntime.csv"), lab, prob)
+    sd = pipe.named_steps["scaler"].scale_
+    meta = {
+        "model": f"models/{name}.onnx",
+        "test_csv": f"data/{name}/test.csv",
+        "onnxruntime_csv": f"data/{name}/onnxruntime.csv",
+        "input_name": "input",
+        "output_name": "probabilities",
+        "input_shape": ["N", int(Xte.shape[1])],
+        "input_range": [0.0, hi],
+        "output": "probabilities",
+        "classes": [int(c) for c in pipe.classes_],
+        "class_names": [str(c) for c in ds.target_names],
+        "features": [str(f) for f in ds.feature_names],
+        "architecture": "Scaler (StandardScaler) -> MatMul(d->32) Add Relu -> MatMul(32->k) Add "
+                        "-> Softmax/Sigmoid -> probabilities; ArgMax -> label branch",
+        "float_test_accuracy": float_acc,
+        "onnxruntime_test_accuracy": float((lab == yte).mean()),
+        "max_abs_diff_sklearn_vs_onnxruntime": float(np.abs(prob - float_prob).max()),
+        "scaler_std_min": float(sd.min()),
+        "scaler_std_max": float(sd.max()),
+        "n_test": int(len(yte)),
+        "n_train": int(len(ytr)),
+        "opset": SKL_OPSET[""],
+        "opset_ai_onnx_ml": SKL_OPSET["ai.onnx.ml"],
+        "source": f"scikit-learn load_{'breast_cancer' if 'breast' in name else 'wine'} (bundled); "
+                  "stratified train_test_split(test_size=0.3, random_state=0)",
+        "preprocessing": "none: test.csv holds the RAW features (float32); the pipeline's StandardScaler "
+                         "is part of the ONNX graph. MLPClassifier(hidden_layer_sizes=(32,), "
+                         "activation='relu', adam, max_iter=2000, random_state=0)",
+    }
+    write_json(os.path.join(d, "meta.json"), meta)
+    log(f"[{name}] float accuracy {float_acc:.4f}, scaler std {sd.min():.4g} .. {sd.max():.4g}, range [0, {hi:g}]")
+    return meta
+
+
+# --------------------------------------------------------------------------
 # demo sample and verification
 # --------------------------------------------------------------------------
 
@@ -667,11 +756,18 @@ def verify(log):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     ap.add_argument("--check", action="store_true", help="only verify the committed outputs")
+    ap.add_argument("--only", choices=["pipelines"], help="build only these models")
     args = ap.parse_args()
 
     def log(msg):
         print(msg, flush=True)
 
+    if args.only == "pipelines":
+        os.makedirs(MODELS, exist_ok=True)
+        for name in PIPELINES:
+            seed_everything(0)
+            build_pipeline(name, log)
+        return 0
     if not args.check:
         os.makedirs(MODELS, exist_ok=True)
         os.makedirs(DATA, exist_ok=True)
@@ -683,6 +779,9 @@ def main():
         for name in ("breast_cancer_mlp", "digits_mlp"):
             seed_everything(0)
             build_skl(name, log)
+        for name in PIPELINES:
+            seed_everything(0)
+            build_pipeline(name, log)
         idx = write_demo()
         log(f"demo sample: MNIST test row {idx}")
     verify(log)

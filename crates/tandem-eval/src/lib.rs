@@ -68,6 +68,16 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub no_progress: bool,
+    /// Quantize every linear layer with exactly this many signed weight bits
+    /// (2..=32; the quantization before adaptive precision used 12). Default:
+    /// adaptive, at least 12 bits per layer and more where a layer's weights
+    /// span a wide range and the ring's bit budget allows.
+    #[arg(long)]
+    pub weight_bits: Option<u32>,
+    /// Random inputs in the declared range for the quantization drift report
+    /// (0: no report; default: 256, fewer for large models).
+    #[arg(long)]
+    pub drift_samples: Option<usize>,
 }
 
 fn parse_range(s: &str) -> std::result::Result<(f64, f64), String> {
@@ -87,8 +97,18 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Adaptive weight precision (what the model server does).
     pub fn new(model: &Model, sk: SecretKey) -> tandem_core::Result<Self> {
-        let model = Arc::new(QuantizedModel::new(model, QuantConfig::default())?);
+        Self::with_weight_bits(model, sk, None)
+    }
+
+    /// `Some(b)`: every linear layer at exactly `b` signed weight bits.
+    pub fn with_weight_bits(model: &Model, sk: SecretKey, weight_bits: Option<u32>) -> tandem_core::Result<Self> {
+        let q = match weight_bits {
+            None => QuantizedModel::new(model, QuantConfig::default())?,
+            Some(b) => QuantizedModel::with_fixed_bits(model, QuantConfig { weight_bits: b })?,
+        };
+        let model = Arc::new(q);
         // The shell's randomness: the OS CSPRNG seeds the in-process roles'.
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
@@ -209,6 +229,24 @@ pub struct Summary {
     pub p90_ms: f64,
     pub total_seconds: f64,
     pub keygen_seconds: f64,
+    /// `adaptive` or `fixed N`.
+    pub quantization: String,
+    /// Signed weight bits per linear layer.
+    pub weight_bits: Vec<u32>,
+    /// The load-time drift check (float model vs integer reference on random
+    /// inputs in the declared range), as the model server logs it.
+    pub drift: Option<DriftSummary>,
+}
+
+#[derive(Serialize, Debug, Clone, Default)]
+pub struct DriftSummary {
+    pub samples: usize,
+    pub labels_differ: usize,
+    pub labels_differ_beyond_tie: usize,
+    pub max_abs_logit_error: f64,
+    pub max_float_logit: f64,
+    pub within_bound: bool,
+    pub text: String,
 }
 
 #[derive(Serialize, Debug, Clone)]
@@ -246,6 +284,18 @@ pub fn render(s: &Summary) -> String {
     line(&mut o, "input range", format!("[{}, {}]", s.input_range.0, s.input_range.1));
     line(
         &mut o,
+        "weight bits per linear layer",
+        format!("{} ({})", s.weight_bits.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", "), s.quantization),
+    );
+    if let Some(d) = &s.drift {
+        line(
+            &mut o,
+            "drift check (random inputs in range)",
+            if d.within_bound { "within the bound".into() } else { "BEYOND the bound (details below)".into() },
+        );
+    }
+    line(
+        &mut o,
         "rows evaluated",
         format!("{} of {} ({} input errors, {} rows clipped)", s.evaluated, s.rows, s.input_errors, s.clipped_rows),
     );
@@ -268,6 +318,10 @@ pub fn render(s: &Summary) -> String {
     }
     line(&mut o, "time per query (median / p90)", format!("{:.1} ms / {:.1} ms", s.median_ms, s.p90_ms));
     line(&mut o, "total time", format!("{:.1} s (+ {:.1} s key generation)", s.total_seconds, s.keygen_seconds));
+    if let Some(d) = &s.drift {
+        o.push_str(&d.text);
+        o.push('\n');
+    }
     o
 }
 
@@ -314,7 +368,20 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
     let sk = key()?;
     let keygen_seconds = t.elapsed().as_secs_f64();
     let key_bits = sk.public().bits();
-    let mut runner = Runner::new(&model, sk).map_err(|e| anyhow!("{e}"))?;
+    let mut runner = Runner::with_weight_bits(&model, sk, args.weight_bits).map_err(|e| anyhow!("{e}"))?;
+    let drift_samples = args.drift_samples.unwrap_or_else(|| tandem_model::drift::default_samples(&runner.model));
+    let drift = (drift_samples > 0).then(|| {
+        let d = tandem_model::check_quantization_drift(&runner.model, drift_samples, 0, Default::default());
+        DriftSummary {
+            samples: d.samples,
+            labels_differ: d.labels_differ,
+            labels_differ_beyond_tie: d.labels_differ_beyond_tie,
+            max_abs_logit_error: d.max_abs_logit_error,
+            max_float_logit: d.max_float_logit,
+            within_bound: d.within_bound(),
+            text: d.to_string(),
+        }
+    });
     runner.model.check_mode(mode).map_err(|e| anyhow!("{e}"))?;
     let (lo, hi) = model.input_range;
     let rows: Vec<(usize, &Vec<f64>)> =
@@ -340,6 +407,12 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
         input_range: model.input_range,
         rows: rows.len(),
         keygen_seconds,
+        quantization: match args.weight_bits {
+            None => "adaptive".into(),
+            Some(b) => format!("fixed {b}"),
+        },
+        weight_bits: runner.model.weight_bits().into_iter().map(|(_, b)| b).collect(),
+        drift,
         ..Default::default()
     };
     let mut samples = Vec::with_capacity(rows.len());

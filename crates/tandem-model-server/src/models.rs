@@ -303,6 +303,21 @@ pub fn quantize(id: &str, model: &Model, cfg: QuantConfig) -> anyhow::Result<Qua
     Ok(q)
 }
 
+/// The load-time quantization drift check (issue 18): float model vs integer
+/// reference on random inputs in the declared range. Beyond the bound it
+/// warns, or refuses the model with `strict` (`--strict`).
+pub fn drift_gate(id: &str, q: QuantizedModel, strict: bool) -> anyhow::Result<QuantizedModel> {
+    let d = tandem_model::check_quantization_drift(&q, tandem_model::drift::default_samples(&q), 0, Default::default());
+    if d.within_bound() {
+        debug!(model = %id, "{d}");
+    } else if strict {
+        bail!("model {id}: {d}; refused (--strict)");
+    } else {
+        warn!(model = %id, "{d}");
+    }
+    Ok(q)
+}
+
 /// Models read from a directory, with the modes their sidecars allow.
 #[derive(Default)]
 pub struct Loaded {
@@ -336,7 +351,8 @@ pub fn load_dir(dir: &Path, cfg: QuantConfig, strict: bool) -> anyhow::Result<Lo
             warn!("skipping model: {msg}");
             continue;
         }
-        let loaded = load_model_file(&path).and_then(|m| m.map(|m| quantize(&id, &m, cfg)).transpose()).and_then(|q| {
+        let quantized = |m: Model| quantize(&id, &m, cfg).and_then(|q| drift_gate(&id, q, strict));
+        let loaded = load_model_file(&path).and_then(|m| m.map(quantized).transpose()).and_then(|q| {
             let Some(q) = q else { return Ok(None) };
             let allowed = read_modes_sidecar(&path)?;
             if let Some(a) = &allowed {
@@ -390,7 +406,7 @@ pub fn quantize_all(
 ) -> anyhow::Result<Vec<(String, Arc<QuantizedModel>)>> {
     let mut out = Vec::new();
     for (id, m) in models {
-        match quantize(&id, &m, cfg) {
+        match quantize(&id, &m, cfg).and_then(|q| drift_gate(&id, q, strict)) {
             Ok(q) => {
                 log_loaded(&id, &q);
                 out.push((id, Arc::new(q)));

@@ -20,7 +20,7 @@ pub const MAGIC: &[u8; 8] = b"TANDEMMD";
 pub const VERSION: u32 = 1;
 /// Headers above this size are refused before any allocation.
 pub const MAX_HEADER_BYTES: u64 = 16 << 20;
-pub const SUPPORTED_LAYERS: &str = "dense, conv2d, avgpool2d, flatten, relu, sigmoid, tanh";
+pub const SUPPORTED_LAYERS: &str = "dense, conv2d, avgpool2d, flatten, permute, relu, sigmoid, tanh";
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -51,10 +51,22 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelError> {
                 "type": "dense", "inputs": inputs, "outputs": outputs,
                 "weights": put(weights), "bias": put(bias),
             }),
-            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => json!({
-                "type": "conv2d", "in_channels": in_channels, "out_channels": out_channels,
-                "kernel": kernel, "stride": stride, "padding": padding,
-                "weights": put(weights), "bias": put(bias),
+            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, padding_end, weights, bias } => {
+                let mut v = json!({
+                    "type": "conv2d", "in_channels": in_channels, "out_channels": out_channels,
+                    "kernel": kernel, "stride": stride, "padding": padding,
+                    "weights": put(weights), "bias": put(bias),
+                });
+                // Written only when it differs, so symmetric models keep their bytes.
+                if padding_end != padding {
+                    v["padding_end"] = json!(padding_end);
+                }
+                v
+            }
+            // Indices below 2^24 (MAX_VALUES) are exact in f32.
+            Layer::Permute { perm, out } => json!({
+                "type": "permute", "out": out.dims(),
+                "perm": put(&perm.iter().map(|&p| p as f32).collect::<Vec<_>>()),
             }),
             Layer::AvgPool2d { kernel, stride } => json!({"type": "avgpool2d", "kernel": kernel, "stride": stride}),
             Layer::Flatten => json!({"type": "flatten"}),
@@ -146,9 +158,26 @@ fn parse_layer(index: usize, v: &Value, blob: &[f32]) -> Result<Layer, ModelErro
             kernel: pair("kernel")?,
             stride: pair("stride")?,
             padding: pair("padding")?,
+            padding_end: if v.get("padding_end").is_some() { pair("padding_end")? } else { pair("padding")? },
             weights: tensor("weights")?,
             bias: tensor("bias")?,
         },
+        "permute" => {
+            let dims: Vec<usize> = serde_json::from_value(v.get("out").cloned().unwrap_or(Value::Null))
+                .map_err(|_| lerr("field \"out\" must be a list of dimensions".into()))?;
+            let out = Shape::from_dims(&dims).map_err(|e| lerr(e.to_string()))?;
+            let perm = tensor("perm")?
+                .into_iter()
+                .map(|p| {
+                    if p >= 0.0 && p.fract() == 0.0 && (p as f64) < crate::ir::MAX_VALUES as f64 {
+                        Ok(p as usize)
+                    } else {
+                        Err(lerr(format!("permutation index {p} is not an index")))
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Layer::Permute { perm, out }
+        }
         "avgpool2d" => Layer::AvgPool2d { kernel: pair("kernel")?, stride: pair("stride")? },
         "flatten" => Layer::Flatten,
         "relu" => Layer::Activation(ActivationKind::Relu),

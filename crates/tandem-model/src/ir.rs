@@ -122,12 +122,16 @@ pub enum Layer {
         bias: Vec<f32>,
     },
     /// Cross-correlation like PyTorch/ONNX; weights `[out][in][kh][kw]`.
+    /// Zero padding `padding` (top, left) before the image and `padding_end`
+    /// (bottom, right) after it; they differ for ONNX `SAME_UPPER`/`SAME_LOWER`
+    /// (Keras `padding='same'`) with an even total.
     Conv2d {
         in_channels: usize,
         out_channels: usize,
         kernel: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 2],
+        padding_end: [usize; 2],
         weights: Vec<f32>,
         bias: Vec<f32>,
     },
@@ -138,6 +142,14 @@ pub enum Layer {
     },
     /// Image → vector (CHW order); a no-op on the data.
     Flatten,
+    /// A fixed permutation of the flattened values: `out[k] = in[perm[k]]`,
+    /// with the result read as `out` (e.g. the NHWC → NCHW Transpose
+    /// tf2onnx puts before a convolution). Exact and free: quantization folds
+    /// it into the adjacent linear layer's rows or columns.
+    Permute {
+        perm: Vec<usize>,
+        out: Shape,
+    },
     Activation(ActivationKind),
 }
 
@@ -145,10 +157,17 @@ impl Layer {
     pub fn describe(&self) -> String {
         match self {
             Layer::Dense { inputs, outputs, .. } => format!("dense {inputs}→{outputs}"),
-            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, .. } => format!(
-                "conv2d {in_channels}→{out_channels} kernel {}x{} stride {}x{} padding {}x{}",
-                kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]
-            ),
+            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, padding_end, .. } => {
+                let mut d = format!(
+                    "conv2d {in_channels}→{out_channels} kernel {}x{} stride {}x{} padding {}x{}",
+                    kernel[0], kernel[1], stride[0], stride[1], padding[0], padding[1]
+                );
+                if padding_end != padding {
+                    d += &format!(" (bottom/right {}x{})", padding_end[0], padding_end[1]);
+                }
+                d
+            }
+            Layer::Permute { out, .. } => format!("permute to {:?}", out.dims()),
             Layer::AvgPool2d { kernel, stride } => {
                 format!("avgpool2d {}x{} stride {}x{}", kernel[0], kernel[1], stride[0], stride[1])
             }
@@ -179,7 +198,7 @@ impl Layer {
                 Err("receives an image; insert a flatten layer before it".into())
             }
             (
-                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias },
+                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, padding_end, weights, bias },
                 Shape::Image(c, h, w),
             ) => {
                 if *in_channels != c {
@@ -195,10 +214,14 @@ impl Layer {
                 if count != Some(weights.len()) || bias.len() != *out_channels {
                     return Err("weight or bias count does not match its shape".into());
                 }
-                if padding[0] >= kernel[0] || padding[1] >= kernel[1] {
+                if padding[0] >= kernel[0]
+                    || padding[1] >= kernel[1]
+                    || padding_end[0] >= kernel[0]
+                    || padding_end[1] >= kernel[1]
+                {
                     return Err("padding must be smaller than the kernel".into());
                 }
-                let (hp, wp) = (h + 2 * padding[0], w + 2 * padding[1]);
+                let (hp, wp) = (h + padding[0] + padding_end[0], w + padding[1] + padding_end[1]);
                 if hp < kernel[0] || wp < kernel[1] {
                     return Err(format!("kernel larger than the padded {hp}x{wp} input"));
                 }
@@ -217,10 +240,29 @@ impl Layer {
                 Err("needs an image input [channels, height, width]".into())
             }
             (Layer::Flatten, s) => Ok(Shape::Vector(s.len())),
+            (Layer::Permute { perm, out }, s) => {
+                if perm.len() != s.len() || out.len() != s.len() {
+                    return Err(format!(
+                        "permutes {} values into {:?} but receives {}",
+                        perm.len(),
+                        out.dims(),
+                        s.len()
+                    ));
+                }
+                let mut seen = vec![false; perm.len()];
+                for &p in perm {
+                    if p >= seen.len() || std::mem::replace(&mut seen[p], true) {
+                        return Err("is not a permutation (an index is out of range or repeated)".into());
+                    }
+                }
+                Ok(*out)
+            }
             (Layer::Activation(_), s) => Ok(s),
         }
     }
 
+    /// Dense, conv2d and avgpool2d: the layers that start a round with S2.
+    /// (Flatten and permute only relabel values; they are transparent.)
     pub fn is_linear(&self) -> bool {
         matches!(self, Layer::Dense { .. } | Layer::Conv2d { .. } | Layer::AvgPool2d { .. })
     }

@@ -3,12 +3,17 @@
 //! private inference must match bit for bit, and the native file format.
 
 pub mod activation;
+pub mod drift;
 pub mod error;
 pub mod format;
 pub mod ir;
 pub mod quantize;
 pub mod testing;
 
+pub use drift::{check_quantization_drift, DriftBound, DriftReport};
 pub use error::ModelError;
 pub use ir::{ActivationKind, Layer, Model, OutputMode, Shape};
-pub use quantize::{quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, TAU};
+pub use quantize::{
+    quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, MAX_ADAPTIVE_WEIGHT_BITS,
+    TAU,
+};

@@ -191,6 +191,70 @@ fn bits_of(v: &BigInt) -> u32 {
     v.bits() as u32
 }
 
+/// Most signed bits per weight adaptive precision gives a layer.
+pub const MAX_ADAPTIVE_WEIGHT_BITS: u32 = 28;
+/// A column (or row) whose largest weight is within `2^SPREAD_SLACK` of the
+/// layer's largest keeps at least `weight_bits − 1 − SPREAD_SLACK` bits at the
+/// base precision; wider spreads ask for extra bits.
+const SPREAD_SLACK: u32 = 4;
+
+fn check_bits(b: u32) -> Result<(), ModelError> {
+    if !(2..=32).contains(&b) {
+        return Err(ModelError::Invalid(format!("weight_bits = {b}; accepted 2..=32")));
+    }
+    Ok(())
+}
+
+/// Extra weight bits layer `l` asks for: `log2` of the spread between its
+/// largest weight and the largest weight of its weakest input column or
+/// output row (minus [`SPREAD_SLACK`]), so that every column and row keeps
+/// about `weight_bits − 1 − SPREAD_SLACK` significant bits. A folded
+/// StandardScaler divides column `i` by `σ_i`; σ spanning 0.003 … 600 (breast
+/// cancer) is a spread of 2^18, and one 12-bit scale rounds the large-σ
+/// columns to zero.
+fn wanted_extra_bits(l: &Layer, base: u32) -> u32 {
+    let (cols, rows): (Vec<f64>, Vec<f64>) = match l {
+        Layer::Dense { inputs, outputs, weights, .. } => {
+            let mut c = vec![0f64; *inputs];
+            let mut r = vec![0f64; *outputs];
+            for j in 0..*outputs {
+                for i in 0..*inputs {
+                    let w = (weights[j * inputs + i] as f64).abs();
+                    c[i] = c[i].max(w);
+                    r[j] = r[j].max(w);
+                }
+            }
+            (c, r)
+        }
+        Layer::Conv2d { in_channels, out_channels, kernel, weights, .. } => {
+            let k = kernel[0] * kernel[1];
+            let mut c = vec![0f64; *in_channels];
+            let mut r = vec![0f64; *out_channels];
+            for o in 0..*out_channels {
+                for ch in 0..*in_channels {
+                    for &w in &weights[(o * in_channels + ch) * k..(o * in_channels + ch + 1) * k] {
+                        c[ch] = c[ch].max((w as f64).abs());
+                        r[o] = r[o].max((w as f64).abs());
+                    }
+                }
+            }
+            (c, r)
+        }
+        _ => return 0,
+    };
+    let max = cols.iter().cloned().fold(0f64, f64::max);
+    if max == 0.0 || !max.is_finite() {
+        return 0;
+    }
+    // Columns too small for any precision tandem takes (below max·2^{−27};
+    // e.g. the weights of a feature that is constant in the training data,
+    // decayed by L2) are ignored: asking bits for them would only cost.
+    let floor = libm::scalbn(max, -(MAX_ADAPTIVE_WEIGHT_BITS as i32 - 1));
+    let weakest = cols.iter().chain(&rows).cloned().filter(|&v| v >= floor).fold(max, f64::min);
+    let spread = (max / weakest).log2().floor().max(0.0) as u32;
+    spread.saturating_sub(SPREAD_SLACK).min(MAX_ADAPTIVE_WEIGHT_BITS.saturating_sub(base))
+}
+
 /// `f_w` such that `max|W|·2^{f_w} < 2^{weight_bits−1}`.
 fn weight_scale(weights: &[f32], weight_bits: u32) -> u32 {
     let m = weights.iter().fold(0f64, |m, &w| m.max((w as f64).abs()));
@@ -227,20 +291,85 @@ fn row_l1(rows: &[Vec<(u32, i64)>]) -> u64 {
 }
 
 impl QuantizedModel {
+    /// Quantizes `model` with adaptive per-layer weight precision: every
+    /// linear layer gets at least `cfg.weight_bits` signed bits, and a layer
+    /// whose weights span a wide dynamic range across input columns or
+    /// output rows (a folded StandardScaler, a folded BatchNorm) gets more,
+    /// up to [`MAX_ADAPTIVE_WEIGHT_BITS`], as far as the ring the
+    /// `cfg.weight_bits` model needs (k = 128 or 256) still holds every
+    /// step of the bit budget (§7). The ring size, hence the protocol's cost
+    /// class, never grows. [`QuantizedModel::with_fixed_bits`] is the old
+    /// behaviour (one `cfg.weight_bits` for every layer).
     pub fn new(model: &Model, cfg: QuantConfig) -> Result<Self, ModelError> {
-        if !(2..=32).contains(&cfg.weight_bits) {
-            return Err(ModelError::Invalid(format!("weight_bits = {}; accepted 2..=32", cfg.weight_bits)));
+        check_bits(cfg.weight_bits)?;
+        let base_bits = vec![cfg.weight_bits; model.layers.len()];
+        let base = Self::build(model, &base_bits)?;
+        let want: Vec<u32> = model.layers.iter().map(|l| wanted_extra_bits(l, cfg.weight_bits)).collect();
+        if want.iter().all(|&w| w == 0) {
+            return Ok(base);
         }
+        let k = base.ring_bits;
+        let with = |num: u32, den: u32| -> Vec<u32> {
+            base_bits.iter().zip(&want).map(|(&b, &w)| b + w * num / den).collect()
+        };
+        // The largest fraction t = num/16 of the wanted extra bits that still
+        // fits the base ring (bisection; the budget grows with t).
+        let fits = |bits: &[u32]| Self::build(model, bits).ok().filter(|q| q.ring_bits <= k);
+        if let Some(q) = fits(&with(1, 1)) {
+            return Ok(q);
+        }
+        let (mut lo, mut hi) = (0u32, 16u32);
+        let mut best = base;
+        while hi - lo > 1 {
+            let mid = (lo + hi) / 2;
+            match fits(&with(mid, 16)) {
+                Some(q) => {
+                    lo = mid;
+                    best = q;
+                }
+                None => hi = mid,
+            }
+        }
+        Ok(best)
+    }
+
+    /// Every linear layer at exactly `cfg.weight_bits` signed bits (its scale
+    /// `f_w` is the largest with `max|W_int| < 2^{weight_bits−1}`).
+    pub fn with_fixed_bits(model: &Model, cfg: QuantConfig) -> Result<Self, ModelError> {
+        check_bits(cfg.weight_bits)?;
+        Self::build(model, &vec![cfg.weight_bits; model.layers.len()])
+    }
+
+    /// Signed weight bits each linear layer was quantized with, by source
+    /// (`bits(max|W_int|) + 1`; a power-of-two average pool shows 1).
+    pub fn weight_bits(&self) -> Vec<(String, u32)> {
+        self.layers
+            .iter()
+            .filter_map(|l| match l {
+                QLayer::Linear(l) => {
+                    let m = l.rows.iter().flatten().map(|&(_, w)| w.unsigned_abs()).max().unwrap_or(0);
+                    Some((l.source.clone(), 64 - m.leading_zeros() + 1))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Quantizes with `bits[i]` signed weight bits for float layer `i`.
+    fn build(model: &Model, bits: &[u32]) -> Result<Self, ModelError> {
         let shapes = model.shapes()?;
-        let mut layers = Vec::new();
+        let mut layers: Vec<QLayer> = Vec::new();
         let mut scale = F_IN;
         let mut shape = model.input_shape;
+        // A permutation met before any linear layer, for the next one's columns.
+        let mut pending_cols: Option<Vec<usize>> = None;
         for (idx, layer) in model.layers.iter().enumerate() {
             let source = format!("layer {idx} ({})", layer.describe());
             let out_shape = shapes[idx];
+            let wbits = bits[idx];
             match layer {
                 Layer::Dense { inputs, outputs, weights, bias } => {
-                    let f_w = weight_scale(weights, cfg.weight_bits);
+                    let f_w = weight_scale(weights, wbits);
                     check_weight_range(weights, f_w, &source)?;
                     let rows: Vec<Vec<(u32, i64)>> = (0..*outputs)
                         .map(|j| {
@@ -254,8 +383,8 @@ impl QuantizedModel {
                         .collect();
                     layers.push(Self::linear(source, *inputs, rows, bias, f_w, scale));
                 }
-                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
-                    let f_w = weight_scale(weights, cfg.weight_bits);
+                Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias, .. } => {
+                    let f_w = weight_scale(weights, wbits);
                     check_weight_range(weights, f_w, &source)?;
                     let Shape::Image(_, h, w) = shape else { unreachable!("checked by shapes()") };
                     let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
@@ -298,7 +427,7 @@ impl QuantizedModel {
                     let (f_w, q) = if area.is_power_of_two() {
                         (area.trailing_zeros(), 1i64)
                     } else {
-                        let f = cfg.weight_bits - 1;
+                        let f = wbits - 1;
                         (f, round_half_away(libm::scalbn(1.0 / area as f64, f as i32)) as i64)
                     };
                     let mut rows = Vec::with_capacity(out_shape.len());
@@ -320,10 +449,41 @@ impl QuantizedModel {
                     layers.push(Self::linear(source, shape.len(), rows, &bias, f_w, scale));
                 }
                 Layer::Flatten => {}
+                Layer::Permute { perm, .. } => {
+                    // Exact: reorder the rows of the last linear layer (an
+                    // elementwise activation in between commutes with it),
+                    // or, before any, the columns of the next one.
+                    match layers.iter_mut().rev().find_map(|l| match l {
+                        QLayer::Linear(l) => Some(l),
+                        _ => None,
+                    }) {
+                        Some(l) => {
+                            l.rows = perm.iter().map(|&p| std::mem::take(&mut l.rows[p])).collect();
+                            let bias = std::mem::take(&mut l.bias);
+                            l.bias = perm.iter().map(|&p| bias[p].clone()).collect();
+                            l.source = format!("{}, {source}", l.source);
+                        }
+                        None => {
+                            pending_cols = Some(match pending_cols.take() {
+                                None => perm.clone(),
+                                Some(prev) => perm.iter().map(|&p| prev[p]).collect(),
+                            });
+                        }
+                    }
+                }
                 Layer::Activation(kind) => {
                     layers.push(QLayer::Activation { kind: *kind, scale, source });
                     if *kind != ActivationKind::Relu {
                         scale = F_ACT;
+                    }
+                }
+            }
+            if layer.is_linear() {
+                if let (Some(cols), Some(QLayer::Linear(l))) = (pending_cols.take(), layers.last_mut()) {
+                    for row in &mut l.rows {
+                        for (i, _) in row.iter_mut() {
+                            *i = cols[*i as usize] as u32;
+                        }
                     }
                 }
             }
@@ -581,7 +741,7 @@ pub fn eval_f64(model: &Model, x: &[f64]) -> Vec<f64> {
             Layer::Dense { inputs, outputs, weights, bias } => (0..*outputs)
                 .map(|j| bias[j] as f64 + (0..*inputs).map(|i| weights[j * inputs + i] as f64 * a[i]).sum::<f64>())
                 .collect(),
-            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias } => {
+            Layer::Conv2d { in_channels, out_channels, kernel, stride, padding, weights, bias, .. } => {
                 let Shape::Image(_, h, w) = shape else { unreachable!() };
                 let Shape::Image(_, oh, ow) = out_shape else { unreachable!() };
                 let mut out = vec![0f64; out_shape.len()];
@@ -629,6 +789,7 @@ pub fn eval_f64(model: &Model, x: &[f64]) -> Vec<f64> {
                 out
             }
             Layer::Flatten => a,
+            Layer::Permute { perm, .. } => perm.iter().map(|&p| a[p]).collect(),
             Layer::Activation(k) => a
                 .iter()
                 .map(|&v| match k {

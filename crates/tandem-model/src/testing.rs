@@ -47,6 +47,7 @@ pub fn random_cnn<R: Rng>(rng: &mut R, act: ActivationKind, outputs: usize, defa
         kernel: [k, k],
         stride: [stride, stride],
         padding: [pad, pad],
+        padding_end: [pad, pad],
         weights: (0..oc * c * k * k).map(|_| rng.gen_range(-1.0..1.0)).collect(),
         bias: (0..oc).map(|_| rng.gen_range(-1.0..1.0)).collect(),
     };

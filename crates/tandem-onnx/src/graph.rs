@@ -149,6 +149,7 @@ pub const ONNX_OPS: &[&str] = &[
     "Gather",
     "Concat",
     "Transpose",
+    "Slice",
     "Sqrt",
     "Reciprocal",
 ];
@@ -158,11 +159,13 @@ pub const ONNX_ML_OPS: &[&str] = &["Scaler", "ZipMap", "ArrayFeatureExtractor"];
 
 /// What the importer supports, for refusal messages.
 pub const SUPPORTED_OPS: &str = "Gemm, MatMul, Add/Sub/Mul/Div by a constant, Conv (group 1, dilation 1, \
-symmetric pads), AveragePool/GlobalAveragePool (no padding), BatchNormalization (folded into the \
-adjacent linear layer), Flatten, Reshape, Squeeze, Unsqueeze, Relu, Sigmoid, Tanh, the output heads \
+any strides, explicit pads or auto_pad VALID/SAME_UPPER/SAME_LOWER smaller than the kernel), \
+AveragePool/GlobalAveragePool (no padding), BatchNormalization (folded into the adjacent linear layer), \
+Flatten, Reshape, Squeeze, Unsqueeze, Transpose (keeping the batch dimension first; e.g. Keras/tf2onnx \
+NHWC <-> NCHW, folded into the adjacent linear layer), Relu, Sigmoid, Tanh, the output heads \
 Softmax/LogSoftmax/ArgMax/Sigmoid (one output)/skl2onnx's [1-p, p] Concat, and the plumbing ops \
-Identity, Dropout, Cast, Constant, Shape, Gather, Concat, Transpose on constants; ai.onnx.ml Scaler, \
-ZipMap, ArrayFeatureExtractor";
+Identity, Dropout, Cast, Constant, Shape, Gather, Concat, Slice (on constants: tf2onnx's shape arithmetic); \
+ai.onnx.ml Scaler, ZipMap, ArrayFeatureExtractor";
 
 struct N<'a> {
     node: &'a NodeProto,
@@ -464,6 +467,13 @@ impl<'a> Ctx<'a> {
                 })
             }
         };
+        if matches!(domain, "" | "ai.onnx") && matches!(n.op(), "MaxPool" | "GlobalMaxPool") {
+            return Err(n.err(format!(
+                "max pooling is not supported yet (an exact private max needs comparison rounds with the \
+                 activation server; planned). Pool with AveragePool/GlobalAveragePool instead (e.g. Keras \
+                 AveragePooling2D, torch.nn.AvgPool2d) and retrain. tandem imports: {SUPPORTED_OPS}"
+            )));
+        }
         match domain {
             "" | "ai.onnx" => check_op(ONNX_OPS.contains(&n.op()))?,
             "ai.onnx.ml" => check_op(ONNX_ML_OPS.contains(&n.op()))?,
@@ -863,6 +873,11 @@ impl<'a> Ctx<'a> {
                 self.set_dims(n, &mut a, per_sample)?;
                 one(Val::Act(a))
             }
+            "Transpose" => {
+                let mut a = self.act_of(n, input(&mut ins, 0)?)?;
+                self.transpose(n, &mut a)?;
+                one(Val::Act(a))
+            }
             "Shape" => {
                 let a = self.act_of(n, input(&mut ins, 0)?)?;
                 let mut full: Vec<i64> = vec![1];
@@ -955,6 +970,59 @@ impl<'a> Ctx<'a> {
                 let dims = vec![numel(&x.dims[..ax]), numel(&x.dims[ax..])];
                 x.reshape(dims)
             }
+            "Slice" => {
+                // tf2onnx's Flatten computes the target shape with Shape ->
+                // Slice -> Concat; only constants are sliced.
+                let mut x = c(ins, 0)?;
+                let ints = |v: Option<Const>, what: &str| -> Result<Option<Vec<i64>>, ImportError> {
+                    v.map(|c| c.as_i64().ok_or_else(|| n.err(format!("{what} are not integers")))).transpose()
+                };
+                let opt = |ins: &mut [Option<Val>], k: usize| match ins.get_mut(k).and_then(Option::take) {
+                    Some(Val::Const(c)) => Some(c),
+                    _ => None,
+                };
+                let (starts, ends, axes, steps) = if self.opset < 10 {
+                    (n.ints("starts"), n.ints("ends"), n.ints("axes"), None)
+                } else {
+                    let (s, e, a, st) = (opt(ins, 1), opt(ins, 2), opt(ins, 3), opt(ins, 4));
+                    (ints(s, "starts")?, ints(e, "ends")?, ints(a, "axes")?, ints(st, "steps")?)
+                };
+                let (starts, ends) = match (starts, ends) {
+                    (Some(s), Some(e)) if s.len() == e.len() => (s, e),
+                    _ => return Err(n.err("starts and ends are missing or of different lengths")),
+                };
+                let rank = x.dims.len();
+                let axes = axes.unwrap_or_else(|| (0..starts.len() as i64).collect());
+                let steps = steps.unwrap_or_else(|| vec![1; starts.len()]);
+                if axes.len() != starts.len() || steps.len() != starts.len() {
+                    return Err(n.err("starts, ends, axes and steps differ in length"));
+                }
+                for k in 0..starts.len() {
+                    let ax = axis(axes[k], rank).ok_or_else(|| n.err(format!("axis {} out of range", axes[k])))?;
+                    let d = x.dims[ax] as i64;
+                    let step = steps[k];
+                    if step == 0 {
+                        return Err(n.err("a step of 0"));
+                    }
+                    let clampi = |v: i64, lo: i64, hi: i64| (if v < 0 { v.saturating_add(d) } else { v }).clamp(lo, hi);
+                    let idx: Vec<i64> = if step > 0 {
+                        let (s, e) = (clampi(starts[k], 0, d), clampi(ends[k], 0, d));
+                        (s..e).step_by(step as usize).collect()
+                    } else {
+                        let (s, e) = (clampi(starts[k], -1, d - 1), clampi(ends[k], -1, d - 1));
+                        let mut v = Vec::new();
+                        let mut i = s;
+                        while i > e {
+                            v.push(i);
+                            i = i.saturating_add(step);
+                        }
+                        v
+                    };
+                    let l = idx.len();
+                    x = x.gather(&Const::ints(idx, vec![l]), ax, limit).map_err(e)?;
+                }
+                x
+            }
             "Transpose" => {
                 let x = c(ins, 0)?;
                 let perm: Vec<usize> = match n.ints("perm") {
@@ -1005,6 +1073,91 @@ impl<'a> Ctx<'a> {
         a.layers.push(layer);
         a.layer_nodes.push(format!("node {} ({})", n.label, n.op()));
         a.id = self.fresh();
+        Ok(())
+    }
+
+    /// Transpose of an input-dependent tensor: a fixed permutation of each
+    /// sample's flattened values (the batch dimension must stay first). An
+    /// identity on the data (a transpose that only moves dimensions of
+    /// size 1) only relabels the dims; otherwise an IR permute layer, which
+    /// quantization folds into the adjacent linear layer exactly.
+    fn transpose(&mut self, n: &N, a: &mut Act) -> Result<(), ImportError> {
+        self.no_head(n, a)?;
+        let rank = a.dims.len() + 1;
+        let perm: Vec<i64> = n.ints("perm").unwrap_or_else(|| (0..rank as i64).rev().collect());
+        let mut seen = vec![false; rank];
+        let mut p = Vec::with_capacity(rank);
+        for &v in &perm {
+            match axis(v, rank) {
+                Some(x) if !seen[x] => {
+                    seen[x] = true;
+                    p.push(x);
+                }
+                _ => {
+                    return Err(n.err(format!(
+                        "perm = {perm:?} is not a permutation of the {rank} axes of a tensor of shape {}",
+                        fmt_dims(&[&[1usize][..], &a.dims[..]].concat())
+                    )))
+                }
+            }
+        }
+        if p.len() != rank {
+            return Err(n.err(format!("perm = {perm:?} has {} axes; the tensor has {rank}", p.len())));
+        }
+        if p[0] != 0 {
+            return Err(n.err(format!(
+                "perm = {perm:?} moves the batch dimension; tandem supports transposes that keep it first \
+                 (e.g. NHWC <-> NCHW: [0, 3, 1, 2] or [0, 2, 3, 1])"
+            )));
+        }
+        // Per-sample axes: new axis i is old axis q[i].
+        let q: Vec<usize> = p[1..].iter().map(|&x| x - 1).collect();
+        let old = a.dims.clone();
+        let new_dims: Vec<usize> = q.iter().map(|&x| old[x]).collect();
+        let len = numel(&old);
+        self.spend(2 * len, || format!("the permutation of {}", n.label))?;
+        // Row-major strides of the old layout.
+        let mut stride = vec![1usize; old.len()];
+        for i in (0..old.len().saturating_sub(1)).rev() {
+            stride[i] = stride[i + 1] * old[i + 1];
+        }
+        let mut flat = Vec::with_capacity(len);
+        let mut idx = vec![0usize; new_dims.len()];
+        for _ in 0..len {
+            flat.push(idx.iter().zip(&q).map(|(&i, &ax)| i * stride[ax]).sum::<usize>());
+            for d in (0..idx.len()).rev() {
+                idx[d] += 1;
+                if idx[d] < new_dims[d] {
+                    break;
+                }
+                idx[d] = 0;
+            }
+        }
+        if let Some(pend) = a.pending.as_mut() {
+            pend.scale = flat.iter().map(|&k| pend.scale[k]).collect();
+            pend.shift = flat.iter().map(|&k| pend.shift[k]).collect();
+        }
+        let out = match new_dims[..] {
+            [c, h, w] => Shape::Image(c, h, w),
+            _ => Shape::Vector(len),
+        };
+        if flat.iter().enumerate().all(|(i, &k)| i == k) {
+            // Only size-1 axes moved: the data order is unchanged.
+            if a.ir != out {
+                a.ir = out;
+                if a.layers.is_empty() {
+                    a.input_dims = new_dims.clone();
+                }
+                a.id = self.fresh();
+            }
+        } else {
+            self.push(n, a, Layer::Permute { perm: flat, out })?;
+            self.notes.push(format!(
+                "Transpose node {} ({perm:?}) kept as a permutation, folded into the adjacent linear layer when quantized",
+                n.label
+            ));
+        }
+        a.dims = new_dims;
         Ok(())
     }
 
@@ -1143,7 +1296,13 @@ impl<'a> Ctx<'a> {
             return Err(n.err(format!("strides = {strides:?}")));
         }
         let (sh, sw) = (strides[0] as usize, strides[1] as usize);
-        let pads = conv_pads(n, [h, wd], [kh, kw], [sh, sw])?;
+        let [pt, pl, pb, pr] = conv_pads(n, [h, wd], [kh, kw], [sh, sw])?;
+        let pads = [pt, pl];
+        if pt >= kh || pb >= kh || pl >= kw || pr >= kw {
+            return Err(n.err(format!(
+                "pads [{pt}, {pl}, {pb}, {pr}] are not smaller than the {kh}x{kw} kernel; tandem accepts padding below the kernel size"
+            )));
+        }
         let bias = match b {
             Some(b) if b.len() == oc => b.as_f64(),
             Some(b) => return Err(n.err(format!("bias has {} values for {oc} output channels", b.len()))),
@@ -1159,7 +1318,7 @@ impl<'a> Ctx<'a> {
                     p.origin
                 ))
             })?;
-            if (pads[0] > 0 || pads[1] > 0) && t.iter().any(|&x| x != 0.0) {
+            if [pt, pl, pb, pr].iter().any(|&x| x > 0) && t.iter().any(|&x| x != 0.0) {
                 return Err(n.err(format!(
                     "the shift from {} cannot be folded into a zero-padded convolution (the padding would be shifted too)",
                     p.origin
@@ -1181,6 +1340,7 @@ impl<'a> Ctx<'a> {
             kernel: [kh, kw],
             stride: [sh, sw],
             padding: pads,
+            padding_end: [pb, pr],
             weights: wv.iter().map(|&v| v as f32).collect(),
             bias: bias.iter().map(|&v| v as f32).collect(),
         };
@@ -1295,8 +1455,23 @@ impl<'a> Ctx<'a> {
         if f.is_identity() {
             return Ok(());
         }
-        // Post-fold into the last linear layer (only flattens after it).
-        let last = a.layers.iter().rposition(|l| !matches!(l, Layer::Flatten));
+        // Post-fold into the last linear layer (only flattens and permutes
+        // after it: the map is carried back through each permute, where
+        // value k came from value perm[k]).
+        let last = a.layers.iter().rposition(|l| !matches!(l, Layer::Flatten | Layer::Permute { .. }));
+        let pending_f = f.clone();
+        let mut f = f;
+        for l in a.layers[last.map_or(0, |i| i + 1)..].iter().rev() {
+            if let Layer::Permute { perm, .. } = l {
+                let (mut s, mut t) = (vec![1.0; perm.len()], vec![0.0; perm.len()]);
+                for (k, &p) in perm.iter().enumerate() {
+                    s[p] = f.scale[k];
+                    t[p] = f.shift[k];
+                }
+                f.scale = s;
+                f.shift = t;
+            }
+        }
         let folded = match last.map(|i| (i, &mut a.layers[i])) {
             Some((_, Layer::Dense { inputs, outputs, weights, bias })) => {
                 for j in 0..*outputs {
@@ -1326,7 +1501,7 @@ impl<'a> Ctx<'a> {
             self.notes.push(format!("{} folded into the layer of {at}", f.origin));
             a.id = self.fresh();
         } else {
-            a.pending = Some(f);
+            a.pending = Some(pending_f);
         }
         Ok(())
     }
@@ -1347,40 +1522,41 @@ impl<'a> Ctx<'a> {
 }
 
 fn last_non_flatten(a: &Act) -> Option<(&Layer, &str)> {
-    a.layers.iter().zip(&a.layer_nodes).rev().find(|(l, _)| !matches!(l, Layer::Flatten)).map(|(l, s)| (l, s.as_str()))
+    a.layers
+        .iter()
+        .zip(&a.layer_nodes)
+        .rev()
+        .find(|(l, _)| !matches!(l, Layer::Flatten | Layer::Permute { .. }))
+        .map(|(l, s)| (l, s.as_str()))
 }
 
-fn conv_pads(n: &N, hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> Result<[usize; 2], ImportError> {
+/// `[top, left, bottom, right]` zero padding of a Conv node.
+fn conv_pads(n: &N, hw: [usize; 2], k: [usize; 2], s: [usize; 2]) -> Result<[usize; 4], ImportError> {
     let auto = n.string("auto_pad").unwrap_or_default();
     match auto.as_str() {
         "" | "NOTSET" => {
             let p = n.ints("pads").unwrap_or_else(|| vec![0; 4]);
-            if p.len() != 4 || p.iter().any(|&x| x < 0) {
-                return Err(n.err(format!("pads = {p:?}; expected [top, left, bottom, right]")));
+            if p.len() != 4 || p.iter().any(|&x| !(0..=1 << 20).contains(&x)) {
+                return Err(n.err(format!("pads = {p:?}; expected [top, left, bottom, right], each non-negative")));
             }
-            if p[0] != p[2] || p[1] != p[3] {
-                return Err(n.err(format!(
-                    "pads = {p:?} are asymmetric; tandem supports symmetric padding only (top = bottom, left = right)"
-                )));
-            }
-            Ok([p[0] as usize, p[1] as usize])
+            Ok([p[0] as usize, p[1] as usize, p[2] as usize, p[3] as usize])
         }
-        "VALID" => Ok([0, 0]),
+        "VALID" => Ok([0; 4]),
         "SAME_UPPER" | "SAME_LOWER" => {
-            let mut out = [0; 2];
+            // ONNX: output = ceil(in / stride); the odd unit of padding goes
+            // at the end (SAME_UPPER, Keras/TensorFlow 'same') or the start.
+            let mut out = [0; 4];
             for d in 0..2 {
                 let o = hw[d].div_ceil(s[d]);
                 let total = ((o - 1) * s[d] + k[d]).saturating_sub(hw[d]);
-                if total % 2 != 0 {
-                    return Err(n.err(format!(
-                        "auto_pad = {auto} needs asymmetric padding here; tandem supports symmetric padding only"
-                    )));
-                }
-                out[d] = total / 2;
+                let (small, big) = (total / 2, total - total / 2);
+                let (begin, end) = if auto == "SAME_UPPER" { (small, big) } else { (big, small) };
+                out[d] = begin;
+                out[d + 2] = end;
             }
             Ok(out)
         }
-        other => Err(n.err(format!("auto_pad = {other:?}"))),
+        other => Err(n.err(format!("auto_pad = {other:?}; accepted NOTSET, VALID, SAME_UPPER, SAME_LOWER"))),
     }
 }
 

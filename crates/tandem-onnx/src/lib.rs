@@ -10,8 +10,17 @@
 //! # Supported
 //!
 //! * Linear: `Gemm` (transB, alpha, beta; transA = 0), `MatMul` + `Add`,
-//!   `Conv` (strides, symmetric pads or auto_pad, dilation 1, group 1),
-//!   `AveragePool` (no padding), `GlobalAveragePool`.
+//!   `Conv` (strides, explicit pads — symmetric or not — or auto_pad
+//!   VALID/SAME_UPPER/SAME_LOWER, each pad below the kernel size; dilation
+//!   1, group 1), `AveragePool` (no padding), `GlobalAveragePool`.
+//! * Layout: `Transpose` of the activations that keeps the batch dimension
+//!   first (tf2onnx's NHWC ↔ NCHW around convolutions): a fixed permutation
+//!   of each sample's values, kept as an IR `permute` layer that
+//!   quantization folds exactly into the adjacent linear layer (its rows, or
+//!   the next layer's columns); a transpose that only moves size-1 axes is
+//!   a relabelling. Elementwise constants between transposes (tf2onnx's
+//!   BatchNormalization as Mul/Add in NHWC) are carried through them.
+//!   `MaxPool` is refused with a message naming AveragePool.
 //! * Folded into the adjacent linear layer: `BatchNormalization` (inference
 //!   mode), `Add`/`Sub`/`Mul`/`Div`/`Neg` with a constant, `ai.onnx.ml.Scaler`
 //!   — after a linear layer they fold into it; before one (e.g. input
