@@ -171,7 +171,7 @@ pub fn default_samples(q: &QuantizedModel) -> usize {
 /// drawn uniformly from the declared input range (seeded: the same model and
 /// seed give the same report).
 pub fn check_quantization_drift(q: &QuantizedModel, samples: usize, seed: u64, bound: DriftBound) -> DriftReport {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(seed);
     let (lo, hi) = q.input_range;
     let scale = q.output_scale();
     let (mut labels_differ, mut max_err, mut max_logit) = (0usize, 0f64, 0f64);
