@@ -1,8 +1,9 @@
 //! S2, the activation server, as a gRPC service (`tandem.v1.ActivationService`).
 //!
-//! A thin shell around [`tandem_core::activation_server`]: each
+//! A thin shell around [`tandem_paillier::activation_server`] (the
+//! preprocessing) and [`tandem_core::activation`] (the online phase): each
 //! `Preprocess` stream is decoded message by message into the protocol's
-//! structs, the matching [`ActivationSession`] step runs on
+//! structs, the matching preprocessing step runs on
 //! `tokio::task::spawn_blocking`, and the answer is encoded back; the
 //! preprocessed session is then kept in a bounded, expiring store until one
 //! `Evaluate` stream takes it for the (cheap, inline) online phase. The

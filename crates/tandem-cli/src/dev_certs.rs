@@ -152,7 +152,7 @@ fn write_file(path: &Path, contents: &str, secret: bool, force: bool) -> anyhow:
     Ok(())
 }
 
-/// File names written by [`write`].
+/// File names written by [`write()`].
 pub const FILES: [&str; 8] = [
     "ca.pem",
     "ca-key.pem",

@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+/// One input vector from a JSON or CSV file (by extension, else by content).
 pub fn read_input_file(path: &Path) -> Result<Vec<f64>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let is_json = match path.extension().and_then(|e| e.to_str()) {
@@ -19,6 +20,8 @@ pub fn read_input_file(path: &Path) -> Result<Vec<f64>, String> {
     r.map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A JSON array of numbers (nested arrays flattened), or an object whose
+/// `"input"` field is one.
 pub fn parse_json(text: &str) -> Result<Vec<f64>, String> {
     let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
     let arr = match &v {
@@ -46,6 +49,7 @@ fn flatten(v: &serde_json::Value, out: &mut Vec<f64>) -> Result<(), String> {
     }
 }
 
+/// One CSV row of numbers, after an optional header row.
 pub fn parse_csv(text: &str) -> Result<Vec<f64>, String> {
     let rows: Vec<Vec<&str>> = text
         .lines()

@@ -32,12 +32,26 @@ pub enum ClientError {
     /// Local validation (input length or range, mode) or a bad response.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    /// The activation server's key is not the pinned one.
     #[error("the activation server's key has fingerprint {got}, but {pinned} is pinned: refusing to encrypt to any other key")]
-    KeyMismatch { pinned: String, got: String },
+    KeyMismatch {
+        /// The pinned fingerprint.
+        pinned: String,
+        /// The server's key's fingerprint.
+        got: String,
+    },
+    /// The model server cannot be reached.
     #[error("cannot connect to {url}: {reason}")]
-    Connect { url: String, reason: String },
+    Connect {
+        /// The server URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A bad option (URL, token, fingerprint).
     #[error("{0}")]
     Config(String),
+    /// The model info does not describe a model this client can query.
     #[error("the server's model info is unusable: {0}")]
     BadModelInfo(String),
 }
@@ -90,6 +104,7 @@ pub struct ClientOptions {
     pub pinned_fingerprint: Option<String>,
     /// Deadline of each call.
     pub timeout: Duration,
+    /// How long to wait for the connection.
     pub connect_timeout: Duration,
     /// Largest response accepted.
     pub max_response_bytes: usize,
@@ -116,6 +131,7 @@ impl std::fmt::Debug for ClientOptions {
 }
 
 impl ClientOptions {
+    /// Default options for `server` (an `https://` URL, or `http://` with `insecure`).
     pub fn new(server: impl Into<String>) -> Self {
         ClientOptions {
             server: server.into(),
@@ -134,8 +150,11 @@ impl ClientOptions {
 /// A model as the server describes it, with the key to encrypt to.
 #[derive(Clone, Debug)]
 pub struct RemoteModel {
+    /// What S1 publishes about the model.
     pub info: ModelInfo,
+    /// The model id.
     pub name: String,
+    /// The activation server's key (pin its fingerprint).
     pub key: PublicKey,
     /// S2's seed epoch when the model info was fetched (public). A query
     /// under a stale epoch gets FAILED_PRECONDITION: fetch the model again.
@@ -144,6 +163,7 @@ pub struct RemoteModel {
     pub fingerprint: String,
     /// Whether the fingerprint was checked against a pinned one.
     pub pinned: bool,
+    /// The largest request the server accepts for this model.
     pub max_request_bytes: u64,
 }
 
@@ -157,6 +177,7 @@ pub struct Cost {
     /// Protobuf bytes of the `Infer` request and response, with gRPC framing
     /// (TLS and HTTP/2 overhead not included).
     pub bytes_sent: u64,
+    /// Bytes received (protobuf + gRPC framing).
     pub bytes_received: u64,
     /// Wall time of the `Infer` call (request sent → response received).
     pub round_trip: Duration,
@@ -167,6 +188,7 @@ pub struct Cost {
 }
 
 impl Cost {
+    /// The client's own CPU time for the query.
     pub fn client_cpu(&self) -> Duration {
         self.prepare_cpu + self.finish_cpu
     }
@@ -175,8 +197,11 @@ impl Cost {
 /// The result of a private inference.
 #[derive(Clone, Debug)]
 pub struct Inference {
+    /// The answer.
     pub output: Output,
+    /// The mode it was computed in.
     pub mode: OutputMode,
+    /// What it cost.
     pub cost: Cost,
 }
 
@@ -194,6 +219,7 @@ fn normalize_fp(s: &str) -> String {
 }
 
 impl TandemClient {
+    /// Connects to the model server (TLS unless `insecure`).
     pub async fn connect(opts: &ClientOptions) -> Result<Self, ClientError> {
         let (url, tls) = tandem_grpc::tls::normalize_url(&opts.server);
         if !tls && !opts.insecure {
@@ -481,6 +507,7 @@ enum TicketSeed {
 pub struct RemoteTicket {
     seed: TicketSeed,
     ticket: Ticket,
+    /// When the model server forgets the ticket.
     pub expires_at: Instant,
     /// What creating the ticket cost (the client's Paillier encryption is
     /// `prepare_cpu`; the servers' preprocessing is in `server`).
@@ -488,9 +515,11 @@ pub struct RemoteTicket {
 }
 
 impl RemoteTicket {
+    /// The mode the ticket was preprocessed in.
     pub fn mode(&self) -> OutputMode {
         self.ticket.mode
     }
+    /// The model the ticket is for.
     pub fn model_id(&self) -> &str {
         &self.ticket.model_id
     }
@@ -584,6 +613,7 @@ pub fn describe_output(out: &Output) -> String {
     }
 }
 
+/// `label`, `probabilities`, `logits` or `sigmoid`.
 pub fn parse_mode(s: &str) -> Result<OutputMode, String> {
     OutputMode::parse(s).ok_or_else(|| format!("unknown mode {s:?}; accepted: label, probabilities, logits, sigmoid"))
 }

@@ -1,5 +1,5 @@
 //! The preprocessing-engine trait: what S1 and S2 do homomorphically so that
-//! the online phase (ring arithmetic, [`crate::online`] and
+//! the online phase (ring arithmetic, [`mod@crate::online`] and
 //! [`crate::activation`]) can run.
 //!
 //! An engine owns everything between the core's [`SessionStart`] and the

@@ -4,7 +4,7 @@
 //! - [`messages`]: the client's messages and the online messages;
 //! - [`client`]: the thin client (quantize, mask, one seed encryption in
 //!   pure Rust, open the sealed result);
-//! - [`online`]: S1's online half and the blinding secrets;
+//! - [`mod@online`]: S1's online half and the blinding secrets;
 //! - [`activation`]: S2's online half, its keys-and-replay state;
 //! - [`engine`]: the [`PreprocessingEngine`] trait the homomorphic
 //!   preprocessing plugs in behind (Paillier: `tandem-paillier`);

@@ -15,6 +15,7 @@
 use crate::seed::SeedEpoch;
 use tandem_model::OutputMode;
 
+/// A session (and ticket) id, chosen by S1.
 pub type SessionId = [u8; 16];
 
 /// The client's `[secret]` under S2's Paillier key: the ciphertext as
@@ -26,7 +27,9 @@ pub struct EncryptedSeed(pub Vec<u8>);
 /// Client → S1 (§4.1): a one-shot query, preprocessing included.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryRequest<R> {
+    /// The model to query.
     pub model_id: String,
+    /// The output mode.
     pub mode: OutputMode,
     /// `ỹ = x_int + r (mod 2^k)`.
     pub masked_input: Vec<R>,
@@ -40,7 +43,9 @@ pub struct QueryRequest<R> {
 /// input (§4.0). The client keeps the seed until it has an input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TicketRequest {
+    /// The model to preprocess for.
     pub model_id: String,
+    /// The output mode.
     pub mode: OutputMode,
     /// `[secret]` under S2's key.
     pub enc_seed: EncryptedSeed,
@@ -52,16 +57,22 @@ pub struct TicketRequest {
 /// client needs anyway to open the sealed result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ticket {
+    /// The session id; the client needs it to open the sealed result.
     pub session_id: SessionId,
+    /// The model.
     pub model_id: String,
+    /// The output mode.
     pub mode: OutputMode,
 }
 
 /// Client → S1: the online query on a ticket.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TicketQuery<R> {
+    /// The ticket (the preprocessed session id).
     pub ticket: SessionId,
+    /// The model.
     pub model_id: String,
+    /// The output mode.
     pub mode: OutputMode,
     /// `ỹ = x_int + r (mod 2^k)`, `r` derived from the ticket's seed.
     pub masked_input: Vec<R>,
@@ -70,6 +81,7 @@ pub struct TicketQuery<R> {
 /// S1 → S2: open a session (§4.2).
 #[derive(Clone, Debug, PartialEq)]
 pub struct SessionStart {
+    /// The session id S1 chose.
     pub session_id: SessionId,
     /// The client's `[secret]`, rerandomized by S1.
     pub enc_seed: EncryptedSeed,
@@ -78,18 +90,21 @@ pub struct SessionStart {
     pub epoch: SeedEpoch,
     /// `d`, the number of input features.
     pub input_len: u32,
+    /// `k` of the ring the session runs in.
     pub ring_bits: u32,
 }
 
 /// S1 → S2, online: the ring half of one hidden layer, `e_p = t_j·u_j + μ_j`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskedRound<R> {
+    /// `e_p = t_j·u_j + μ_j`, in position order.
     pub e: Vec<R>,
 }
 
 /// S2 → S1, online (§4.6): `h_p = F(v_p) + ρ_p`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ActivationValues<R> {
+    /// `h_p = F(v_p) + ρ_p`, in position order.
     pub h: Vec<R>,
 }
 
@@ -97,12 +112,14 @@ pub struct ActivationValues<R> {
 /// `logits` mode, where S2 only needs `c`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MaskedOutput<R> {
+    /// `e_p`, in position order (empty in `logits` mode).
     pub e: Vec<R>,
 }
 
 /// S2 → S1: the result sealed for the client (§6).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OutputResponse {
+    /// The result sealed for the client (§6).
     pub sealed: Vec<u8>,
 }
 
@@ -120,14 +137,19 @@ pub enum OutputAux<R> {
 /// S1 → client.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryResponse<R> {
+    /// The session id (the sealed result's associated data).
     pub session_id: SessionId,
+    /// S2's sealed result.
     pub sealed: Vec<u8>,
+    /// What S1 adds in the clear.
     pub aux: OutputAux<R>,
 }
 
 /// S1's next online message to S2.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OnlineStep<R> {
+    /// A hidden round.
     Round(MaskedRound<R>),
+    /// The output round.
     Output(MaskedOutput<R>),
 }

@@ -58,6 +58,7 @@ impl ReplayLog {
         self.current.tags.len() + self.previous.as_ref().map_or(0, |e| e.tags.len())
     }
 
+    /// Whether no seed is recorded.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -18,12 +18,19 @@ pub trait Ring: Copy + Clone + Eq + PartialEq + Debug + Default + Hash + Send + 
     /// `k / 8`, the size of one element on the wire (little-endian).
     const BYTES: usize;
 
+    /// `0`.
     fn zero() -> Self;
+    /// `1`.
     fn one() -> Self;
+    /// `self + o mod 2^k`.
     fn add(self, o: Self) -> Self;
+    /// `self − o mod 2^k`.
     fn sub(self, o: Self) -> Self;
+    /// `self·o mod 2^k`.
     fn mul(self, o: Self) -> Self;
+    /// `−self mod 2^k`.
     fn neg(self) -> Self;
+    /// `v mod 2^k`.
     fn from_u64(v: u64) -> Self;
     /// Two's complement embedding of a signed value.
     fn from_i64(v: i64) -> Self {
@@ -42,6 +49,7 @@ pub trait Ring: Copy + Clone + Eq + PartialEq + Debug + Default + Hash + Send + 
         buf[..n].copy_from_slice(&b[..n]);
         Self::from_le_slice(&buf).expect("length is BYTES")
     }
+    /// Exactly `BYTES` little-endian bytes.
     fn to_le_bytes(self) -> Vec<u8>;
     /// The top bit: `signed(v) < 0` (PROTOCOL §2).
     fn is_negative(self) -> bool;

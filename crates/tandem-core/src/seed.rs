@@ -12,7 +12,9 @@ use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
+/// HKDF info for the input-mask PRG key (§4.1).
 pub const INPUT_MASK_INFO: &[u8] = b"tandem/v1/input-mask";
+/// HKDF info for the result-sealing key (§6).
 pub const RESULT_INFO: &[u8] = b"tandem/v1/result";
 /// HKDF info for turning a decrypted seed plaintext into the query's seed.
 pub const SEED_INFO: &[u8] = b"tandem/v1/seed";
@@ -30,9 +32,11 @@ pub const EPOCH_BYTES: usize = 16;
 pub struct SeedEpoch(pub [u8; EPOCH_BYTES]);
 
 impl SeedEpoch {
+    /// Lowercase hex, for logs and messages.
     pub fn to_hex(&self) -> String {
         hex::encode(self.0)
     }
+    /// Exactly 16 bytes; `None` otherwise.
     pub fn from_slice(b: &[u8]) -> Option<Self> {
         b.try_into().ok().map(SeedEpoch)
     }
@@ -170,6 +174,7 @@ impl Seed {
         out
     }
 
+    /// Opens what [`Seed::seal`] sealed for `session_id`; any change is refused.
     pub fn open(&self, session_id: &[u8], sealed: &[u8]) -> Result<Vec<u8>, CryptoError> {
         if sealed.len() < NONCE_BYTES {
             return Err(CryptoError::SealedResultRejected);

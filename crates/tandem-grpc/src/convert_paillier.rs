@@ -35,7 +35,7 @@ pub fn encode_ciphertexts(pk: &PublicKey, cts: &[Ciphertext]) -> Vec<u8> {
     out
 }
 
-/// Parses untrusted concatenated ciphertexts; `expected` as in [`decode_ring`].
+/// Parses untrusted concatenated ciphertexts; `expected` as in [`crate::convert::decode_ring`].
 pub fn decode_ciphertexts(
     pk: &PublicKey,
     b: &[u8],

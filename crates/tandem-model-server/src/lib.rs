@@ -1,9 +1,10 @@
 //! S1, the model server, as a gRPC service (`tandem.v1.ModelService`).
 //!
 //! A thin shell: requests are decoded into [`tandem_core`] structs, the
-//! [`tandem_core::ModelQuery`] state machine is driven over one
-//! `ActivationService.Session` stream per query ([`query`]), and the result
-//! is encoded back. No protocol math lives here.
+//! Paillier engine's [`tandem_paillier::Preprocessing`] is driven over one
+//! `ActivationService.Preprocess` stream and the core's
+//! [`tandem_core::OnlineQuery`] over one `Evaluate` stream per query
+//! ([`query`]), and the result is encoded back. No protocol math lives here.
 
 use anyhow::{bail, Context};
 use std::future::Future;
