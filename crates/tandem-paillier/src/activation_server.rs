@@ -53,6 +53,12 @@ impl ActivationKeys {
 /// (PROTOCOL §4.2), so no answer depends on the decrypted value.
 pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
     check_session_start::<R>(msg)?;
+    open_seed(keys, msg)
+}
+
+/// [`decrypt_seed`] for a caller that already ran the public checks (the
+/// core's `ActivationServer`).
+pub(crate) fn open_seed(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
     let pk = keys.public_key();
     let c = pk.ciphertext_from_bytes(&msg.enc_seed.0)?;
     let mut m = keys.pool.install(|| keys.sk.decrypt_raw(&c));

@@ -1,14 +1,14 @@
 //! [`PaillierEngine`]: the Paillier preprocessing behind the core's
 //! `PreprocessingEngine` trait.
 
-use crate::activation_server::{decrypt_seed, open_session, ActivationKeys, ActivationPreprocessing};
+use crate::activation_server::{open_seed, open_session, ActivationKeys, ActivationPreprocessing};
 use crate::messages::*;
 use crate::model_server::{ModelServer, Preprocessing};
 use rand_core::{CryptoRng, RngCore};
 use std::sync::Arc;
 use tandem_core::engine::{PreprocessingEngine, S1Step, S2Start, S2Step};
 use tandem_core::online::OnlineModel;
-use tandem_core::{EncryptedSeed, ProtocolError, Result, Ring, Seed, SeedEpoch, SessionStart};
+use tandem_core::{EncryptedSeed, Result, Ring, Seed, SeedEpoch, SessionStart};
 use tandem_model::{OutputMode, QuantizedModel};
 
 /// The Paillier engine. Its per-model S1 state is a [`ModelServer`], its S2
@@ -61,13 +61,8 @@ impl PreprocessingEngine for PaillierEngine {
     }
 
     fn s2_decrypt_seed(&self, keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
-        // The ring was checked by the caller; `decrypt_seed` checks it again
-        // for the shells that call it directly, with the ring the message names.
-        match msg.ring_bits {
-            128 => decrypt_seed::<u128>(keys, msg),
-            256 => decrypt_seed::<tandem_core::U256>(keys, msg),
-            k => Err(ProtocolError::RingMismatch { model: k, code: 128 }),
-        }
+        // The core checked ring, size and epoch before calling.
+        open_seed(keys, msg)
     }
 
     fn s2_start<R: Ring, G: RngCore + CryptoRng + ?Sized>(
