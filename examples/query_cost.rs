@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use tandem_core::{Client, ModelInfo};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, QuantConfig, QuantizedModel};
-use tandem_paillier::activation_server::{decrypt_seed, open_session};
+use tandem_core::PreprocessingEngine;
+use tandem_paillier::activation_server::open_session;
 use tandem_paillier::{ActivationKeys, ModelServer, PreprocessingStep, SecretKey};
 
 fn main() {
@@ -56,7 +57,7 @@ fn main() {
         time("S1 start (rerandomize seed)".into(), &mut steps, t);
         let t = Instant::now();
         // (No replay log here: this measures the Paillier work only.)
-        let seed = decrypt_seed::<u128>(&keys, &ss).unwrap();
+        let seed = tandem_paillier::PaillierEngine.s2_decrypt_seed(&keys, &ss).unwrap();
         let (mut sess, masks) = open_session::<u128, _>(keys.clone(), &ss, seed, &mut OsRng);
         time(format!("S2 decrypt seed, encrypt {} r_i", dims[0]), &mut steps, t);
         let t = Instant::now();

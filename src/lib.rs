@@ -1,12 +1,8 @@
 //! Shared helpers for the workspace-level tests and benchmarks.
 
-use rand_chacha::ChaCha20Rng;
 use rand_core::{OsRng, RngCore};
 use std::sync::{Arc, OnceLock};
-use tandem_core::{
-    issue_ticket, run_query, ActivationServer, Client, InProcess, ModelInfo, PreprocessingEngine, Result, Ring,
-    Transcript, U256,
-};
+use tandem_core::{InProcess, PreprocessingEngine, Result, Ring, Transcript};
 use tandem_model::{Model, Output, OutputMode, QuantConfig, QuantizedModel};
 use tandem_paillier::{ActivationKeys, PaillierEngine, SecretKey};
 
@@ -40,15 +36,19 @@ pub fn paillier_keys(sk: &SecretKey, rng: &mut (impl RngCore + rand_core::Crypto
 /// Everything needed to run private queries against one model in-process,
 /// for one engine (the conformance tests run every engine through it). The
 /// fields are public so a test can drive the roles by hand.
-pub struct Harness<E: PreprocessingEngine = PaillierEngine> {
-    pub model: Arc<QuantizedModel>,
-    pub info: ModelInfo,
-    pub s2: ActivationServer<E>,
-    pub client: Client,
-    pub s1_128: Option<E::S1Model<u128>>,
-    pub s1_256: Option<E::S1Model<U256>>,
-    /// The one CSPRNG every role draws from.
-    pub rng: ChaCha20Rng,
+pub struct Harness<E: PreprocessingEngine = PaillierEngine>(pub InProcess<E>);
+
+impl<E: PreprocessingEngine> std::ops::Deref for Harness<E> {
+    type Target = InProcess<E>;
+    fn deref(&self) -> &InProcess<E> {
+        &self.0
+    }
+}
+
+impl<E: PreprocessingEngine> std::ops::DerefMut for Harness<E> {
+    fn deref_mut(&mut self) -> &mut InProcess<E> {
+        &mut self.0
+    }
 }
 
 /// A fresh 32-byte seed from the OS: tests that do not replay a transcript
@@ -107,44 +107,11 @@ impl<E: PreprocessingEngine> Harness<E> {
             assert!(k >= q.ring_bits, "cannot shrink the ring below the budget");
             q.ring_bits = k;
         }
-        let p = InProcess::new(engine, keys, Arc::new(q), "test", seed)?;
-        Ok(Harness {
-            model: p.model,
-            info: p.info,
-            s2: p.s2,
-            client: p.client,
-            s1_128: p.s1_128,
-            s1_256: p.s1_256,
-            rng: p.rng,
-        })
+        Ok(Harness(InProcess::new(engine, keys, Arc::new(q), "test", seed)?))
     }
 
-    /// One private query.
-    pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
-        let Harness { info, s2, client, s1_128, s1_256, rng, .. } = self;
-        match (s1_128.as_ref(), s1_256.as_ref()) {
-            (Some(s1), _) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
-            (_, Some(s1)) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
-            _ => unreachable!("one ring is set"),
-        }
-    }
-
-    /// One query on a ticket: the seed is sent and preprocessed first, the
-    /// input arrives afterwards (docs/PROTOCOL.md §4.0).
-    pub fn infer_with_ticket(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
-        let Harness { info, s2, client, s1_128, s1_256, rng, .. } = self;
-        match (s1_128.as_ref(), s1_256.as_ref()) {
-            (Some(s1), _) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
-            (_, Some(s1)) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
-            _ => unreachable!("one ring is set"),
-        }
-    }
-
-    /// Every message of one private query on a k = 128 model.
     pub fn transcript_128(&mut self, x: &[f64], mode: OutputMode) -> Result<Transcript<E, u128>> {
-        let Harness { info, s2, client, s1_128, rng, .. } = self;
-        let s1 = s1_128.as_ref().expect("k = 128 model");
-        run_query(client, info, s1, s2, x, mode, rng).map(|r| r.1)
+        self.0.infer_128(x, mode).map(|r| r.1)
     }
 
     /// The integer reference's answer.

@@ -270,11 +270,11 @@ fn unknown_layer_in_model_file_is_a_typed_error() {
 fn tampered_sealed_result_is_rejected() {
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
     let info = h.info.clone();
-    let (pending, query) = h.client.prepare::<u128, _>(&info, &[0.1, 0.2, 0.3], OutputMode::Label, &mut h.rng).unwrap();
+    let (pending, query) = h.0.client.prepare::<u128, _>(&info, &[0.1, 0.2, 0.3], OutputMode::Label, &mut h.0.rng).unwrap();
     // Run the phases by hand so the response can be altered in flight.
     let s1 = h.s1();
     let (prepared, session, offline) =
-        preprocess(&s1, &mut h.s2, query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
+        preprocess(&s1, &mut h.0.s2, query.mode, &query.enc_seed, query.epoch, &mut h.0.rng).unwrap();
     let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();
@@ -302,7 +302,7 @@ fn out_of_order_messages_are_typed_errors() {
     let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
     let info = h.info.clone();
     let x = [0.0, 0.5, -0.25];
-    let (_unused, query) = h.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.rng).unwrap();
+    let (_unused, query) = h.0.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.0.rng).unwrap();
     let s1 = h.s1();
     let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
     assert!(is_bad(pre.on_rho_masks(RhoMasks { enc_rho: vec![] })), "ρ before [r]");
@@ -332,7 +332,7 @@ fn out_of_order_messages_are_typed_errors() {
         Err(ProtocolError::Model(ModelError::InputLength { expected: 3, got: 2 }))
     ));
     // A failed start consumed that `Prepared`; run the whole session again.
-    let (pending, query) = h.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.rng).unwrap();
+    let (pending, query) = h.0.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.0.rng).unwrap();
     let (prepared, mut s2) = {
         let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
         let (mut s2, first) = h.s2.start_session::<u128>(&start).unwrap();
@@ -398,7 +398,7 @@ proptest! {
         let mut tickets = Vec::new();
         for _ in 0..count {
             let mode = modes[rng.gen_range(0..modes.len())];
-            tickets.push(issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode, &mut h.rng).unwrap());
+            tickets.push(issue_ticket(&h.0.client, &h.0.info, &s1, &mut h.0.s2, mode, &mut h.0.rng).unwrap());
         }
         while !tickets.is_empty() {
             let t = tickets.swap_remove(rng.gen_range(0..tickets.len()));
@@ -416,15 +416,16 @@ fn a_ticket_answers_only_its_own_session() {
     let s1 = h.s1();
     let x = [0.1, -0.4, 0.3];
     let mut issue = |mode| {
-        let t = issue_ticket(&h.client, &h.info, &s1, &mut h.s2, mode, &mut h.rng).unwrap();
+        let t = issue_ticket(&h.0.client, &h.0.info, &s1, &mut h.0.s2, mode, &mut h.0.rng).unwrap();
         (t.pending, t.ticket, t.prepared, t.session)
     };
     let (pa, ta, prep_a, sess_a) = issue(OutputMode::Label);
     let (pb, tb, _prep_b, _sess_b) = issue(OutputMode::Probabilities);
     // The seed of ticket A with ticket B's (other-mode) confirmation.
     let err = h
+        .0
         .client
-        .request_ticket::<u128, _>(&h.info, OutputMode::Label, &mut h.rng)
+        .request_ticket::<u128, _>(&h.0.info, OutputMode::Label, &mut h.0.rng)
         .unwrap()
         .0
         .query(&tb, &x)
@@ -437,4 +438,43 @@ fn a_ticket_answers_only_its_own_session() {
     let (qb, _) = pb.query(&tb, &x).unwrap();
     assert!(qb.finish(resp.clone()).is_err());
     assert_eq!(qa.finish(resp).unwrap(), h.reference(&x, OutputMode::Label));
+}
+
+/// The ticket path the gRPC shells take, in-process: both servers reserve,
+/// file and take through the core's `ExpiringStore`, and S1 lets only the
+/// ticket's owner spend it, on its model and mode. A refused ticket stays
+/// usable; an expired one is gone from both servers.
+#[test]
+fn tickets_go_through_the_shells_stores_and_checks() {
+    use std::time::Duration;
+    use tandem_core::TicketRefusal;
+    let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
+    let s1 = h.s1();
+    let engine = h.s2.engine().clone();
+    let x = [0.1, -0.4, 0.3];
+    let alice: Option<std::sync::Arc<str>> = Some("alice".into());
+    let tandem_core::InProcess { info, s2, client, rng, tickets_128: desk, .. } = &mut h.0;
+    let (pending, ticket) =
+        desk.issue(client, info, &s1, s2, OutputMode::Label, alice.clone(), Duration::ZERO, rng).unwrap();
+    assert_eq!(desk.s1.len(Duration::ZERO), 1);
+    assert_eq!(desk.s2.len(Duration::ZERO), 1);
+    // Bob cannot spend Alice's ticket, and trying does not burn it.
+    let err = desk
+        .s1
+        .take(&ticket.session_id, Duration::ZERO, |(t, _)| t.admits(&info.id, None, Some("bob")))
+        .err()
+        .unwrap();
+    assert_eq!(err, tandem_core::Taken::Refused(TicketRefusal::OtherOwner));
+    assert_eq!(desk.s1.len(Duration::ZERO), 1, "a refused ticket stays");
+    let got = desk.query(&*engine, &s1, pending, &ticket, &x, Some("alice"), Duration::from_secs(1)).unwrap();
+    let xi = h.model.quantize_input(&x).unwrap();
+    assert_eq!(got, h.model.reference(&xi, OutputMode::Label).unwrap());
+
+    // A ticket left past its TTL is gone from both servers.
+    let tandem_core::InProcess { info, s2, client, rng, tickets_128: desk, .. } = &mut h.0;
+    let ttl = desk.s1.ttl();
+    let (pending, ticket) = desk.issue(client, info, &s1, s2, OutputMode::Label, None, Duration::ZERO, rng).unwrap();
+    let err = desk.query(&*engine, &s1, pending, &ticket, &x, None, ttl).err().unwrap();
+    assert_eq!(err, ProtocolError::UnknownSession);
+    assert_eq!(desk.s2.len(ttl), 0, "S2's half expired too");
 }

@@ -195,7 +195,7 @@ proptest! {
         let mut h = Harness::new(&model, test_key_1024()).unwrap();
         let mode = [OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits][mode_i];
         let x = random_input(&mut rng, &model);
-        let (pending, query) = h.client.prepare::<u128, _>(&h.info, &x, mode, &mut h.rng).unwrap();
+        let (pending, query) = h.0.client.prepare::<u128, _>(&h.0.info, &x, mode, &mut h.0.rng).unwrap();
         let s1 = h.s1();
         let (mut pre, _) = s1.start_preprocessing(mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
         let mut step = pre.on_input_masks(InputMasks { enc_r: (0..4).map(|_| random_ciphertext(&mut rng)).collect() }).unwrap();

@@ -818,7 +818,7 @@ async fn tickets_are_single_use_bounded_and_exact() {
     assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
     let mut r = masked(&remote.key);
     r.ticket_id = vec![1, 2, 3];
-    assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; expected 16");
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; a session id is exactly 16");
     // The ticket still answers exactly, once.
     let got = c.infer_on_ticket(ticket, &x).await.unwrap();
     assert_eq!(got.output, reference(m, &x, OutputMode::Label));

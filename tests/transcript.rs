@@ -79,7 +79,7 @@ fn run_once() -> Vec<String> {
     let x = random_input(&mut rng, &model);
     let mut h = Harness::seeded(&model, &sk, QuantConfig::default(), None, [42; 32]).unwrap();
     let (out, t) = {
-        let tandem::Harness { info, s2, client, s1_128, rng, .. } = &mut h;
+        let tandem_core::InProcess { info, s2, client, s1_128, rng, .. } = &mut h.0;
         tandem_core::run_query(client, info, s1_128.as_ref().unwrap(), s2, &x, OutputMode::Label, rng).unwrap()
     };
     assert_eq!(out, h.reference(&x, OutputMode::Label), "the replayed query is exact");

@@ -10,29 +10,29 @@
 //! replay set is shared; a session's state is dropped when its stream
 //! fails or times out, when it is evaluated, or when it expires.
 
+use tandem_grpc::OrStatus;
 use anyhow::{bail, Context};
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_core::{ActivationSession, ReplayLog};
+use tandem_core::store::{ExpiringStore, StoreError, Taken};
+use tandem_core::{ActivationServer, ActivationSession, PreprocessingEngine};
 use tandem_grpc::peer::MutualTls;
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_server::{ActivationService, ActivationServiceServer};
 use tandem_grpc::{status_from_protocol, wire_len};
-use tandem_paillier::activation_server::{decrypt_seed, open_session, ActivationKeys};
+use tandem_paillier::activation_server::{open_session, ActivationKeys};
+use tandem_paillier::PaillierEngine;
 use tandem_paillier::{Ring, SecretKey, U256};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info, warn};
 
 pub mod keyfile;
 
@@ -86,19 +86,6 @@ pub struct Config {
     /// must fetch the model info again. Memory: at most twice this many tags.
     #[arg(long, env = "TANDEM_REPLAY_SEEDS_PER_EPOCH", default_value_t = tandem_core::replay::DEFAULT_SEEDS_PER_EPOCH)]
     pub replay_seeds_per_epoch: usize,
-    /// Largest gRPC message accepted or sent, in bytes.
-    #[arg(long, env = "TANDEM_MAX_MESSAGE_BYTES", default_value_t = tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
-    pub max_message_bytes: usize,
-    /// PEM certificate of this server (TLS).
-    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key of this server.
-    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificate that model servers' client certificates must chain
-    /// to (mutual TLS: required with --tls-cert).
-    #[arg(long, env = "TANDEM_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
     /// Accept only model servers whose certificate's SubjectPublicKeyInfo
     /// has this SHA-256 (64 hex digits; repeat the flag or separate with
     /// commas for several; `tandem spki CERT.pem` prints it). Without it, a
@@ -107,12 +94,9 @@ pub struct Config {
     /// certificate from the CA alone is not enough.
     #[arg(long, env = "TANDEM_MODEL_SERVER_SPKI_SHA256", value_delimiter = ',')]
     pub model_server_spki_sha256: Vec<String>,
-    /// Serve plaintext gRPC without TLS (development only: traffic is unencrypted).
-    #[arg(long, env = "TANDEM_INSECURE")]
-    pub insecure: bool,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "TANDEM_LOG_JSON")]
-    pub log_json: bool,
+    /// TLS, logging and the inter-server message limit.
+    #[command(flatten)]
+    pub common: tandem_grpc::server::ServerFlags,
 }
 
 /// Limits of one activation server.
@@ -148,31 +132,18 @@ enum AnySession {
     K256(ActivationSession<U256>),
 }
 
-/// Preprocessed sessions waiting for their online phase, bounded in number
-/// and age so abandoned tickets cannot grow memory.
-struct PreparedStore {
-    map: HashMap<[u8; 16], (Instant, AnySession)>,
+/// A slot in the store of preprocessed sessions, claimed before any work;
+/// given back if the session never completes.
+struct Slot {
+    state: Arc<ActivationState>,
+    slot: Option<tandem_core::Reservation<()>>,
 }
 
-impl PreparedStore {
-    fn purge(&mut self, ttl: Duration) {
-        self.map.retain(|_, (t, _)| t.elapsed() < ttl);
-    }
-}
-
-/// The replay log and the RNG that draws its epochs.
-struct Replay {
-    log: ReplayLog,
-    rng: ChaCha20Rng,
-}
-
-impl Replay {
-    fn new(per_epoch: usize) -> Self {
-        let mut rng = ChaCha20Rng::from_entropy();
-        Replay { log: ReplayLog::new(per_epoch, &mut rng), rng }
-    }
-    fn record(&mut self, epoch: &tandem_paillier::SeedEpoch, tag: [u8; 32]) -> tandem_core::Result<()> {
-        self.log.record(epoch, tag, &mut self.rng)
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let (Some(slot), Ok(mut p)) = (self.slot.take(), self.state.prepared.lock()) {
+            p.cancel(slot);
+        }
     }
 }
 
@@ -180,25 +151,40 @@ impl Replay {
 pub struct ActivationState {
     keys: Arc<ActivationKeys>,
     fingerprint: String,
-    /// Replay tags of the seeds served, in bounded epochs (PROTOCOL §4.2).
-    replay: Mutex<Replay>,
+    /// The core's S2: the epochs and the replay log (PROTOCOL §4.2), the
+    /// same checks the in-process driver runs. Held only for the public
+    /// checks and the recording, never across a decryption.
+    server: Mutex<ActivationServer<PaillierEngine>>,
     sessions: Arc<Semaphore>,
     evaluations: Arc<Semaphore>,
-    prepared: Mutex<PreparedStore>,
+    /// Preprocessed sessions waiting for their online phase, bounded in
+    /// number and age so abandoned tickets cannot grow memory.
+    prepared: Mutex<ExpiringStore<AnySession>>,
+    /// The store's clock: time since this server started.
+    origin: Instant,
     limits: Limits,
 }
 
 impl ActivationState {
     pub fn new(sk: SecretKey, limits: Limits) -> Arc<Self> {
         let fingerprint = sk.public().fingerprint();
+        // The shell's randomness: the OS CSPRNG seeds the noise tables and
+        // the core's CSPRNG that draws the epochs.
+        let keys = ActivationKeys::new(sk, tandem_paillier::thread_pool(0), &mut rand_core::OsRng);
+        let server = ActivationServer::with_replay_bound(
+            Arc::new(PaillierEngine),
+            keys,
+            limits.replay_seeds_per_epoch,
+            &mut rand_core::OsRng,
+        );
         Arc::new(ActivationState {
-            // The shell's randomness: the OS CSPRNG seeds the noise tables.
-            keys: Arc::new(ActivationKeys::new(sk, tandem_paillier::thread_pool(0), &mut rand_core::OsRng)),
+            keys: server.keys().clone(),
             fingerprint,
-            replay: Mutex::new(Replay::new(limits.replay_seeds_per_epoch)),
+            server: Mutex::new(server),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
             evaluations: Arc::new(Semaphore::new(limits.max_sessions)),
-            prepared: Mutex::new(PreparedStore { map: HashMap::new() }),
+            prepared: Mutex::new(ExpiringStore::new(limits.max_prepared, limits.max_prepared, limits.prepared_ttl)),
+            origin: Instant::now(),
             limits,
         })
     }
@@ -207,10 +193,13 @@ impl ActivationState {
     }
     /// The epoch clients derive new seeds under (public).
     pub fn seed_epoch(&self) -> Result<tandem_paillier::SeedEpoch, Status> {
-        Ok(self.replay()?.log.current_epoch())
+        Ok(self.server()?.seed_epoch())
     }
-    fn replay(&self) -> Result<std::sync::MutexGuard<'_, Replay>, Status> {
-        self.replay.lock().map_err(|_| Status::internal("replay log poisoned"))
+    fn server(&self) -> Result<std::sync::MutexGuard<'_, ActivationServer<PaillierEngine>>, Status> {
+        self.server.lock().map_err(|_| Status::internal("replay log poisoned"))
+    }
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
     }
     /// Preprocess streams open now.
     pub fn active_sessions(&self) -> usize {
@@ -218,49 +207,53 @@ impl ActivationState {
     }
     /// Preprocessed sessions waiting for their online phase.
     pub fn prepared_sessions(&self) -> usize {
-        self.prepared
-            .lock()
-            .map(|mut p| {
-                p.purge(self.limits.prepared_ttl);
-                p.map.len()
-            })
-            .unwrap_or(0)
+        let now = self.now();
+        self.prepared.lock().map(|mut p| p.len(now)).unwrap_or(0)
     }
 
-    fn store_full(&self) -> Result<(), Status> {
-        if self.prepared_sessions() >= self.limits.max_prepared {
-            warn!(
-                max_prepared = self.limits.max_prepared,
-                "preprocessing refused: the store of prepared sessions is full"
-            );
-            return Err(Status::resource_exhausted(format!(
-                "the activation server holds its limit of {} preprocessed sessions; evaluate or let some expire ({} s), then retry",
-                self.limits.max_prepared,
-                self.limits.prepared_ttl.as_secs()
-            )));
+    fn prepared(&self) -> Result<std::sync::MutexGuard<'_, ExpiringStore<AnySession>>, Status> {
+        self.prepared.lock().map_err(|_| Status::internal("session store poisoned"))
+    }
+
+    /// The one place store refusals become statuses.
+    fn store_status(&self, e: StoreError<()>, id: &[u8]) -> Status {
+        let ttl = self.limits.prepared_ttl.as_secs();
+        match e {
+            StoreError::Full { limit } | StoreError::HolderFull { limit, .. } => {
+                warn!(max_prepared = limit, "preprocessing refused: the store of prepared sessions is full");
+                Status::resource_exhausted(format!(
+                    "the activation server holds its limit of {limit} preprocessed sessions; evaluate or let some expire ({ttl} s), then retry"
+                ))
+            }
+            StoreError::Unknown => Status::not_found(format!(
+                "no preprocessed session {}: it was already evaluated, expired after {ttl} s, or this activation server restarted",
+                short_id(id)
+            )),
+        }
+    }
+
+    /// Claims a slot before any work, so a burst cannot overshoot the limit.
+    fn reserve(self: &Arc<Self>) -> Result<Slot, Status> {
+        let now = self.now();
+        let slot = self.prepared()?.reserve((), now).map_err(|e| self.store_status(e, &[]))?;
+        Ok(Slot { state: self.clone(), slot: Some(slot) })
+    }
+
+    fn store(&self, id: [u8; 16], s: AnySession, mut slot: Slot) -> Result<(), Status> {
+        let now = self.now();
+        if let Some(r) = slot.slot.take() {
+            self.prepared()?.insert(id, s, r, now);
         }
         Ok(())
     }
 
-    fn store(&self, id: [u8; 16], s: AnySession) -> Result<(), Status> {
-        self.store_full()?;
-        let mut p = self.prepared.lock().map_err(|_| Status::internal("session store poisoned"))?;
-        p.map.insert(id, (Instant::now(), s));
-        Ok(())
-    }
-
     fn take(&self, id: &[u8]) -> Result<AnySession, Status> {
-        let mut p = self.prepared.lock().map_err(|_| Status::internal("session store poisoned"))?;
-        p.purge(self.limits.prepared_ttl);
-        let key: [u8; 16] = id
-            .try_into()
-            .map_err(|_| Status::invalid_argument(format!("resume.session_id has {} bytes; expected 16", id.len())))?;
-        p.map.remove(&key).map(|(_, s)| s).ok_or_else(|| {
-            Status::not_found(format!(
-                "no preprocessed session {}: it was already evaluated, expired after {} s, or this activation server restarted",
-                short_id(id),
-                self.limits.prepared_ttl.as_secs()
-            ))
+        let key = tandem_grpc::session_id_from_bytes(id, "resume.session_id").or_status()?;
+        let now = self.now();
+        let taken = self.prepared()?.take(&key, now, |_| Ok::<(), std::convert::Infallible>(()));
+        taken.map_err(|e| match e {
+            Taken::Store(e) => self.store_status(e, id),
+            Taken::Refused(never) => match never {},
         })
     }
 }
@@ -338,7 +331,7 @@ impl ActivationService for ActivationSvc {
 
     async fn get_status(&self, _: Request<pb::GetStatusRequest>) -> Result<Response<pb::ActivationStatus>, Status> {
         let s = &self.state;
-        let seen = s.replay().map(|g| g.log.len()).unwrap_or(0);
+        let seen = s.server().map(|g| g.seen_seeds()).unwrap_or(0);
         Ok(Response::new(pb::ActivationStatus {
             active_sessions: s.active_sessions() as u32,
             max_sessions: s.limits.max_sessions as u32,
@@ -404,17 +397,12 @@ pub struct SessionLog {
     compute: Duration,
 }
 
-/// Runs `f` on the blocking pool and measures it.
+/// Runs `f` on the blocking pool and adds its time to the session's.
 async fn blocking<T: Send + 'static>(
     log: &mut SessionLog,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<(T, Duration), Status> {
-    let t = Instant::now();
-    let r = tokio::task::spawn_blocking(f).await.map_err(|e| {
-        error!("a session worker failed: {e}");
-        Status::internal("internal error in the activation server (worker failed)")
-    })??;
-    let d = t.elapsed();
+    let (r, d) = tandem_grpc::server::blocking("activation server", f).await?;
     log.compute += d;
     Ok((r, d))
 }
@@ -466,10 +454,10 @@ async fn preprocess(
         )));
     }
     // Refuse before any work when the session could not be kept.
-    state.store_full()?;
+    let slot = state.reserve()?;
     match start.ring_bits {
-        128 => preprocess_ring::<u128>(state, start, inbound, tx, log, AnySession::K128).await,
-        256 => preprocess_ring::<U256>(state, start, inbound, tx, log, AnySession::K256).await,
+        128 => preprocess_ring::<u128>(state, start, inbound, tx, log, AnySession::K128, slot).await,
+        256 => preprocess_ring::<U256>(state, start, inbound, tx, log, AnySession::K256, slot).await,
         k => Err(Status::invalid_argument(format!("ring_bits = {k}; accepted 128 or 256"))),
     }
 }
@@ -481,19 +469,20 @@ async fn preprocess_ring<R: Ring>(
     tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
     log: &mut SessionLog,
     wrap: fn(ActivationSession<R>) -> AnySession,
+    slot: Slot,
 ) -> Result<(), Status> {
     let keys = state.keys.clone();
-    let msg = tandem_grpc::session_start_from_proto(keys.public_key().ciphertext_bytes(), &start)?;
+    let msg = tandem_grpc::session_start_from_proto(keys.public_key().ciphertext_bytes(), &start).or_status()?;
     // §4.2: the epoch is public, so it is checked before anything is
     // decrypted; after the decryption (outside any lock) nothing depends on
     // the plaintext but the derived seed, whose replay tag is recorded.
-    state.replay()?.log.check_epoch(&msg.epoch).map_err(|e| status_from_protocol(&e))?;
+    state.server()?.admit::<R>(&msg).map_err(|e| status_from_protocol(&e))?;
     let ((msg, seed), _) = blocking(log, move || {
-        let seed = decrypt_seed::<R>(&keys, &msg).map_err(|e| status_from_protocol(&e))?;
+        let seed = PaillierEngine.s2_decrypt_seed(&keys, &msg).map_err(|e| status_from_protocol(&e))?;
         Ok((msg, seed))
     })
     .await?;
-    state.replay()?.record(&msg.epoch, seed.replay_tag()).map_err(|e| status_from_protocol(&e))?;
+    state.server()?.record_seed(&msg.epoch, &seed).map_err(|e| status_from_protocol(&e))?;
     let keys = state.keys.clone();
     let ((mut session, masks), _) = blocking(log, move || {
         let (session, masks) = open_session::<R, _>(keys.clone(), &msg, seed, &mut rand_core::OsRng);
@@ -507,7 +496,7 @@ async fn preprocess_ring<R: Ring>(
                 let keys = state.keys.clone();
                 let ((s, rho), _) = blocking(log, move || {
                     let pk = keys.public_key();
-                    let req = tandem_grpc::blinded_round_from_proto(pk, &req)?;
+                    let req = tandem_grpc::blinded_round_from_proto(pk, &req).or_status()?;
                     let rho = session.on_blinded_round(&req).map_err(|e| status_from_protocol(&e))?;
                     Ok((session, tandem_grpc::rho_masks_to_proto(pk, &rho)))
                 })
@@ -519,13 +508,13 @@ async fn preprocess_ring<R: Ring>(
             Some(pb::preprocess_msg::Msg::Output(req)) => {
                 let keys = state.keys.clone();
                 let (s, _) = blocking(log, move || {
-                    let req = tandem_grpc::blinded_output_from_proto(keys.public_key(), &req)?;
+                    let req = tandem_grpc::blinded_output_from_proto(keys.public_key(), &req).or_status()?;
                     let (_, ready) = session.on_blinded_output(&req).map_err(|e| status_from_protocol(&e))?;
                     Ok(ready)
                 })
                 .await?;
                 log.rounds += 1;
-                state.store(s.session_id(), wrap(s))?;
+                state.store(s.session_id(), wrap(s), slot)?;
                 reply(tx, pre_reply(pb::preprocess_reply::Msg::Ready(pb::SessionReady {}))).await?;
                 return Ok(());
             }
@@ -568,12 +557,12 @@ async fn evaluate_ring<R: Ring>(
         let t = Instant::now();
         let out = match msg {
             Some(pb::evaluate_msg::Msg::Round(r)) => {
-                let r = tandem_grpc::masked_round_from_proto::<R>(&r)?;
+                let r = tandem_grpc::masked_round_from_proto::<R>(&r).or_status()?;
                 let v = session.activate(&r).map_err(|e| status_from_protocol(&e))?;
                 pb::evaluate_reply::Msg::Values(tandem_grpc::activation_values_to_proto(&v))
             }
             Some(pb::evaluate_msg::Msg::Output(o)) => {
-                let o = tandem_grpc::masked_output_from_proto::<R>(&o)?;
+                let o = tandem_grpc::masked_output_from_proto::<R>(&o).or_status()?;
                 let out = session.finish(&o).map_err(|e| status_from_protocol(&e))?;
                 let reply = pb::EvaluateReply {
                     msg: Some(pb::evaluate_reply::Msg::Output(pb::OutputResponse { sealed: out.sealed })),
@@ -621,10 +610,6 @@ pub async fn serve(
     Ok(())
 }
 
-pub fn init_logging(json: bool) {
-    tandem_grpc::server::init_logging(json)
-}
-
 fn check_key_bits(bits: u32, allow_test: bool) -> anyhow::Result<()> {
     match bits {
         2048 | 3072 => Ok(()),
@@ -639,9 +624,9 @@ fn check_key_bits(bits: u32, allow_test: bool) -> anyhow::Result<()> {
 /// TLS from the config: mutual TLS bound to the model server's role (or
 /// pinned key), or `None` with `--insecure`.
 pub fn tls_from_config(cfg: &Config) -> anyhow::Result<Option<MutualTls>> {
-    match (&cfg.tls_cert, &cfg.tls_key) {
+    match (&cfg.common.tls_cert, &cfg.common.tls_key) {
         (Some(cert), Some(key)) => {
-            let Some(ca) = &cfg.tls_ca else {
+            let Some(ca) = &cfg.common.tls_ca else {
                 bail!("--tls-ca is required with --tls-cert: the activation server accepts only model servers that present a client certificate signed by that CA (mutual TLS)");
             };
             let pins = tandem_grpc::peer::parse_pins(&cfg.model_server_spki_sha256, "--model-server-spki-sha256")
@@ -651,7 +636,7 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<Option<MutualTls>> {
             let config = tandem_grpc::tls::server_tls(cert, key, Some(ca)).map_err(anyhow::Error::msg)?;
             Ok(Some(MutualTls { config, peer }))
         }
-        _ if cfg.insecure => {
+        _ if cfg.common.insecure => {
             if !cfg.model_server_spki_sha256.is_empty() {
                 bail!("--model-server-spki-sha256 needs mutual TLS (--tls-cert, --tls-key, --tls-ca): with --insecure there is no certificate to check");
             }
@@ -693,14 +678,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, tls = tls.is_some(), max_sessions = cfg.max_sessions, session_timeout_secs = cfg.session_timeout_secs, "activation server listening");
     println!("listening on {addr}");
-    serve(listener, service(state, cfg.max_message_bytes), tls, shutdown_signal()).await
+    serve(listener, service(state, cfg.common.max_internal_message_bytes), tls, tandem_grpc::server::shutdown_signal()).await
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    tandem_grpc::server::shutdown_signal().await;
-    info!("shutting down");
-}
 
 /// Loads the key without creating it (for tools).
 pub fn load_key(path: &Path) -> anyhow::Result<SecretKey> {

@@ -3,7 +3,7 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cfg = tandem_activation_server::Config::parse();
-    tandem_activation_server::init_logging(cfg.log_json);
+    tandem_grpc::server::init_logging(cfg.common.log_json);
     match tandem_activation_server::run(cfg).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

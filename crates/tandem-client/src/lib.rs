@@ -377,7 +377,7 @@ impl TandemClient {
         let server = resp.stats;
         let (output, finish_cpu) = on_worker(move || {
             let r = tandem_grpc::query_response_from_proto::<R>(&resp)
-                .map_err(|s| ProtocolError::PeerMisbehaved(format!("the server's response: {}", s.message())))?;
+                .map_err(|e| ProtocolError::PeerMisbehaved(format!("the server's response: {e}")))?;
             pending.finish(r)
         })
         .await?;
@@ -426,7 +426,7 @@ impl TandemClient {
         let resp = self.svc.create_ticket(self.request(req)).await?.into_inner();
         let round_trip = t_rpc.elapsed();
         let ticket = tandem_grpc::ticket_from_proto(&resp).map_err(|s| {
-            ClientError::Protocol(ProtocolError::PeerMisbehaved(format!("the server's ticket: {}", s.message())))
+            ClientError::Protocol(ProtocolError::PeerMisbehaved(format!("the server's ticket: {s}")))
         })?;
         Ok(RemoteTicket {
             seed,
@@ -544,9 +544,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteModel, ClientError> {
     let bad = |s: String| ClientError::BadModelInfo(format!("model {:?}: {s}", m.id));
     let key_pb = m.activation_key.as_ref().ok_or_else(|| bad("no activation key".into()))?;
-    let key = tandem_grpc::public_key_from_proto(key_pb).map_err(|s| bad(s.message().to_string()))?;
+    let key = tandem_grpc::public_key_from_proto(key_pb).map_err(|e| bad(e.to_string()))?;
     let epoch = tandem_grpc::epoch_from_proto(&key_pb.seed_epoch, "activation_key.seed_epoch")
-        .map_err(|s| bad(s.message().to_string()))?;
+        .map_err(|e| bad(e.to_string()))?;
     let fingerprint = key.fingerprint();
     if let Some(pin) = pinned {
         let pin = normalize_fp(pin);
@@ -554,7 +554,7 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
             return Err(ClientError::KeyMismatch { pinned: pin, got: fingerprint });
         }
     }
-    let mode = |v: i32| tandem_grpc::mode_from_proto(v).map_err(|s| bad(s.message().to_string()));
+    let mode = |v: i32| tandem_grpc::mode_from_proto(v).map_err(|e| bad(e.to_string()));
     let modes = m
         .modes
         .iter()

@@ -11,7 +11,7 @@ use crate::convert::{ring_from_num, signed_num};
 use crate::engine::{PreprocessingEngine, S2Start};
 use crate::error::{ProtocolError, Result};
 use crate::messages::*;
-use crate::replay::ReplayLog;
+use crate::replay::{BoundedReplayLog, ReplayLog};
 use crate::ring::Ring;
 use crate::seed::{Seed, SeedEpoch};
 use rand_chacha::rand_core::SeedableRng;
@@ -237,11 +237,16 @@ impl<R: Ring> ActivationSession<R> {
 }
 
 /// S2's long-lived state for one engine: the engine's keys, the replay log
-/// and the CSPRNG every session's randomness is drawn from.
-pub struct ActivationServer<E: PreprocessingEngine> {
+/// and the CSPRNG its epochs (and, in-process, every session's randomness)
+/// are drawn from. The gRPC shell keeps one behind a lock and runs
+/// [`admit`](Self::admit), the decryption (outside the lock) and
+/// [`record_seed`](Self::record_seed) as separate steps;
+/// [`start_session`](Self::start_session) runs them back to back, so both
+/// take the same checks in the same order.
+pub struct ActivationServer<E: PreprocessingEngine, L: ReplayLog = BoundedReplayLog> {
     engine: Arc<E>,
     keys: Arc<E::S2Keys>,
-    replay: ReplayLog,
+    replay: L,
     rng: ChaCha20Rng,
 }
 
@@ -257,11 +262,27 @@ impl<E: PreprocessingEngine> ActivationServer<E> {
         per_epoch: usize,
         rng: &mut G,
     ) -> Self {
-        let mut s = [0u8; 32];
-        rng.fill_bytes(&mut s);
-        let mut rng = ChaCha20Rng::from_seed(s);
-        let replay = ReplayLog::new(per_epoch, &mut rng);
+        let mut rng = own_rng(rng);
+        let replay = BoundedReplayLog::new(per_epoch, &mut rng);
         ActivationServer { engine, keys: Arc::new(keys), replay, rng }
+    }
+}
+
+fn own_rng<G: RngCore + CryptoRng + ?Sized>(rng: &mut G) -> ChaCha20Rng {
+    let mut s = [0u8; 32];
+    rng.fill_bytes(&mut s);
+    ChaCha20Rng::from_seed(s)
+}
+
+impl<E: PreprocessingEngine, L: ReplayLog> ActivationServer<E, L> {
+    /// S2 with a replay log of the caller's choosing.
+    pub fn with_replay_log<G: RngCore + CryptoRng + ?Sized>(
+        engine: Arc<E>,
+        keys: E::S2Keys,
+        replay: L,
+        rng: &mut G,
+    ) -> Self {
+        ActivationServer { engine, keys: Arc::new(keys), replay, rng: own_rng(rng) }
     }
     /// The engine.
     pub fn engine(&self) -> &Arc<E> {
@@ -280,13 +301,25 @@ impl<E: PreprocessingEngine> ActivationServer<E> {
         self.replay.len()
     }
 
+    /// §4.2, before any decryption: S1's public message and the epoch it
+    /// names. Nothing here depends on a secret.
+    pub fn admit<R: Ring>(&self, msg: &SessionStart) -> Result<()> {
+        check_session_start::<R>(msg)?;
+        self.replay.check_epoch(&msg.epoch)
+    }
+
+    /// §4.2, after the decryption: refuses a seed already served under
+    /// `epoch`, else records it.
+    pub fn record_seed(&mut self, epoch: &SeedEpoch, seed: &Seed) -> Result<()> {
+        self.replay.record(epoch, seed.replay_tag(), &mut self.rng)
+    }
+
     /// §4.2: checks S1's public message and the epoch, decrypts the seed,
     /// refuses a replay, and opens the engine's preprocessing.
     pub fn start_session<R: Ring>(&mut self, msg: &SessionStart) -> Result<S2Start<E, R>> {
-        check_session_start::<R>(msg)?;
-        self.replay.check_epoch(&msg.epoch)?;
+        self.admit::<R>(msg)?;
         let seed = self.engine.s2_decrypt_seed(&self.keys, msg)?;
-        self.replay.record(&msg.epoch, seed.replay_tag(), &mut self.rng)?;
+        self.record_seed(&msg.epoch, &seed)?;
         self.engine.s2_start::<R, _>(&self.keys, msg, seed, &mut self.rng)
     }
 }

@@ -18,10 +18,12 @@ use crate::online::Prepared;
 use crate::ring::Ring;
 use crate::ring::U256;
 use crate::seed::SeedEpoch;
+use crate::store::{ExpiringStore, StoreError, Taken, TicketTerms};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use std::sync::Arc;
+use std::time::Duration;
 use tandem_model::{Output, OutputMode, QuantizedModel};
 
 /// Every preprocessing message of one session.
@@ -189,6 +191,105 @@ impl<R: Ring> IssuedTicket<R> {
     }
 }
 
+fn store_error<H>(e: StoreError<H>) -> ProtocolError {
+    match e {
+        StoreError::Full { limit } | StoreError::HolderFull { limit, .. } => ProtocolError::StoreFull { limit },
+        StoreError::Unknown => ProtocolError::UnknownSession,
+    }
+}
+
+fn taken<H>(e: Taken<H, ProtocolError>) -> ProtocolError {
+    match e {
+        Taken::Store(e) => store_error(e),
+        Taken::Refused(e) => e,
+    }
+}
+
+/// Both servers' stores of sessions preprocessed ahead of their input, kept
+/// by the same [`ExpiringStore`] and checked by the same
+/// [`TicketTerms::admits`] as the gRPC shells, so in-process tests take the
+/// network's ticket path: reserve before preprocessing, file, and spend once.
+pub struct TicketDesk<R: Ring> {
+    /// S1's tickets: what each was issued for and S1's half.
+    pub s1: ExpiringStore<(TicketTerms, Prepared<R>), Option<Arc<str>>>,
+    /// S2's preprocessed sessions.
+    pub s2: ExpiringStore<ActivationSession<R>>,
+}
+
+impl<R: Ring> TicketDesk<R> {
+    /// At most `max` tickets (`per_client` per owner), each living `ttl`.
+    pub fn new(max: usize, per_client: usize, ttl: Duration) -> Self {
+        TicketDesk { s1: ExpiringStore::new(max, per_client, ttl), s2: ExpiringStore::new(max, max, ttl) }
+    }
+
+    fn in_process() -> Self {
+        Self::new(IN_PROCESS_TICKETS, IN_PROCESS_TICKETS_PER_CLIENT, IN_PROCESS_TICKET_TTL)
+    }
+
+    /// `owner` asks for a ticket at `now`: both servers reserve room, then
+    /// preprocess, then file their halves. Returns the client's half.
+    #[allow(clippy::too_many_arguments)]
+    pub fn issue<E: PreprocessingEngine, G: RngCore + CryptoRng + ?Sized>(
+        &mut self,
+        client: &Client,
+        info: &ModelInfo,
+        s1: &E::S1Model<R>,
+        s2: &mut ActivationServer<E>,
+        mode: OutputMode,
+        owner: Option<Arc<str>>,
+        now: Duration,
+        rng: &mut G,
+    ) -> Result<(PendingTicket<R>, Ticket)> {
+        let r1 = self.s1.reserve(owner.clone(), now).map_err(store_error)?;
+        let r2 = match self.s2.reserve((), now) {
+            Ok(r) => r,
+            Err(e) => {
+                self.s1.cancel(r1);
+                return Err(store_error(e));
+            }
+        };
+        match issue_ticket(client, info, s1, s2, mode, rng) {
+            Ok(t) => {
+                let id = t.ticket.session_id;
+                let terms = TicketTerms { model_id: t.ticket.model_id.clone(), mode: t.ticket.mode, owner };
+                self.s2.insert(id, t.session, r2, now);
+                self.s1.insert(id, (terms, t.prepared), r1, now);
+                Ok((t.pending, t.ticket))
+            }
+            Err(e) => {
+                self.s1.cancel(r1);
+                self.s2.cancel(r2);
+                Err(e)
+            }
+        }
+    }
+
+    /// `caller` spends a ticket at `now` with input `x`: S1 takes its half
+    /// if the ticket admits the query, S2 takes its own, the online phase
+    /// runs and the client opens the result.
+    #[allow(clippy::too_many_arguments)]
+    pub fn query<E: PreprocessingEngine>(
+        &mut self,
+        engine: &E,
+        s1: &E::S1Model<R>,
+        pending: PendingTicket<R>,
+        ticket: &Ticket,
+        x: &[f64],
+        caller: Option<&str>,
+        now: Duration,
+    ) -> Result<Output> {
+        let (pending, q) = pending.query(ticket, x)?;
+        engine.online_model(s1).check_input(&q.masked_input)?;
+        let (_, prepared) = self
+            .s1
+            .take(&q.ticket, now, |(terms, _)| terms.admits(&q.model_id, Some(q.mode), caller).map_err(Into::into))
+            .map_err(taken)?;
+        let session = self.s2.take(&q.ticket, now, |_| Ok(())).map_err(taken)?;
+        let online = online(prepared, session, q.masked_input)?;
+        pending.finish(online.response)
+    }
+}
+
 /// Everything needed to run private queries against one model in-process,
 /// for any engine: S2, S1 for the model's ring, a client, and the one
 /// CSPRNG every role draws from (seeded by the caller, so runs replay).
@@ -207,7 +308,18 @@ pub struct InProcess<E: PreprocessingEngine> {
     pub s1_256: Option<E::S1Model<U256>>,
     /// The CSPRNG the roles draw from.
     pub rng: ChaCha20Rng,
+    /// Tickets, when the model's ring is k = 128.
+    pub tickets_128: TicketDesk<u128>,
+    /// Tickets, when the model's ring is k = 256.
+    pub tickets_256: TicketDesk<U256>,
+    /// The in-process clock the ticket stores read: tests move it by hand.
+    pub now: Duration,
 }
+
+/// In-process ticket limits: the model server's defaults.
+const IN_PROCESS_TICKETS: usize = 1024;
+const IN_PROCESS_TICKETS_PER_CLIENT: usize = 64;
+const IN_PROCESS_TICKET_TTL: Duration = Duration::from_secs(600);
 
 impl<E: PreprocessingEngine> InProcess<E> {
     /// Wires S2 (with `keys`), S1 for `model` and a client; `seed` seeds the
@@ -224,7 +336,18 @@ impl<E: PreprocessingEngine> InProcess<E> {
         let s2 = ActivationServer::new(engine, keys, &mut rng);
         let client = Client::new(pk, s2.seed_epoch());
         let info = ModelInfo::of(id, &model);
-        Ok(InProcess { model, info, s2, client, s1_128, s1_256, rng })
+        Ok(InProcess {
+            model,
+            info,
+            s2,
+            client,
+            s1_128,
+            s1_256,
+            rng,
+            tickets_128: TicketDesk::in_process(),
+            tickets_256: TicketDesk::in_process(),
+            now: Duration::ZERO,
+        })
     }
 
     /// One private query.
@@ -245,12 +368,20 @@ impl<E: PreprocessingEngine> InProcess<E> {
     }
 
     /// One query on a ticket: the seed is sent and preprocessed first, the
-    /// input arrives afterwards (docs/PROTOCOL.md §4.0).
+    /// input arrives afterwards (docs/PROTOCOL.md §4.0), through the same
+    /// stores and checks as the gRPC shells.
     pub fn infer_with_ticket(&mut self, x: &[f64], mode: OutputMode) -> Result<Output> {
-        let InProcess { info, s2, client, s1_128, s1_256, rng, .. } = self;
+        let InProcess { info, s2, client, s1_128, s1_256, rng, tickets_128, tickets_256, now, .. } = self;
+        let engine = s2.engine().clone();
         match (s1_128.as_ref(), s1_256.as_ref()) {
-            (Some(s1), _) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
-            (_, Some(s1)) => issue_ticket(client, info, s1, s2, mode, rng)?.query(x),
+            (Some(s1), _) => {
+                let (p, t) = tickets_128.issue(client, info, s1, s2, mode, None, *now, rng)?;
+                tickets_128.query(&*engine, s1, p, &t, x, None, *now)
+            }
+            (_, Some(s1)) => {
+                let (p, t) = tickets_256.issue(client, info, s1, s2, mode, None, *now, rng)?;
+                tickets_256.query(&*engine, s1, p, &t, x, None, *now)
+            }
             _ => unreachable!("one ring is set"),
         }
     }

@@ -3,6 +3,7 @@
 //! written for whoever sent the bad input and never carry a secret.
 
 use crate::crypto_error::CryptoError;
+use crate::store::TicketRefusal;
 use tandem_model::ModelError;
 use thiserror::Error;
 
@@ -41,6 +42,11 @@ pub enum ProtocolError {
         /// The accepted range, in words.
         accepted: String,
     },
+    /// A message that does not decode: a field of the wrong width, an enum
+    /// value the API does not define, a required field missing. The text
+    /// names the field and what is accepted.
+    #[error("{0}")]
+    Malformed(String),
     /// A peer's message contradicts the session or the model (a ticket for
     /// another model, an aux of another mode, a permutation that is not one).
     #[error("{0}")]
@@ -59,6 +65,19 @@ pub enum ProtocolError {
         model: u32,
         /// `k` of the code path.
         code: u32,
+    },
+    /// A ticket exists but was issued for another client, model or mode.
+    #[error(transparent)]
+    TicketRefused(#[from] TicketRefusal),
+    /// No preprocessed session (ticket) under this id: never issued, already
+    /// used, expired, or the server restarted.
+    #[error("no preprocessed session under this id: it was already used, expired, or the server restarted")]
+    UnknownSession,
+    /// A server holds its limit of preprocessed sessions.
+    #[error("the server holds its limit of {limit} preprocessed sessions; use some or let them expire")]
+    StoreFull {
+        /// The limit.
+        limit: usize,
     },
     /// S2's key is too small for the model's homomorphic bit budget.
     #[error("the activation server's key has {key_bits} bits, too small for {layer}: {needed} bits per packing slot")]

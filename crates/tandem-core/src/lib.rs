@@ -26,12 +26,13 @@ pub mod online;
 pub mod replay;
 pub mod ring;
 pub mod seed;
+pub mod store;
 
 pub use activation::{ActivationServer, ActivationSession};
 pub use client::{Client, PendingQuery, PendingTicket};
 pub use crypto_error::CryptoError;
 pub use driver::{
-    issue_ticket, online, preprocess, run_query, InProcess, IssuedTicket, OnlineTranscript, PreprocessingTranscript,
+    issue_ticket, online, preprocess, run_query, InProcess, IssuedTicket, TicketDesk, OnlineTranscript, PreprocessingTranscript,
     Transcript,
 };
 pub use engine::{PreprocessingEngine, S1Step, S2Step};
@@ -39,7 +40,8 @@ pub use error::{ProtocolError, Result};
 pub use messages::*;
 pub use model_info::ModelInfo;
 pub use online::{OnlineModel, OnlineQuery, Prepared};
-pub use replay::ReplayLog;
+pub use replay::{BoundedReplayLog, ReplayLog};
 pub use ring::{Ring, U256};
 pub use seed::{Seed, SeedEpoch, SeedSecret};
+pub use store::{ExpiringStore, Reservation, StoreError, Taken, TicketRefusal, TicketTerms};
 pub use tandem_paillier_pk as paillier_pk;

@@ -12,6 +12,10 @@
 //! draws a new epoch, so seeds recorded before it are refused the same way.
 //!
 //! The log is sans-IO: the caller passes the RNG that draws new epochs.
+//! [`ReplayLog`] is what S2 needs of a log; [`BoundedReplayLog`] is the
+//! in-memory implementation both the gRPC shell and the in-process driver
+//! use (a deployment with several S2 replicas would put a shared one behind
+//! the same trait).
 
 use crate::error::{ProtocolError, Result};
 use crate::seed::SeedEpoch;
@@ -28,39 +32,42 @@ struct Epoch {
     tags: HashSet<[u8; 32]>,
 }
 
+/// What S2 needs of a replay log: a current epoch, a check of a named epoch
+/// that depends on nothing secret, and recording a seed's tag exactly once.
+pub trait ReplayLog {
+    /// The epoch clients should derive new seeds under.
+    fn current_epoch(&self) -> SeedEpoch;
+    /// Refuses an epoch this log does not hold (before any decryption).
+    fn check_epoch(&self, epoch: &SeedEpoch) -> Result<()>;
+    /// Records a seed's replay tag under `epoch`; refuses a tag already
+    /// recorded there; may move to a new epoch drawn from `rng`.
+    fn record<G: RngCore + ?Sized>(&mut self, epoch: &SeedEpoch, tag: [u8; 32], rng: &mut G) -> Result<()>;
+    /// Seeds recorded and still remembered.
+    fn len(&self) -> usize;
+    /// Whether no seed is recorded.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The bounded, epoch-rotating replay log.
-pub struct ReplayLog {
+pub struct BoundedReplayLog {
     current: Epoch,
     previous: Option<Epoch>,
     per_epoch: usize,
     rotations: u64,
 }
 
-fn fresh(rng: &mut impl RngCore) -> Epoch {
+fn fresh<G: RngCore + ?Sized>(rng: &mut G) -> Epoch {
     let mut id = [0u8; crate::seed::EPOCH_BYTES];
     rng.fill_bytes(&mut id);
     Epoch { id: SeedEpoch(id), tags: HashSet::new() }
 }
 
-impl ReplayLog {
+impl BoundedReplayLog {
     /// A log with a fresh random epoch; `per_epoch` is at least 1.
-    pub fn new(per_epoch: usize, rng: &mut impl RngCore) -> Self {
-        ReplayLog { current: fresh(rng), previous: None, per_epoch: per_epoch.max(1), rotations: 0 }
-    }
-
-    /// The epoch clients should derive new seeds under.
-    pub fn current_epoch(&self) -> SeedEpoch {
-        self.current.id
-    }
-
-    /// Seeds recorded and still remembered (both epochs).
-    pub fn len(&self) -> usize {
-        self.current.tags.len() + self.previous.as_ref().map_or(0, |e| e.tags.len())
-    }
-
-    /// Whether no seed is recorded.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    pub fn new<G: RngCore + ?Sized>(per_epoch: usize, rng: &mut G) -> Self {
+        BoundedReplayLog { current: fresh(rng), previous: None, per_epoch: per_epoch.max(1), rotations: 0 }
     }
 
     /// How many times the log has moved to a new epoch.
@@ -74,11 +81,20 @@ impl ReplayLog {
         }
         self.previous.as_mut().filter(|e| e.id == *epoch)
     }
+}
 
-    /// Refuses an epoch this log does not hold. Called before decrypting:
-    /// the epoch travels in the clear, so the refusal depends on nothing
+impl ReplayLog for BoundedReplayLog {
+    fn current_epoch(&self) -> SeedEpoch {
+        self.current.id
+    }
+
+    fn len(&self) -> usize {
+        self.current.tags.len() + self.previous.as_ref().map_or(0, |e| e.tags.len())
+    }
+
+    /// The epoch travels in the clear, so the refusal depends on nothing
     /// secret.
-    pub fn check_epoch(&self, epoch: &SeedEpoch) -> Result<()> {
+    fn check_epoch(&self, epoch: &SeedEpoch) -> Result<()> {
         if self.current.id == *epoch || self.previous.as_ref().is_some_and(|e| e.id == *epoch) {
             Ok(())
         } else {
@@ -86,9 +102,8 @@ impl ReplayLog {
         }
     }
 
-    /// Records a seed's replay tag under `epoch`; refuses a tag already
-    /// recorded there. Rotates to a new epoch when the current one is full.
-    pub fn record(&mut self, epoch: &SeedEpoch, tag: [u8; 32], rng: &mut impl RngCore) -> Result<()> {
+    /// Rotates to a new epoch when the current one is full.
+    fn record<G: RngCore + ?Sized>(&mut self, epoch: &SeedEpoch, tag: [u8; 32], rng: &mut G) -> Result<()> {
         let e = self.epoch_mut(epoch).ok_or(ProtocolError::UnknownEpoch)?;
         if !e.tags.insert(tag) {
             return Err(ProtocolError::ReplayedSeed);
@@ -111,7 +126,7 @@ mod tests {
     #[test]
     fn refuses_replays_and_forgets_only_with_the_epoch() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let mut log = ReplayLog::new(3, &mut rng);
+        let mut log = BoundedReplayLog::new(3, &mut rng);
         let e0 = log.current_epoch();
         for t in 0..3u8 {
             log.record(&e0, [t; 32], &mut rng).unwrap();
@@ -138,7 +153,7 @@ mod tests {
     #[test]
     fn memory_stays_bounded() {
         let mut rng = ChaCha20Rng::seed_from_u64(2);
-        let mut log = ReplayLog::new(100, &mut rng);
+        let mut log = BoundedReplayLog::new(100, &mut rng);
         for i in 0..10_000u32 {
             let e = log.current_epoch();
             let mut tag = [0u8; 32];
@@ -151,8 +166,8 @@ mod tests {
     #[test]
     fn a_new_log_never_holds_an_old_logs_epoch() {
         // A restart is a new log: nothing recorded before it can be resumed.
-        let old = ReplayLog::new(10, &mut ChaCha20Rng::seed_from_u64(3));
-        let new = ReplayLog::new(10, &mut ChaCha20Rng::seed_from_u64(4));
+        let old = BoundedReplayLog::new(10, &mut ChaCha20Rng::seed_from_u64(3));
+        let new = BoundedReplayLog::new(10, &mut ChaCha20Rng::seed_from_u64(4));
         assert_eq!(new.check_epoch(&old.current_epoch()), Err(ProtocolError::UnknownEpoch));
     }
 }

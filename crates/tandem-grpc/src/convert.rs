@@ -10,7 +10,7 @@ use tandem_core::messages::SessionId;
 use tandem_core::paillier_pk::PublicKey;
 use tandem_core::{EncryptedSeed, Ring, SeedEpoch};
 use tandem_model::{ActivationKind, OutputMode};
-use tonic::Status;
+use tandem_core::{CryptoError, ProtocolError};
 
 // ---------------------------------------------------------------- enums
 
@@ -24,7 +24,7 @@ pub fn mode_to_proto(mode: OutputMode) -> pb::OutputMode {
 }
 
 /// `None` for `OUTPUT_MODE_UNSPECIFIED` (use the model's default).
-pub fn mode_from_proto(v: i32) -> Result<Option<OutputMode>, Status> {
+pub fn mode_from_proto(v: i32) -> Result<Option<OutputMode>, ProtocolError> {
     match pb::OutputMode::try_from(v) {
         Ok(pb::OutputMode::Unspecified) => Ok(None),
         Ok(pb::OutputMode::Label) => Ok(Some(OutputMode::Label)),
@@ -38,7 +38,7 @@ pub fn mode_from_proto(v: i32) -> Result<Option<OutputMode>, Status> {
 }
 
 /// Like [`mode_from_proto`], but the mode must be set.
-pub fn required_mode(v: i32, field: &str) -> Result<OutputMode, Status> {
+pub fn required_mode(v: i32, field: &str) -> Result<OutputMode, ProtocolError> {
     mode_from_proto(v)?.ok_or_else(|| invalid(format!("{field}: the output mode must be set")))
 }
 
@@ -50,7 +50,7 @@ pub fn kind_to_proto(kind: ActivationKind) -> pb::ActivationKind {
     }
 }
 
-pub fn kind_from_proto(v: i32) -> Result<ActivationKind, Status> {
+pub fn kind_from_proto(v: i32) -> Result<ActivationKind, ProtocolError> {
     match pb::ActivationKind::try_from(v) {
         Ok(pb::ActivationKind::Relu) => Ok(ActivationKind::Relu),
         Ok(pb::ActivationKind::Sigmoid) => Ok(ActivationKind::Sigmoid),
@@ -68,7 +68,7 @@ pub fn encode_ring<R: Ring>(v: &[R]) -> Vec<u8> {
 
 /// Inverse of [`encode_ring`]; `expected` is the number of values the
 /// receiver needs (`None`: any positive multiple of `k/8` bytes).
-pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> Result<Vec<R>, Status> {
+pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> Result<Vec<R>, ProtocolError> {
     let w = R::BYTES;
     // checked: `expected` may be absurd, and must then fail the comparison, not overflow
     match expected {
@@ -86,14 +86,14 @@ pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> R
     }
 }
 
-pub fn session_id_from_bytes(b: &[u8], field: &str) -> Result<SessionId, Status> {
+pub fn session_id_from_bytes(b: &[u8], field: &str) -> Result<SessionId, ProtocolError> {
     b.try_into().map_err(|_| invalid(format!("{field} has {} bytes; a session id is exactly 16", b.len())))
 }
 
 // ---------------------------------------------------------------- keys
 
 /// A seed epoch: exactly 16 bytes.
-pub fn epoch_from_proto(b: &[u8], field: &str) -> Result<SeedEpoch, Status> {
+pub fn epoch_from_proto(b: &[u8], field: &str) -> Result<SeedEpoch, ProtocolError> {
     SeedEpoch::from_slice(b).ok_or_else(|| {
         invalid(format!(
             "{field} has {} bytes; a seed epoch is exactly 16 (activation_key.seed_epoch of the model info)",
@@ -105,8 +105,8 @@ pub fn epoch_from_proto(b: &[u8], field: &str) -> Result<SeedEpoch, Status> {
 /// Parses a key (pure Rust, for the client) and checks that its stated
 /// fingerprint is its own (the caller must still compare the fingerprint
 /// with a pinned one).
-pub fn public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, Status> {
-    let bad = |what: String| Status::failed_precondition(format!("activation server key: {what}"));
+pub fn public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, ProtocolError> {
+    let bad = |what: String| ProtocolError::Crypto(CryptoError::InvalidKey(format!("the activation server's: {what}")));
     let hex_n = if p.n_hex.len() % 2 == 1 { format!("0{}", p.n_hex) } else { p.n_hex.clone() };
     let n = hex::decode(&hex_n).map_err(|_| bad("N is not valid hex".into()))?;
     let pk = PublicKey::from_bytes(&n).map_err(|e| bad(e.to_string()))?;
@@ -118,7 +118,7 @@ pub fn public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, Sta
 
 /// The client's `[secret]` as it arrives: exactly one ciphertext's width
 /// (`⌈2|N|/8⌉` bytes) for the server's key; the engine parses it.
-pub fn enc_seed_from_bytes(b: &[u8], ciphertext_bytes: usize, field: &str) -> Result<EncryptedSeed, Status> {
+pub fn enc_seed_from_bytes(b: &[u8], ciphertext_bytes: usize, field: &str) -> Result<EncryptedSeed, ProtocolError> {
     if b.len() != ciphertext_bytes {
         return Err(invalid(format!(
             "{field} has {} bytes; one ciphertext under the activation server's key is exactly {ciphertext_bytes} (big-endian)",
@@ -165,7 +165,7 @@ pub fn ticket_request_to_proto(q: &m::TicketRequest) -> pb::CreateTicketRequest 
 }
 
 /// The client's side: the ticket S1 confirmed.
-pub fn ticket_from_proto(t: &pb::Ticket) -> Result<m::Ticket, Status> {
+pub fn ticket_from_proto(t: &pb::Ticket) -> Result<m::Ticket, ProtocolError> {
     Ok(m::Ticket {
         session_id: session_id_from_bytes(&t.ticket_id, "ticket_id")?,
         model_id: t.model_id.clone(),
@@ -180,7 +180,7 @@ pub fn query_request_from_proto<R: Ring>(
     req: &pb::InferRequest,
     mode: OutputMode,
     input_len: usize,
-) -> Result<m::QueryRequest<R>, Status> {
+) -> Result<m::QueryRequest<R>, ProtocolError> {
     let masked_input = decode_ring::<R>(&req.masked_input, Some(input_len), "masked_input")?;
     let enc_seed = enc_seed_from_bytes(&req.enc_seed, ciphertext_bytes, "enc_seed")?;
     let epoch = epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
@@ -203,7 +203,7 @@ pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<p
 }
 
 /// The client's side; the state machine checks the aux against the mode.
-pub fn query_response_from_proto<R: Ring>(r: &pb::InferResponse) -> Result<m::QueryResponse<R>, Status> {
+pub fn query_response_from_proto<R: Ring>(r: &pb::InferResponse) -> Result<m::QueryResponse<R>, ProtocolError> {
     let aux = match &r.aux {
         Some(pb::infer_response::Aux::LogitsUPlusMu(b)) => {
             m::OutputAux::Logits(decode_ring(b, None, "logits_u_plus_mu")?)
@@ -235,7 +235,7 @@ pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb:
 
 /// S2's side. The state machine checks `input_len` and `ring_bits`; the
 /// caller checks `key_fingerprint`.
-pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -> Result<m::SessionStart, Status> {
+pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -> Result<m::SessionStart, ProtocolError> {
     Ok(m::SessionStart {
         session_id: session_id_from_bytes(&s.session_id, "session_id")?,
         enc_seed: enc_seed_from_bytes(&s.enc_seed, ciphertext_bytes, "enc_seed")?,
@@ -254,11 +254,11 @@ pub fn online_step_to_proto<R: Ring>(t: &m::OnlineStep<R>) -> pb::EvaluateMsg {
 }
 
 /// S2's side; the session checks the count against what it preprocessed.
-pub fn masked_round_from_proto<R: Ring>(r: &pb::MaskedRound) -> Result<m::MaskedRound<R>, Status> {
+pub fn masked_round_from_proto<R: Ring>(r: &pb::MaskedRound) -> Result<m::MaskedRound<R>, ProtocolError> {
     Ok(m::MaskedRound { e: decode_ring(&r.e, None, "round.e")? })
 }
 
-pub fn masked_output_from_proto<R: Ring>(r: &pb::MaskedOutput) -> Result<m::MaskedOutput<R>, Status> {
+pub fn masked_output_from_proto<R: Ring>(r: &pb::MaskedOutput) -> Result<m::MaskedOutput<R>, ProtocolError> {
     Ok(m::MaskedOutput { e: decode_ring(&r.e, None, "output.e")? })
 }
 
@@ -270,7 +270,7 @@ pub fn activation_values_to_proto<R: Ring>(v: &m::ActivationValues<R>) -> pb::Ac
 pub fn activation_values_from_proto<R: Ring>(
     v: &pb::ActivationValues,
     n: usize,
-) -> Result<m::ActivationValues<R>, Status> {
+) -> Result<m::ActivationValues<R>, ProtocolError> {
     Ok(m::ActivationValues { h: decode_ring(&v.h, Some(n), "values.h")? })
 }
 
@@ -285,8 +285,8 @@ mod tests {
         let b = encode_ring(&v);
         assert_eq!(decode_ring::<U256>(&b, Some(2), "x").unwrap(), v);
         let e = decode_ring::<U256>(&b, Some(3), "x").unwrap_err();
-        assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        assert!(e.message().contains("expected 3 ring values of 32 bytes"), "{}", e.message());
+        assert_eq!(crate::status::code_of(&e), tonic::Code::InvalidArgument);
+        assert!(e.to_string().contains("expected 3 ring values of 32 bytes"), "{e}");
         assert!(decode_ring::<u128>(&b[..17], None, "x").is_err());
     }
 
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn absurd_expected_counts_do_not_overflow() {
         let e = decode_ring::<U256>(&[], Some(usize::MAX), "x").unwrap_err();
-        assert!(e.message().contains("expected 18446744073709551615 ring values"), "{}", e.message());
+        assert!(e.to_string().contains("expected 18446744073709551615 ring values"), "{e}");
         assert!(decode_ring::<u128>(&[0; 16], Some(usize::MAX / 16 + 2), "x").is_err());
     }
 
@@ -303,7 +303,7 @@ mod tests {
     fn enc_seed_width_is_checked() {
         assert!(enc_seed_from_bytes(&[1; 256], 256, "enc_seed").is_ok());
         let e = enc_seed_from_bytes(&[1; 255], 256, "enc_seed").unwrap_err();
-        assert!(e.message().contains("exactly 256"), "{}", e.message());
+        assert!(e.to_string().contains("exactly 256"), "{e}");
     }
 
     #[test]

@@ -9,14 +9,14 @@ use crate::v1 as pb;
 use tandem_paillier::messages as m;
 use tandem_paillier::packing::PackingParams;
 use tandem_paillier::{Ciphertext, PublicKey};
-use tonic::Status;
+use tandem_core::{CryptoError, ProtocolError};
 
 pub fn packing_to_proto(p: &PackingParams) -> pb::Packing {
     pb::Packing { offset_bits: p.offset_bits, slot_bits: p.slot_bits, slots_per_ciphertext: p.slots_per_ciphertext }
 }
 
 /// The layout is validated against the key by the state machine.
-pub fn packing_from_proto(p: Option<&pb::Packing>, field: &str) -> Result<PackingParams, Status> {
+pub fn packing_from_proto(p: Option<&pb::Packing>, field: &str) -> Result<PackingParams, ProtocolError> {
     let p = p.ok_or_else(|| invalid(format!("{field}: packing layout missing")))?;
     Ok(PackingParams {
         offset_bits: p.offset_bits,
@@ -41,7 +41,7 @@ pub fn decode_ciphertexts(
     b: &[u8],
     expected: Option<usize>,
     field: &str,
-) -> Result<Vec<Ciphertext>, Status> {
+) -> Result<Vec<Ciphertext>, ProtocolError> {
     let w = pk.ciphertext_bytes();
     match expected {
         Some(n) if n.checked_mul(w) != Some(b.len()) => {
@@ -69,7 +69,7 @@ pub fn decode_ciphertexts(
         .collect()
 }
 
-pub fn decode_one_ciphertext(pk: &PublicKey, b: &[u8], field: &str) -> Result<Ciphertext, Status> {
+pub fn decode_one_ciphertext(pk: &PublicKey, b: &[u8], field: &str) -> Result<Ciphertext, ProtocolError> {
     pk.ciphertext_from_bytes(b).map_err(|e| invalid(format!("{field}: {e}")))
 }
 
@@ -84,7 +84,7 @@ pub fn input_masks_to_proto(pk: &PublicKey, m: &m::InputMasks) -> pb::InputMasks
     pb::InputMasks { enc_r: encode_ciphertexts(pk, &m.enc_r) }
 }
 
-pub fn input_masks_from_proto(pk: &PublicKey, p: &pb::InputMasks, input_len: usize) -> Result<m::InputMasks, Status> {
+pub fn input_masks_from_proto(pk: &PublicKey, p: &pb::InputMasks, input_len: usize) -> Result<m::InputMasks, ProtocolError> {
     Ok(m::InputMasks { enc_r: decode_ciphertexts(pk, &p.enc_r, Some(input_len), "input_masks.enc_r")? })
 }
 
@@ -93,7 +93,7 @@ pub fn rho_masks_to_proto(pk: &PublicKey, m: &m::RhoMasks) -> pb::RhoMasks {
 }
 
 /// S1's side: `n` is the layer width S1 sent in the round.
-pub fn rho_masks_from_proto(pk: &PublicKey, p: &pb::RhoMasks, n: usize) -> Result<m::RhoMasks, Status> {
+pub fn rho_masks_from_proto(pk: &PublicKey, p: &pb::RhoMasks, n: usize) -> Result<m::RhoMasks, ProtocolError> {
     Ok(m::RhoMasks { enc_rho: decode_ciphertexts(pk, &p.enc_rho, Some(n), "rho.enc_rho")? })
 }
 
@@ -108,7 +108,7 @@ pub fn blinded_round_to_proto(pk: &PublicKey, r: &m::BlindedRound) -> pb::Blinde
 }
 
 /// S2's side; counts are checked by the state machine against the packing.
-pub fn blinded_round_from_proto(pk: &PublicKey, r: &pb::BlindedRound) -> Result<m::BlindedRound, Status> {
+pub fn blinded_round_from_proto(pk: &PublicKey, r: &pb::BlindedRound) -> Result<m::BlindedRound, ProtocolError> {
     Ok(m::BlindedRound {
         kind: kind_from_proto(r.kind)?,
         scale: r.scale,
@@ -128,7 +128,7 @@ pub fn blinded_output_to_proto(pk: &PublicKey, r: &m::BlindedOutput) -> pb::Blin
     }
 }
 
-pub fn blinded_output_from_proto(pk: &PublicKey, r: &pb::BlindedOutput) -> Result<m::BlindedOutput, Status> {
+pub fn blinded_output_from_proto(pk: &PublicKey, r: &pb::BlindedOutput) -> Result<m::BlindedOutput, ProtocolError> {
     Ok(m::BlindedOutput {
         mode: required_mode(r.mode, "output.mode")?,
         scale: r.scale,
@@ -148,12 +148,12 @@ pub fn preprocessing_step_to_proto(pk: &PublicKey, t: &m::PreprocessingStep) -> 
 
 /// S1's side: S2's key for the engine's homomorphic work (GMP), with its
 /// stated fingerprint checked against its `N`.
-pub fn paillier_public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, Status> {
+pub fn paillier_public_key_from_proto(p: &pb::PaillierPublicKey) -> Result<PublicKey, ProtocolError> {
     PublicKey::from_file(&tandem_paillier::paillier::PublicKeyFile {
         n: p.n_hex.clone(),
         fingerprint: p.fingerprint.clone(),
     })
-    .map_err(|e| Status::failed_precondition(format!("activation server key: {e}")))
+    .map_err(|e| ProtocolError::Crypto(CryptoError::InvalidKey(format!("the activation server's: {e}"))))
 }
 
 #[cfg(test)]
@@ -173,7 +173,7 @@ mod tests {
         let mut bad = b.clone();
         bad[256..512].fill(0);
         let e = decode_ciphertexts(pk, &bad, None, "c").unwrap_err();
-        assert!(e.message().starts_with("c[1]: malformed ciphertext"), "{}", e.message());
+        assert!(e.to_string().starts_with("c[1]: malformed ciphertext"), "{e}");
         assert!(decode_ciphertexts(pk, &b[1..], None, "c").is_err());
         // The client's pure-Rust parse of the published key is the same key.
         let p = public_key_to_proto(pk);

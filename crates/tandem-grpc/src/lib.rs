@@ -28,7 +28,7 @@ pub mod v1 {
 pub use convert::*;
 #[cfg(feature = "paillier")]
 pub use convert_paillier::*;
-pub use status::status_from_protocol;
+pub use status::{status_from_protocol, OrStatus};
 
 /// gRPC frames every message with 5 bytes (flag + length); byte counts in
 /// this project are `encoded_len() + GRPC_FRAME_BYTES` per message.

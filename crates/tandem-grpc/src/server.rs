@@ -1,10 +1,61 @@
-//! Set-up both servers share (feature `server`): the tonic server builder
-//! with keepalive and TLS, a no-delay listener, and logging.
+//! Set-up both servers share (feature `server`): the flags they have in
+//! common, the tonic server builder with keepalive and TLS, a no-delay
+//! listener, logging, the shutdown signal and the blocking-pool hop.
 
-use std::time::Duration;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Server, ServerTlsConfig};
+use tonic::Status;
+
+/// The flags both servers take, with one set of names, environment
+/// variables and defaults (flattened into each server's `Config`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct ServerFlags {
+    /// PEM certificate of this server. The model server also presents it as
+    /// its client certificate to the activation server (mutual TLS).
+    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate the other server's certificate must chain to
+    /// (mutual TLS between the servers; the activation server requires it
+    /// with --tls-cert).
+    #[arg(long, env = "TANDEM_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Plaintext gRPC without TLS (development only: traffic is unencrypted
+    /// and unauthenticated).
+    #[arg(long, env = "TANDEM_INSECURE")]
+    pub insecure: bool,
+    /// Log as JSON lines instead of text.
+    #[arg(long, env = "TANDEM_LOG_JSON")]
+    pub log_json: bool,
+    /// Largest message exchanged between the servers, in bytes.
+    #[arg(
+        long,
+        alias = "max-message-bytes",
+        env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES",
+        default_value_t = crate::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES
+    )]
+    pub max_internal_message_bytes: usize,
+}
+
+/// Runs `f` on tokio's blocking pool (the protocol's heavy steps must not
+/// stall the async workers) and measures it. `server` names the process in
+/// the status a failed worker becomes.
+pub async fn blocking<T: Send + 'static>(
+    server: &'static str,
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<(T, Duration), Status> {
+    let t = Instant::now();
+    let r = tokio::task::spawn_blocking(f).await.map_err(|e| {
+        tracing::error!("a {server} worker failed: {e}");
+        Status::internal(format!("internal error in the {server} (worker failed)"))
+    })??;
+    Ok((r, t.elapsed()))
+}
 
 /// A tonic server with HTTP/2 keepalive (so a vanished peer's streams end)
 /// and, when given, TLS.
@@ -34,7 +85,8 @@ pub fn init_logging(json: bool) {
     let _ = if json { b.json().try_init() } else { b.try_init() };
 }
 
-/// Completes on Ctrl-C or SIGTERM.
+/// Completes on Ctrl-C or SIGTERM, and logs that the server is shutting
+/// down.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -54,4 +106,5 @@ pub async fn shutdown_signal() {
         _ = ctrl_c => {},
         _ = term => {},
     }
+    tracing::info!("shutting down");
 }

@@ -6,6 +6,7 @@
 //! [`tandem_core::OnlineQuery`] over one `Evaluate` stream per query
 //! ([`query`]), and the result is encoded back. No protocol math lives here.
 
+use tandem_grpc::OrStatus;
 use anyhow::{bail, Context};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use tandem_grpc::peer::RoleTlsConnector;
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tandem_grpc::v1::model_service_server::{ModelService, ModelServiceServer};
+use tandem_core::TicketTerms;
 use tandem_model::{QuantConfig, QuantizedModel};
 use tandem_paillier::{PublicKey, SeedEpoch};
 use tokio::net::TcpListener;
@@ -65,16 +67,6 @@ pub struct Config {
     /// Signed bits per quantized weight.
     #[arg(long, env = "TANDEM_WEIGHT_BITS", default_value_t = QuantConfig::default().weight_bits)]
     pub weight_bits: u32,
-    /// PEM certificate: the server certificate for clients and the client
-    /// certificate for mutual TLS with the activation server.
-    #[arg(long, env = "TANDEM_TLS_CERT", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, env = "TANDEM_TLS_KEY", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// PEM CA certificate that the activation server's certificate must chain to.
-    #[arg(long, env = "TANDEM_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
     /// Accept only an activation server whose certificate's
     /// SubjectPublicKeyInfo has this SHA-256 (64 hex digits; repeat or
     /// separate with commas for several; `tandem spki CERT.pem` prints it).
@@ -83,10 +75,6 @@ pub struct Config {
     /// `tandem dev-certs` issues): a certificate from the CA alone is not enough.
     #[arg(long, env = "TANDEM_ACTIVATION_SERVER_SPKI_SHA256", value_delimiter = ',')]
     pub activation_server_spki_sha256: Vec<String>,
-    /// Plaintext gRPC without TLS, to clients and to the activation server
-    /// (development only: traffic is unencrypted).
-    #[arg(long, env = "TANDEM_INSECURE")]
-    pub insecure: bool,
     /// Largest number of queries and ticket requests admitted at once
     /// (running or waiting for a worker); more are refused with
     /// RESOURCE_EXHAUSTED. Online queries on tickets do not count.
@@ -130,9 +118,6 @@ pub struct Config {
     /// connection; the client waits for a free one.
     #[arg(long, env = "TANDEM_MAX_STREAMS_PER_CONNECTION", default_value_t = 64)]
     pub max_streams_per_connection: u32,
-    /// Largest message exchanged with the activation server, in bytes.
-    #[arg(long, env = "TANDEM_MAX_INTERNAL_MESSAGE_BYTES", default_value_t = tandem_grpc::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES)]
-    pub max_internal_message_bytes: usize,
     /// File of API tokens, one client per line: `CLIENT-ID TOKEN`, or
     /// `CLIENT-ID sha256:HEX` to keep only the token's SHA-256 on the server
     /// (`#` starts a comment). Every call must then carry gRPC metadata
@@ -168,9 +153,9 @@ pub struct Config {
     /// each). A mode's cost must fit the burst.
     #[arg(long, env = "TANDEM_MODE_COST", default_value = "")]
     pub mode_cost: String,
-    /// Log as JSON lines instead of text.
-    #[arg(long, env = "TANDEM_LOG_JSON")]
-    pub log_json: bool,
+    /// TLS, logging and the inter-server message limit.
+    #[command(flatten)]
+    pub common: tandem_grpc::server::ServerFlags,
 }
 
 /// The access policy of `cfg`: the token file read, the rate limit parsed.
@@ -243,7 +228,7 @@ impl Settings {
                 query: Duration::from_secs(cfg.query_timeout_secs.max(1)),
             },
             max_request_bytes: cfg.max_request_bytes,
-            max_internal_message_bytes: cfg.max_internal_message_bytes,
+            max_internal_message_bytes: cfg.common.max_internal_message_bytes,
             max_tickets: cfg.max_tickets,
             max_tickets_per_client: cfg.max_tickets_per_client.max(1),
             ticket_ttl: Duration::from_secs(cfg.ticket_ttl_secs.max(1)),
@@ -415,11 +400,9 @@ pub async fn fetch_key(
             Ok(Ok(r)) => {
                 let r = r.into_inner();
                 let key =
-                    tandem_grpc::paillier_public_key_from_proto(&r).map_err(|s| anyhow::anyhow!("{}", s.message()))?;
+                    tandem_grpc::paillier_public_key_from_proto(&r).map_err(|e| anyhow::anyhow!("{e}"))?;
                 let epoch = tandem_grpc::epoch_from_proto(&r.seed_epoch, "the activation server's seed_epoch")
-                    .map_err(|s| {
-                        anyhow::anyhow!("{} (is the activation server older than this model server?)", s.message())
-                    })?;
+                    .map_err(|e| anyhow::anyhow!("{e} (is the activation server older than this model server?)"))?;
                 return Ok((key, epoch));
             }
             Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
@@ -599,8 +582,8 @@ impl ModelService for ModelSvc {
                 Engine::K128(s1) => s1.public_key(),
                 Engine::K256(s1) => s1.public_key(),
             };
-            let enc_seed = tandem_grpc::enc_seed_from_bytes(&req.enc_seed, pk.ciphertext_bytes(), "enc_seed")?;
-            let epoch = tandem_grpc::epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
+            let enc_seed = tandem_grpc::enc_seed_from_bytes(&req.enc_seed, pk.ciphertext_bytes(), "enc_seed").or_status()?;
+            let epoch = tandem_grpc::epoch_from_proto(&req.seed_epoch, "seed_epoch").or_status()?;
             Ok(match &served.engine {
                 Engine::K128(s1) => {
                     AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
@@ -617,7 +600,7 @@ impl ModelService for ModelSvc {
             tickets::AnyPrepared::K128(p) => p.session_id(),
             tickets::AnyPrepared::K256(p) => p.session_id(),
         };
-        state.tickets.insert(id, served.id.clone(), mode, caller.id(), prepared, slot);
+        state.tickets.insert(id, TicketTerms { model_id: served.id.clone(), mode, owner: caller.id() }, prepared, slot);
         Ok(Response::new(pb::Ticket {
             ticket_id: id.to_vec(),
             model_id: served.id.clone(),
@@ -734,7 +717,7 @@ impl ModelSvc {
                 "send either enc_seed (a one-shot query) or ticket_id (a query on a ticket), not both",
             ));
         }
-        let asked = tandem_grpc::mode_from_proto(req.mode)?;
+        let asked = tandem_grpc::mode_from_proto(req.mode).or_status()?;
         let d = served.info.input_len();
         // Decode before taking the ticket, so a malformed request does not burn it.
         enum Input {
@@ -742,34 +725,15 @@ impl ModelSvc {
             K256(Vec<tandem_paillier::U256>),
         }
         let input = match &served.engine {
-            Engine::K128(_) => Input::K128(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input")?),
-            Engine::K256(_) => Input::K256(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input")?),
+            Engine::K128(_) => Input::K128(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input").or_status()?),
+            Engine::K256(_) => Input::K256(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input").or_status()?),
         };
         let entry = self
             .state
             .tickets
-            .take(&req.ticket_id, |e| {
-                if e.owner != caller.id() {
-                    return Err(Status::permission_denied(
-                        "the ticket was issued to another client; create your own with CreateTicket",
-                    ));
-                }
-                if e.model_id != served.id {
-                    return Err(Status::invalid_argument(format!(
-                        "the ticket is for model {:?}, not {:?}",
-                        e.model_id, served.id
-                    )));
-                }
-                match asked {
-                    Some(m) if m != e.mode => Err(Status::invalid_argument(format!(
-                        "the ticket is for {} mode, but the query asks for {m}; leave mode unspecified or use the ticket's",
-                        e.mode
-                    ))),
-                    _ => Ok(()),
-                }
-            })
+            .take(&req.ticket_id, &served.id, asked, caller.id().as_deref())
             .inspect_err(|s| info!(model = %served.id, "ticket query refused: {}", s.message()))?;
-        let mode = entry.mode;
+        let mode = entry.terms.mode;
         let mut costs = query::Costs::default();
         let dl = self.state.settings.deadlines;
         let s2 = self.state.s2.clone();
@@ -814,29 +778,25 @@ pub async fn serve(
     Ok(())
 }
 
-pub fn init_logging(json: bool) {
-    tandem_grpc::server::init_logging(json)
-}
-
 /// TLS for clients (server side) and for the activation server (client
 /// side, mutual), or neither with `--insecure`.
 pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>, Option<RoleTlsConnector>)> {
     let (url, url_tls) = tandem_grpc::tls::normalize_url(&cfg.activation_server);
     let _ = url;
-    let server = match (&cfg.tls_cert, &cfg.tls_key) {
+    let server = match (&cfg.common.tls_cert, &cfg.common.tls_key) {
         (Some(c), Some(k)) => Some(tandem_grpc::tls::server_tls(c, k, None).map_err(anyhow::Error::msg)?),
-        _ if cfg.insecure => {
+        _ if cfg.common.insecure => {
             warn!("--insecure: serving clients plaintext gRPC WITHOUT TLS; client traffic is unencrypted (development only)");
             None
         }
         _ => bail!("no TLS configured for clients: pass --tls-cert and --tls-key, or --insecure for unencrypted development use"),
     };
     let client = if url_tls {
-        let (cert, key) = match (&cfg.tls_cert, &cfg.tls_key) {
+        let (cert, key) = match (&cfg.common.tls_cert, &cfg.common.tls_key) {
             (Some(c), Some(k)) => (c.as_path(), k.as_path()),
             _ => bail!("the activation server URL is https: pass --tls-cert and --tls-key (the client certificate for mutual TLS) and --tls-ca"),
         };
-        let Some(ca) = &cfg.tls_ca else {
+        let Some(ca) = &cfg.common.tls_ca else {
             bail!("--tls-ca is required to verify the activation server's certificate");
         };
         let pins = tandem_grpc::peer::parse_pins(&cfg.activation_server_spki_sha256, "--activation-server-spki-sha256")
@@ -847,7 +807,7 @@ pub fn tls_from_config(cfg: &Config) -> anyhow::Result<(Option<ServerTlsConfig>,
             RoleTlsConnector::new(ca, cert, key, cfg.activation_tls_domain.as_deref(), peer)
                 .map_err(anyhow::Error::msg)?,
         )
-    } else if cfg.insecure {
+    } else if cfg.common.insecure {
         if !cfg.activation_server_spki_sha256.is_empty() {
             bail!("--activation-server-spki-sha256 needs an https:// activation server URL (mutual TLS)");
         }
@@ -902,11 +862,6 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     info!(%addr, tls = server_tls.is_some(), models = state.registry().models.len(), "model server listening");
     println!("listening on {addr}");
-    serve(listener, service(state), server_tls, shutdown_signal()).await
+    serve(listener, service(state), server_tls, tandem_grpc::server::shutdown_signal()).await
 }
 
-/// Completes on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    tandem_grpc::server::shutdown_signal().await;
-    info!("shutting down");
-}

@@ -1,5 +1,6 @@
 //! Loading, quantizing and checking the models S1 serves.
 
+use tandem_grpc::OrStatus;
 use anyhow::{bail, Context};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -422,7 +423,7 @@ pub fn quantize_all(
 /// cannot compute is INVALID_ARGUMENT; one it can but its owner does not
 /// allow is PERMISSION_DENIED; both name the allowed modes.
 pub fn resolve_mode(served: &Served, v: i32) -> Result<OutputMode, tonic::Status> {
-    let mode = tandem_grpc::mode_from_proto(v)?.unwrap_or(served.info.default_mode);
+    let mode = tandem_grpc::mode_from_proto(v).or_status()?.unwrap_or(served.info.default_mode);
     if served.info.modes.contains(&mode) {
         return Ok(mode);
     }

@@ -4,6 +4,7 @@
 //! `Evaluate` stream (ring arithmetic, inline). Every wait for S2 has a
 //! deadline.
 
+use tandem_grpc::OrStatus;
 use rand_core::OsRng;
 use std::time::{Duration, Instant};
 use tandem_core::{EncryptedSeed, OnlineStep, Prepared, Ring, SeedEpoch};
@@ -54,13 +55,9 @@ async fn blocking<T: Send + 'static>(
     costs: &mut Costs,
     f: impl FnOnce() -> Result<T, Status> + Send + 'static,
 ) -> Result<T, Status> {
-    let t = Instant::now();
-    let r = tokio::task::spawn_blocking(f).await.map_err(|e| {
-        error!("a query worker failed: {e}");
-        Status::internal("internal error in the model server (worker failed)")
-    })?;
-    costs.s1_compute += t.elapsed();
-    r
+    let (r, d) = tandem_grpc::server::blocking("model server", f).await?;
+    costs.s1_compute += d;
+    Ok(r)
 }
 
 /// Maps a status from S2 (or from the transport to S2) to what the client
@@ -207,9 +204,9 @@ impl<O: prost::Message, I: Reply> Link<O, I> {
 }
 
 /// S2 sent something S1 cannot use: a server-side fault, not the client's.
-fn from_s2_data(st: Status) -> Status {
-    error!("malformed message from the activation server: {}", st.message());
-    Status::internal(format!("the activation server sent a malformed message: {}", st.message()))
+fn from_s2_data(e: tandem_core::ProtocolError) -> Status {
+    error!("malformed message from the activation server: {e}");
+    Status::internal(format!("the activation server sent a malformed message: {e}"))
 }
 
 fn unexpected(expecting: &str) -> QueryFailure {
@@ -260,7 +257,7 @@ pub async fn preprocess<R: Ring>(
         let mut pre: Preprocessing<R> = pre;
         blocking(costs, move || {
             let masks = tandem_grpc::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
-            let next = pre.on_input_masks(masks).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+            let next = pre.on_input_masks(masks).map_err(from_s2_data)?;
             let n = width(&next);
             Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
         })
@@ -284,7 +281,7 @@ pub async fn preprocess<R: Ring>(
         let pk = pk.clone();
         (pre, next, n) = blocking(costs, move || {
             let rho = tandem_grpc::rho_masks_from_proto(&pk, &rho, n).map_err(from_s2_data)?;
-            let next = pre.on_rho_masks(rho).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+            let next = pre.on_rho_masks(rho).map_err(from_s2_data)?;
             let n = width(&next);
             Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
         })
@@ -337,7 +334,7 @@ pub async fn online<R: Ring>(
         };
         let t = Instant::now();
         let values = tandem_grpc::activation_values_from_proto::<R>(&values, n).map_err(from_s2_data)?;
-        next = q.on_values(values).map_err(|e| from_s2_data(status_from_protocol(&e)))?;
+        next = q.on_values(values).map_err(from_s2_data)?;
         costs.s1_compute += t.elapsed();
     }
 }
@@ -357,7 +354,7 @@ pub async fn run<R: Ring>(
     let qr = {
         let s1 = s1.clone();
         blocking(costs, move || {
-            let qr = tandem_grpc::query_request_from_proto::<R>(pk.ciphertext_bytes(), &req, mode, d)?;
+            let qr = tandem_grpc::query_request_from_proto::<R>(pk.ciphertext_bytes(), &req, mode, d).or_status()?;
             s1.check_input(&qr.masked_input).map_err(|e| status_from_protocol(&e))?;
             Ok(qr)
         })

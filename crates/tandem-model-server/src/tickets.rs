@@ -6,14 +6,17 @@
 //! client also needs to open the sealed result; it is a bearer capability
 //! for one online phase, worthless without the client's seed.
 //!
-//! Each client (API token id, or peer address without tokens) may hold at
-//! most `per_client` tickets, counting those still being preprocessed, so
-//! one client cannot take every slot of the store.
+//! The policy (limits, expiry, who may spend a ticket) is the core's
+//! [`ExpiringStore`] and [`TicketTerms`], the same the in-process driver
+//! runs; this module adds the lock, the clock and the statuses. Each client
+//! (API token id, or peer address without tokens) may hold at most
+//! `per_client` tickets, counting those still being preprocessed, so one
+//! client cannot take every slot of the store.
 
-use std::collections::HashMap;
+use tandem_grpc::OrStatus;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tandem_core::Prepared;
+use tandem_core::{ExpiringStore, Prepared, StoreError, Taken, TicketRefusal, TicketTerms};
 use tandem_model::OutputMode;
 use tandem_paillier::U256;
 use tonic::Status;
@@ -27,58 +30,25 @@ pub enum AnyPrepared {
 }
 
 pub struct TicketEntry {
-    pub model_id: String,
-    pub mode: OutputMode,
-    /// The API token's client id that created it (None without tokens):
-    /// only that client may spend it.
-    pub owner: Option<Arc<str>>,
-    /// Whose per-client allowance it counts against.
-    holder: ClientKey,
-    created: Instant,
+    pub terms: TicketTerms,
     pub prepared: AnyPrepared,
 }
 
-struct Inner {
-    map: HashMap<[u8; 16], TicketEntry>,
-    /// Tickets being preprocessed now: they count against the limit so a
-    /// burst of requests cannot overshoot it.
-    pending: usize,
-    /// Tickets held (ready or pending) per client; no zero entries.
-    held: HashMap<ClientKey, usize>,
-}
-
-impl Inner {
-    fn release(&mut self, holder: &ClientKey) {
-        if let Some(n) = self.held.get_mut(holder) {
-            *n -= 1;
-            if *n == 0 {
-                self.held.remove(holder);
-            }
-        }
-    }
-}
-
 pub struct TicketStore {
-    inner: Mutex<Inner>,
-    max: usize,
-    per_client: usize,
-    ttl: Duration,
+    inner: Mutex<ExpiringStore<TicketEntry, ClientKey>>,
+    origin: Instant,
 }
 
 /// A slot for a ticket being preprocessed; released if it is never filled.
 pub struct Reservation {
     store: Arc<TicketStore>,
-    holder: ClientKey,
-    filled: bool,
+    slot: Option<tandem_core::Reservation<ClientKey>>,
 }
 
 impl Drop for Reservation {
     fn drop(&mut self) {
-        if let Ok(mut g) = self.store.inner.lock() {
-            g.pending -= 1;
-            if !self.filled {
-                g.release(&self.holder);
-            }
+        if let (Some(slot), Ok(mut g)) = (self.slot.take(), self.store.inner.lock()) {
+            g.cancel(slot);
         }
     }
 }
@@ -90,108 +60,77 @@ fn poisoned<T>(_: T) -> Status {
 impl TicketStore {
     /// A store of at most `max` tickets, `per_client` of them per client.
     pub fn new(max: usize, per_client: usize, ttl: Duration) -> Arc<Self> {
-        let inner = Inner { map: HashMap::new(), pending: 0, held: HashMap::new() };
-        Arc::new(TicketStore { inner: Mutex::new(inner), max, per_client: per_client.max(1), ttl })
+        Arc::new(TicketStore { inner: Mutex::new(ExpiringStore::new(max, per_client, ttl)), origin: Instant::now() })
+    }
+
+    fn now(&self) -> Duration {
+        self.origin.elapsed()
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.inner.lock().map(|g| g.ttl()).unwrap_or_default()
     }
 
     /// Tickets ready and waiting.
     pub fn len(&self) -> usize {
-        self.inner.lock().map(|mut g| Self::purge(&mut g, self.ttl).map.len()).unwrap_or(0)
+        let now = self.now();
+        self.inner.lock().map(|mut g| g.len(now)).unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn purge(g: &mut Inner, ttl: Duration) -> &mut Inner {
-        let mut expired = Vec::new();
-        g.map.retain(|_, e| {
-            let keep = e.created.elapsed() < ttl;
-            if !keep {
-                expired.push(e.holder.clone());
-            }
-            keep
-        });
-        for h in expired {
-            g.release(&h);
+    /// The one place store refusals become statuses.
+    fn status(&self, e: Taken<ClientKey, TicketRefusal>, id: &[u8; 16]) -> Status {
+        let ttl = self.ttl().as_secs();
+        match e {
+            Taken::Store(StoreError::HolderFull { holder, limit }) => Status::resource_exhausted(format!(
+                "client {holder} holds its limit of {limit} outstanding tickets per client; use some (or let them expire after {ttl} s) before asking for more"
+            )),
+            Taken::Store(StoreError::Full { limit }) => Status::resource_exhausted(format!(
+                "the model server holds its limit of {limit} outstanding tickets; use some (or let them expire after {ttl} s) before asking for more"
+            )),
+            Taken::Store(StoreError::Unknown) => Status::not_found(format!(
+                "unknown ticket {}: it was already used, expired (tickets live {ttl} s), or the model server restarted; create a new ticket",
+                hex::encode(&id[..8]),
+            )),
+            Taken::Refused(r) => tandem_grpc::status_from_protocol(&r.into()),
         }
-        g
     }
 
     /// Claims room for one more ticket of `holder` before any work is spent
     /// on it.
     pub fn reserve(self: &Arc<Self>, holder: &ClientKey) -> Result<Reservation, Status> {
-        let mut g = self.inner.lock().map_err(poisoned)?;
-        let g = Self::purge(&mut g, self.ttl);
-        if g.held.get(holder).copied().unwrap_or(0) >= self.per_client {
-            return Err(Status::resource_exhausted(format!(
-                "client {holder} holds its limit of {} outstanding tickets per client; use some (or let them expire after {} s) before asking for more",
-                self.per_client,
-                self.ttl.as_secs()
-            )));
+        let now = self.now();
+        let slot = self.inner.lock().map_err(poisoned)?.reserve(holder.clone(), now);
+        match slot {
+            Ok(slot) => Ok(Reservation { store: self.clone(), slot: Some(slot) }),
+            Err(e) => Err(self.status(Taken::Store(e), &[0; 16])),
         }
-        if g.map.len() + g.pending >= self.max {
-            return Err(Status::resource_exhausted(format!(
-                "the model server holds its limit of {} outstanding tickets; use some (or let them expire after {} s) before asking for more",
-                self.max,
-                self.ttl.as_secs()
-            )));
-        }
-        g.pending += 1;
-        *g.held.entry(holder.clone()).or_insert(0) += 1;
-        Ok(Reservation { store: self.clone(), holder: holder.clone(), filled: false })
     }
 
     /// Files a preprocessed session under its id.
-    pub fn insert(
-        &self,
-        id: [u8; 16],
-        model_id: String,
-        mode: OutputMode,
-        owner: Option<Arc<str>>,
-        prepared: AnyPrepared,
-        mut r: Reservation,
-    ) {
-        if let Ok(mut g) = self.inner.lock() {
-            let holder = r.holder.clone();
-            let entry = TicketEntry { model_id, mode, owner, holder, created: Instant::now(), prepared };
-            if let Some(old) = g.map.insert(id, entry) {
-                // Session ids are random 16 bytes; should one ever repeat,
-                // the replaced ticket no longer counts against its holder.
-                g.release(&old.holder);
-            }
-            r.filled = true;
+    pub fn insert(&self, id: [u8; 16], terms: TicketTerms, prepared: AnyPrepared, mut r: Reservation) {
+        let now = self.now();
+        if let (Some(slot), Ok(mut g)) = (r.slot.take(), self.inner.lock()) {
+            g.insert(id, TicketEntry { terms, prepared }, slot, now);
         }
-        drop(r); // after the insert: the slot passes from pending to the map
     }
 
-    /// Takes the ticket if `check` accepts it; a ticket refused by `check`
-    /// (wrong model or mode) stays usable.
+    /// Takes the ticket if it admits a query by `caller` on `model_id` in
+    /// `asked` mode; a refused ticket stays usable by its owner.
     pub fn take(
         &self,
         id: &[u8],
-        check: impl FnOnce(&TicketEntry) -> Result<(), Status>,
+        model_id: &str,
+        asked: Option<OutputMode>,
+        caller: Option<&str>,
     ) -> Result<TicketEntry, Status> {
-        let key: [u8; 16] = id
-            .try_into()
-            .map_err(|_| Status::invalid_argument(format!("ticket_id has {} bytes; expected 16", id.len())))?;
-        let mut g = self.inner.lock().map_err(poisoned)?;
-        let g = Self::purge(&mut g, self.ttl);
-        let entry = g.map.get(&key).ok_or_else(|| {
-            Status::not_found(format!(
-                "unknown ticket {}: it was already used, expired (tickets live {} s), or the model server restarted; create a new ticket",
-                hex::encode(&key[..8]),
-                self.ttl.as_secs()
-            ))
-        })?;
-        check(entry)?;
-        let entry = g.map.remove(&key).ok_or_else(|| Status::internal("ticket store changed under its lock"))?;
-        g.release(&entry.holder);
-        Ok(entry)
+        let key = tandem_grpc::session_id_from_bytes(id, "ticket_id").or_status()?;
+        let now = self.now();
+        let taken = self.inner.lock().map_err(poisoned)?.take(&key, now, |e| e.terms.admits(model_id, asked, caller));
+        taken.map_err(|e| self.status(e, &key))
     }
 }
 
@@ -237,10 +176,10 @@ mod tests {
     #[test]
     fn unknown_and_malformed_ids_are_clear_errors() {
         let s = TicketStore::new(2, 2, Duration::from_secs(60));
-        let e = s.take(&[1; 16], |_| Ok(())).err().unwrap();
+        let e = s.take(&[1; 16], "m", None, None).err().unwrap();
         assert_eq!(e.code(), tonic::Code::NotFound);
         assert!(e.message().contains("already used, expired"), "{}", e.message());
-        let e = s.take(&[1; 3], |_| Ok(())).err().unwrap();
+        let e = s.take(&[1; 3], "m", None, None).err().unwrap();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 }

@@ -13,7 +13,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use std::sync::Arc;
-use tandem_core::activation::{check_count, check_scale, check_session_start};
+use tandem_core::activation::{check_count, check_scale};
 use tandem_core::{ActivationSession, ProtocolError, Result, Ring, Seed, SessionStart};
 use tandem_model::OutputMode;
 
@@ -46,18 +46,11 @@ impl ActivationKeys {
     }
 }
 
-/// The part of opening a session that needs no shared mutable state, so a
-/// concurrent server can decrypt outside its lock. Every check here is on
-/// S1's public message and comes before the decryption; after it nothing
-/// can fail: the seed is a hash of the whole plaintext, whatever it is
-/// (PROTOCOL §4.2), so no answer depends on the decrypted value.
-pub fn decrypt_seed<R: Ring>(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
-    check_session_start::<R>(msg)?;
-    open_seed(keys, msg)
-}
-
-/// [`decrypt_seed`] for a caller that already ran the public checks (the
-/// core's `ActivationServer`).
+/// Decrypts `[secret]` and derives the seed (§4.2). The caller has run
+/// the public checks first (the core's `ActivationServer::admit`); the
+/// engine's `s2_decrypt_seed` calls this, outside any lock. Nothing after
+/// the decryption can fail: the seed is a hash of the whole plaintext,
+/// whatever it is, so no answer depends on the decrypted value.
 pub(crate) fn open_seed(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
     let pk = keys.public_key();
     let c = pk.ciphertext_from_bytes(&msg.enc_seed.0)?;
