@@ -13,7 +13,12 @@
 #      crate:bin in AARCH64_BINS, and prints the binaries' sizes;
 #   3. if qemu-aarch64 is installed: every crate:example in QEMU_VECTORS is
 #      built natively and for aarch64, run both ways, and the outputs must be
-#      equal; every crate:test in QEMU_TESTS runs under qemu-aarch64.
+#      equal; every crate:test in QEMU_TESTS runs under qemu-aarch64;
+#   4. end to end on ARM (issue 17): both servers built natively and started on
+#      loopback, and tandem-client's check_exact example, cross-built for
+#      aarch64, runs under qemu-aarch64 against them: one private inference
+#      per mode of the bundled demo model, each compared bit for bit with the
+#      integer reference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -138,4 +143,31 @@ for pair in $QEMU_TESTS; do
   echo "== cargo test --release --target $ARM_TARGET -p $crate --test $t (under $QEMU)"
   cargo test --release --target "$ARM_TARGET" -p "$crate" --test "$t"
 done
+# ---------------------------------------------------------------- 5. ARM end to end
+echo "== end to end: the aarch64 client (under $QEMU) against the servers on loopback"
+cargo build -p tandem-activation-server -p tandem-model-server
+cargo build --release --target "$ARM_TARGET" -p tandem-client --example check_exact
+e2e="$(mktemp -d)"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$e2e"; }
+trap cleanup EXIT
+# The bound address from a server's "listening on ADDR" line (port 0: a free one).
+wait_addr() {
+  local log="$1" i
+  for i in $(seq 1 600); do
+    if grep -q '^listening on ' "$log"; then sed -n 's/^listening on //p' "$log" | head -1; return 0; fi
+    sleep 0.1
+  done
+  echo "cross-check.sh: a server did not start; its log:" >&2; cat "$log" >&2; return 1
+}
+"$target_dir/debug/activation-server" --listen 127.0.0.1:0 --key-file "$e2e/key.json" --insecure >"$e2e/s2.log" 2>&1 &
+pids+=($!)
+s2="$(wait_addr "$e2e/s2.log")"
+"$target_dir/debug/model-server" --listen 127.0.0.1:0 --models models/demo --activation-server "http://$s2" \
+  --insecure >"$e2e/s1.log" 2>&1 &
+pids+=($!)
+s1="$(wait_addr "$e2e/s1.log")"
+qemu_run "$target_dir/$ARM_TARGET/release/examples/check_exact" "http://$s1" demo models/demo/demo.tandem models/demo/sample.json
+echo "aarch64 client end to end: OK"
+
 echo "cross checks: OK"
