@@ -105,8 +105,8 @@ fn pytorch_external_weights_are_refused_with_the_fix() {
     let mut m = onnx::ModelProto::decode(&bytes[..]).unwrap();
     let g = m.graph.as_mut().unwrap();
     let w = g.initializer.iter_mut().find(|t| t.dims.len() == 2).expect("a weight matrix");
-    let name = w.name.clone();
-    w.raw_data.clear();
+    let name = w.name.clone().expect("a named initializer");
+    w.raw_data = None;
     w.float_data.clear();
     w.data_location = Some(1); // EXTERNAL
     w.external_data = vec![onnx::StringStringEntryProto {

@@ -228,21 +228,21 @@ fn normalize_fp(s: &str) -> String {
 /// wrong and what is accepted, so a placeholder such as `HEX` or a
 /// truncated copy is refused before anything is sent.
 pub fn parse_fingerprint(s: &str) -> Result<String, String> {
-    let fp = normalize_fp(s);
+    let digits = s.trim().trim_start_matches("sha256:").replace(':', "");
     let shown: String = s.chars().take(80).collect();
-    if let Some(c) = fp.chars().find(|c| !c.is_ascii_hexdigit()) {
+    if let Some(c) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
         return Err(format!(
             "{shown:?} is not a key fingerprint: {c:?} is not a hexadecimal digit; expected the 64 hex digits \
              (a SHA-256) the activation server logs as \"activation key fingerprint: …\" and `tandem fingerprint KEY-FILE` prints"
         ));
     }
-    if fp.len() != 64 {
+    if digits.len() != 64 {
         return Err(format!(
             "{shown:?} is not a key fingerprint: {} hex digits, expected 64 (a SHA-256; `sha256:` prefix and colons allowed)",
-            fp.len()
+            digits.len()
         ));
     }
-    Ok(fp)
+    Ok(digits.to_ascii_lowercase())
 }
 
 impl TandemClient {
@@ -649,4 +649,22 @@ pub fn describe_output(out: &Output) -> String {
 /// `label`, `probabilities`, `logits` or `sigmoid`.
 pub fn parse_mode(s: &str) -> Result<OutputMode, String> {
     OutputMode::parse(s).ok_or_else(|| format!("unknown mode {s:?}; accepted: label, probabilities, logits, sigmoid"))
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::parse_fingerprint;
+
+    #[test]
+    fn pins_are_64_hex_digits_in_any_accepted_spelling() {
+        let fp = "ab".repeat(32);
+        let colons = fp.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        for ok in [fp.clone(), fp.to_uppercase(), format!("sha256:{fp}"), format!(" {colons} ")] {
+            assert_eq!(parse_fingerprint(&ok).as_deref(), Ok(fp.as_str()), "{ok}");
+        }
+        let e = parse_fingerprint("HEX").unwrap_err();
+        assert!(e.contains("'H' is not a hexadecimal digit") && e.contains("64 hex digits"), "{e}");
+        let e = parse_fingerprint(&fp[..62]).unwrap_err();
+        assert!(e.contains("62 hex digits, expected 64"), "{e}");
+    }
 }
