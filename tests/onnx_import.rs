@@ -288,3 +288,24 @@ fn bundled_models_private_matches_reference_and_onnxruntime() {
         assert!(agree * 100 >= total * 99, "{name}: private/onnxruntime label agreement {agree}/{total}");
     }
 }
+
+/// README.md's list of supported ops names every op the importer accepts
+/// (issue 19: it had fallen behind the importer, omitting Scaler, Sub/Mul/Div,
+/// Dropout, LogSoftmax and GlobalAveragePool).
+#[test]
+fn readme_op_list_names_every_accepted_op() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme.find("Supported (`tests/onnx_import.rs` checks").expect("README's op list heading");
+    let end = start + readme[start..].find("MaxPool is refused").expect("the end of README's op list");
+    let list = &readme[start..end];
+    let word = |op: &str| {
+        list.match_indices(op).any(|(i, _)| {
+            let before = list[..i].chars().next_back().is_none_or(|c| !c.is_ascii_alphanumeric());
+            let after = list[i + op.len()..].chars().next().is_none_or(|c| !c.is_ascii_alphanumeric());
+            before && after
+        })
+    };
+    let missing: Vec<&str> =
+        tandem_onnx::ONNX_OPS.iter().chain(tandem_onnx::ONNX_ML_OPS).copied().filter(|op| !word(op)).collect();
+    assert!(missing.is_empty(), "README.md's op list does not name {missing:?}");
+}

@@ -745,11 +745,37 @@ async fn tls_mutual_tls_and_the_client_binary() {
     let (ok, _, stderr) = infer(&csv, &"cd".repeat(32), &[]);
     assert!(!ok);
     assert!(stderr.contains("refusing to encrypt"), "{stderr}");
+    // A placeholder or truncated pin is refused before anything is sent,
+    // saying what a fingerprint looks like.
+    for (bad, why) in [("HEX", "'H' is not a hexadecimal digit"), (&fp[..60], "60 hex digits, expected 64")] {
+        let (ok, _, stderr) = infer(&input, bad, &[]);
+        assert!(!ok && stderr.contains("is not a key fingerprint") && stderr.contains(why), "{bad}: {stderr}");
+    }
+    // tandem-eval's test-split form: a header with a label column (anywhere),
+    // several rows, one chosen with --row.
+    let split = e.dir.path().join("split.csv");
+    let mut text = format!("label,{}\n", header.join(","));
+    for (i, v) in [vec![0.0; x.len()], x.clone()].iter().enumerate() {
+        text += &format!("{i},{}\n", v.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+    }
+    std::fs::write(&split, text).unwrap();
+    let (ok, _, stderr) = infer(&split, &fp, &[]);
+    assert!(!ok && stderr.contains("2 data rows") && stderr.contains("--row N"), "{stderr}");
+    let (ok, stdout, stderr) = infer(&split, &fp, &["--row", "1", "--mode", "logits", "--verbose"]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains(&want) && stdout.contains("row 1 of 2") && stdout.contains("the file's label 1"), "{stdout}");
     let out = run_bin("tandem-client", &["models", "--server", &url, "--tls-ca", &p("ca.pem")]);
     assert!(out.status.success());
     let listing = String::from_utf8_lossy(&out.stdout);
-    assert!(listing.starts_with("mlp_sigmoid\t"), "{listing}");
-    assert!(listing.contains("modes: probabilities, label, logits (default probabilities)"), "{listing}");
+    // A header, one row per model with its id once, the default mode starred,
+    // and the key's fingerprint once, ready to pin.
+    let lines: Vec<&str> = listing.lines().collect();
+    assert!(lines[0].starts_with("MODEL ") && lines[0].contains("OUTPUTS"), "{listing}");
+    let row: Vec<&str> = lines[1].split_whitespace().collect();
+    assert_eq!(row.first(), Some(&"mlp_sigmoid"), "{listing}");
+    assert_eq!(row.iter().filter(|c| **c == "mlp_sigmoid").count(), 1, "{listing}");
+    assert_eq!(row.last(), Some(&"probabilities*,label,logits"), "{listing}");
+    assert!(listing.contains(&format!("activation key fingerprint: {fp} ")), "{listing}");
 }
 
 /// Tickets over gRPC (docs/PROTOCOL.md §4.0): preprocessed ahead of the
@@ -976,7 +1002,7 @@ async fn api_tokens_and_rate_limits() {
         )
     };
     let (ok, stdout, stderr) = cli(&["models", "--server", &url, "--insecure"], Some(ALICE));
-    assert!(ok && stdout.starts_with("mlp_relu\t"), "{stdout}\n{stderr}");
+    assert!(ok && stdout.lines().nth(1).is_some_and(|l| l.starts_with("mlp_relu ")), "{stdout}\n{stderr}");
     let infer_args =
         ["infer", "--server", &url, "--insecure", "--model", "mlp_relu", "--input", input.to_str().unwrap()];
     let (ok, stdout, stderr) =

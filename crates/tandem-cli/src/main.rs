@@ -1,4 +1,4 @@
-//! `tandem`: the one-command demo and development certificates.
+//! `tandem`: the one-command demo, development certificates and key tools.
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -49,6 +49,13 @@ enum Cmd {
         /// Modulus size: 2048 or 3072.
         #[arg(long, default_value_t = 2048)]
         key_bits: u32,
+    },
+    /// Print the fingerprint of an activation-server key file (public: the
+    /// value clients pin with --activation-key-fingerprint; the activation
+    /// server also logs it at start).
+    Fingerprint {
+        /// The activation server's key file (its --key-file).
+        key_file: PathBuf,
     },
     /// Write a development CA and certificates for both servers and a client
     /// (keys 0600). Each server certificate carries its role
@@ -129,6 +136,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tandem_activation_server::keyfile::write_new(&out, &sk)?;
             println!("wrote {} (mode 0600)", out.display());
             println!("activation key fingerprint: {}", sk.public().fingerprint());
+            Ok(())
+        }
+        Cmd::Fingerprint { key_file } => {
+            let sk = tandem_activation_server::keyfile::load(&key_file)?;
+            println!("{}", sk.public().fingerprint());
             Ok(())
         }
         Cmd::DevCerts {

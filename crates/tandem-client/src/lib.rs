@@ -15,13 +15,17 @@ use tandem_core::{Ring, SeedEpoch, U256};
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::model_service_client::ModelServiceClient;
 use tandem_grpc::wire_len;
-use tandem_model::{Output, OutputMode};
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::transport::{Channel, Endpoint};
-use tonic::{Code, Request, Status};
+use tonic::Request;
 
 pub mod cpu;
 pub mod input;
+
+// What an application needs to use this crate's API without depending on
+// tandem-model or tonic itself (docs/CLIENT.md).
+pub use tandem_model::{Output, OutputMode};
+pub use tonic::{Code, Status};
 
 /// Everything that can go wrong in a query, from the client's side.
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +222,29 @@ fn normalize_fp(s: &str) -> String {
     s.trim().trim_start_matches("sha256:").replace(':', "").to_ascii_lowercase()
 }
 
+/// Checks and normalizes a pinned activation-key fingerprint: 64
+/// hexadecimal digits (a SHA-256), in any case, optionally with a
+/// `sha256:` prefix and colons between bytes. The error says what was
+/// wrong and what is accepted, so a placeholder such as `HEX` or a
+/// truncated copy is refused before anything is sent.
+pub fn parse_fingerprint(s: &str) -> Result<String, String> {
+    let digits = s.trim().trim_start_matches("sha256:").replace(':', "");
+    let shown: String = s.chars().take(80).collect();
+    if let Some(c) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{shown:?} is not a key fingerprint: {c:?} is not a hexadecimal digit; expected the 64 hex digits \
+             (a SHA-256) the activation server logs as \"activation key fingerprint: …\" and `tandem fingerprint KEY-FILE` prints"
+        ));
+    }
+    if digits.len() != 64 {
+        return Err(format!(
+            "{shown:?} is not a key fingerprint: {} hex digits, expected 64 (a SHA-256; `sha256:` prefix and colons allowed)",
+            digits.len()
+        ));
+    }
+    Ok(digits.to_ascii_lowercase())
+}
+
 impl TandemClient {
     /// Connects to the model server (TLS unless `insecure`).
     pub async fn connect(opts: &ClientOptions) -> Result<Self, ClientError> {
@@ -238,6 +265,12 @@ impl TandemClient {
                 Some(v)
             }
         };
+        let pinned = match opts.pinned_fingerprint.as_deref() {
+            None => None,
+            Some(p) => {
+                Some(parse_fingerprint(p).map_err(|e| ClientError::Config(format!("pinned fingerprint: {e}")))?)
+            }
+        };
         let mut ep = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Config(format!("bad server URL {url:?}: {e}")))?
             .connect_timeout(opts.connect_timeout)
@@ -255,7 +288,7 @@ impl TandemClient {
             ep.connect().await.map_err(|e| ClientError::Connect { url: url.clone(), reason: error_chain(&e) })?;
         Ok(TandemClient {
             svc: ModelServiceClient::new(channel).max_decoding_message_size(opts.max_response_bytes),
-            pinned: opts.pinned_fingerprint.as_deref().map(normalize_fp),
+            pinned,
             timeout: opts.timeout,
             authorization,
         })
@@ -616,4 +649,22 @@ pub fn describe_output(out: &Output) -> String {
 /// `label`, `probabilities`, `logits` or `sigmoid`.
 pub fn parse_mode(s: &str) -> Result<OutputMode, String> {
     OutputMode::parse(s).ok_or_else(|| format!("unknown mode {s:?}; accepted: label, probabilities, logits, sigmoid"))
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::parse_fingerprint;
+
+    #[test]
+    fn pins_are_64_hex_digits_in_any_accepted_spelling() {
+        let fp = "ab".repeat(32);
+        let colons = fp.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+        for ok in [fp.clone(), fp.to_uppercase(), format!("sha256:{fp}"), format!(" {colons} ")] {
+            assert_eq!(parse_fingerprint(&ok).as_deref(), Ok(fp.as_str()), "{ok}");
+        }
+        let e = parse_fingerprint("HEX").unwrap_err();
+        assert!(e.contains("'H' is not a hexadecimal digit") && e.contains("64 hex digits"), "{e}");
+        let e = parse_fingerprint(&fp[..62]).unwrap_err();
+        assert!(e.contains("62 hex digits, expected 64"), "{e}");
+    }
 }

@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
-use tandem_client::{cpu, describe_output, input, parse_mode, ClientOptions, TandemClient};
+use tandem_client::{cpu, describe_output, input, parse_fingerprint, parse_mode, ClientOptions, TandemClient};
 
 #[derive(Parser)]
 #[command(name = "tandem-client", version, about = "Private neural-network inference against a tandem model server")]
@@ -52,15 +52,24 @@ struct InferArgs {
     /// Model id (see `tandem-client models`).
     #[arg(long, env = "TANDEM_MODEL")]
     model: String,
-    /// Input file: CSV (one row, optional header) or JSON (array, or {"input": [...]}).
+    /// Input file: CSV (optional header; a `label` column is set aside, so
+    /// tandem-eval's test splits work as they are) or JSON (array, or
+    /// {"input": [...]}).
     #[arg(long)]
     input: PathBuf,
+    /// The CSV data row to send, from 0 (as tandem-eval numbers samples);
+    /// needed when the file has more than one.
+    #[arg(long)]
+    row: Option<usize>,
+    /// Header name of the CSV column holding the true label (not an input).
+    #[arg(long, default_value = "label")]
+    label_column: String,
     /// Output mode: label, probabilities, logits or sigmoid (default: the model's default).
     #[arg(long, value_parser = parse_mode)]
     mode: Option<tandem_model::OutputMode>,
     /// Hex SHA-256 fingerprint of the activation server's key; the client
     /// refuses to encrypt to any other key.
-    #[arg(long, env = "TANDEM_ACTIVATION_KEY_FINGERPRINT")]
+    #[arg(long, env = "TANDEM_ACTIVATION_KEY_FINGERPRINT", value_parser = parse_fingerprint)]
     activation_key_fingerprint: Option<String>,
     /// Fetch a ticket first (the seed's encryption and all the servers'
     /// homomorphic work, before the input is used), then run the fast
@@ -98,7 +107,8 @@ fn kib(b: u64) -> String {
 }
 
 async fn infer(a: InferArgs) -> Result<(), String> {
-    let x = input::read_input_file(&a.input)?;
+    let sample = input::read_sample(&a.input, &input::InputSpec { row: a.row, label_column: &a.label_column })?;
+    let x = sample.values;
     warn_insecure(&a.conn);
     let cpu0 = cpu::process_cpu_time();
     let mut client = TandemClient::connect(&options(&a.conn, a.activation_key_fingerprint.clone()))
@@ -122,7 +132,14 @@ async fn infer(a: InferArgs) -> Result<(), String> {
     println!("{}", describe_output(&r.output));
     if a.verbose {
         let c = &r.cost;
-        println!("model: {} ({}), mode {}, ring k = {}", model.info.id, model.name, r.mode, model.info.ring_bits);
+        println!(
+            "input: {}{}, {} values{}",
+            a.input.display(),
+            if sample.rows > 1 { format!(" row {} of {}", sample.row, sample.rows) } else { String::new() },
+            x.len(),
+            sample.label.map(|l| format!(", the file's label {l}")).unwrap_or_default()
+        );
+        println!("model: {}, mode {}, ring k = {}", model_title(&model.info.id, &model.name), r.mode, model.info.ring_bits);
         println!(
             "activation key: {} ({} bits{})",
             model.fingerprint,
@@ -174,28 +191,66 @@ fn print_server(label: &str, s: &tandem_grpc::v1::QueryStats) {
     );
 }
 
+/// `id`, or `id (name)` when the model's name says more.
+fn model_title(id: &str, name: &str) -> String {
+    if name.is_empty() || name == id {
+        id.to_string()
+    } else {
+        format!("{id} ({name})")
+    }
+}
+
+/// Rows of cells as columns padded to their widest cell.
+fn table(rows: &[Vec<String>]) -> String {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let width: Vec<usize> =
+        (0..cols).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().enumerate().map(|(c, s)| format!("{s:<w$}", w = width[c])).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 async fn models(c: Conn) -> Result<(), String> {
     warn_insecure(&c);
     let mut client = TandemClient::connect(&options(&c, None)).await.map_err(|e| e.to_string())?;
     let models = client.list_models().await.map_err(|e| e.to_string())?;
     if models.is_empty() {
         println!("(no models)");
+        return Ok(());
     }
-    for m in models {
+    let mut rows = vec![["MODEL", "INPUT SHAPE", "INPUT RANGE", "OUTPUTS", "RING", "MODES (* = default)"]
+        .map(String::from)
+        .to_vec()];
+    for m in &models {
         let i = &m.info;
-        let modes = i.modes.iter().map(|m| m.name()).collect::<Vec<_>>().join(", ");
-        println!(
-            "{}\t{}\tinput {:?} in [{}, {}]\t{} outputs\tk = {}\tmodes: {} (default {})\tactivation key {}",
-            i.id,
-            m.name,
-            i.input_shape,
-            i.input_range.0,
-            i.input_range.1,
-            i.output_len,
-            i.ring_bits,
+        let modes = i
+            .modes
+            .iter()
+            .map(|&md| if md == i.default_mode { format!("{}*", md.name()) } else { md.name().to_string() })
+            .collect::<Vec<_>>()
+            .join(",");
+        let shape = i.input_shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+        rows.push(vec![
+            model_title(&i.id, &m.name),
+            shape,
+            format!("[{}, {}]", i.input_range.0, i.input_range.1),
+            i.output_len.to_string(),
+            format!("Z_2^{}", i.ring_bits),
             modes,
-            i.default_mode,
-            m.fingerprint
+        ]);
+    }
+    print!("{}", table(&rows));
+    // One key serves every model; say so once, and what to do with it.
+    let mut fps: Vec<&str> = models.iter().map(|m| m.fingerprint.as_str()).collect();
+    fps.dedup();
+    for fp in fps {
+        println!(
+            "activation key fingerprint: {fp} (compare it with the one the activation server's operator gives you, \
+             then pin it: infer --activation-key-fingerprint)"
         );
     }
     Ok(())

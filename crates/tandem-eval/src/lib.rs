@@ -35,8 +35,9 @@ pub struct Args {
     /// Name of the label column (absent column: no accuracy is reported).
     #[arg(long, default_value = "label")]
     pub label_column: String,
-    /// Input range LO,HI of every feature (ONNX models without
-    /// tandem.input_range metadata need it; overrides a .tandem file's).
+    /// Input range LO,HI of every feature. Default for ONNX: the sidecar
+    /// file MODEL.onnx.input-range (as the model server reads it), else the
+    /// model's tandem.input_range metadata. Overrides both, and a .tandem file's.
     #[arg(long, value_parser = parse_range, allow_hyphen_values = true)]
     pub input_range: Option<(f64, f64)>,
     /// Output mode: logits, probabilities, label or sigmoid (default: the model's).
@@ -142,6 +143,11 @@ pub fn load_model(path: &Path, input_range: Option<(f64, f64)>, output: Option<S
         }
         return Ok(Loaded { model, report: None });
     }
+    // The sidecar the model server reads, so that both see the same range.
+    let input_range = match input_range {
+        Some(r) => Some(r),
+        None => tandem_onnx::read_input_range_sidecar(path).map_err(|e| anyhow!(e))?,
+    };
     let opts = ImportOptions {
         input_range,
         name: path.file_stem().map(|s| s.to_string_lossy().into_owned()),

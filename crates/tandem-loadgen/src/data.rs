@@ -28,23 +28,22 @@ pub fn load_model(path: &Path, input_range: Option<(f64, f64)>) -> Result<Model,
         }
         return Ok(m);
     }
-    let mut opts = tandem_onnx::ImportOptions { input_range, ..Default::default() };
-    if opts.input_range.is_none() {
-        let mut sidecar = path.as_os_str().to_owned();
-        sidecar.push(".input-range");
-        if let Ok(text) = std::fs::read_to_string(&sidecar) {
-            let r =
-                tandem_onnx::parse_range(text.trim()).map_err(|e| format!("{}: {e}", Path::new(&sidecar).display()))?;
-            opts.input_range = Some(r);
-        }
-    }
-    tandem_onnx::import_bytes(&bytes, &opts).map_err(|e| {
-        format!(
-            "{}: {e} (an ONNX model needs an input range: metadata {:?}, a sidecar {}.input-range holding lo,hi, or --input-range)",
+    // The sidecar the model server reads, unless --input-range overrides it.
+    let input_range = match input_range {
+        Some(r) => Some(r),
+        None => tandem_onnx::read_input_range_sidecar(path)?,
+    };
+    let opts = tandem_onnx::ImportOptions { input_range, ..Default::default() };
+    // Only a missing range gets the hint: an unsupported op is not about it.
+    tandem_onnx::import_bytes(&bytes, &opts).map_err(|e| match e {
+        tandem_onnx::ImportError::MissingInputRange => format!(
+            "{}: the ONNX model does not declare its input range: pass --input-range LO,HI, write lo,hi into {}, \
+             or add metadata {:?} = \"lo,hi\"",
             path.display(),
-            tandem_onnx::INPUT_RANGE_KEY,
-            path.display()
-        )
+            tandem_onnx::input_range_sidecar(path).display(),
+            tandem_onnx::INPUT_RANGE_KEY
+        ),
+        other => format!("{}: {other}", path.display()),
     })
 }
 

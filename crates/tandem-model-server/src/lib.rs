@@ -49,8 +49,8 @@ pub struct Config {
     /// Address to listen on for clients (port 0: pick a free port; the bound address is printed).
     #[arg(long, env = "TANDEM_LISTEN", default_value = "127.0.0.1:50051")]
     pub listen: SocketAddr,
-    /// Directory of models: every `*.tandem` file is served under its file
-    /// name without the extension (`*.onnx`: see the ONNX importer).
+    /// Directory of models: every `*.tandem` and `*.onnx` file in it or one subdirectory down (models/demo/) is
+    /// served under its file stem; an ONNX file's input range comes from NAME.onnx.input-range or its metadata.
     #[arg(long, env = "TANDEM_MODELS")]
     pub models: PathBuf,
     /// URL of the activation server: https://host:port (mutual TLS) or

@@ -199,8 +199,9 @@ pub enum ImportError {
     #[error("ONNX {what} {name:?}: {reason}")]
     UnsupportedTensor { what: &'static str, name: String, reason: String },
     #[error(
-        "the ONNX model does not declare its input range: pass --input-range LO,HI \
-         (ImportOptions::input_range), or add metadata_props key \"{key}\" = \"lo,hi\" to the model. \
+        "the ONNX model does not declare its input range: write \"lo,hi\" into a sidecar file \
+         NAME.onnx.input-range next to it, or add metadata_props key \"{key}\" = \"lo,hi\" to the model \
+         (tandem-eval also takes --input-range LO,HI; the library ImportOptions::input_range). \
          Every input feature must lie in that range: private inference sizes its arithmetic for it",
         key = INPUT_RANGE_KEY
     )]
@@ -233,6 +234,30 @@ pub fn import_file_with_report(path: impl AsRef<Path>, opts: &ImportOptions) -> 
         ImportError::Malformed(m) => ImportError::Malformed(format!("{}: {m}", path.display())),
         other => other,
     })
+}
+
+/// The sidecar file holding a model's input range: `NAME.onnx` →
+/// `NAME.onnx.input-range`.
+pub fn input_range_sidecar(model: &Path) -> std::path::PathBuf {
+    let mut p = model.as_os_str().to_owned();
+    p.push(".input-range");
+    p.into()
+}
+
+/// The input range in `model`'s sidecar file ([`input_range_sidecar`]), if
+/// there is one: one line `lo,hi`. The model server and `tandem-eval` both
+/// read it, so a model evaluated with `tandem-eval` is served with the same
+/// range. A sidecar that exists but cannot be read or parsed is an error
+/// naming the file.
+pub fn read_input_range_sidecar(model: &Path) -> Result<Option<(f64, f64)>, String> {
+    let sidecar = input_range_sidecar(model);
+    match std::fs::read_to_string(&sidecar) {
+        Ok(text) => parse_range(text.trim())
+            .map(Some)
+            .map_err(|e| format!("{}: {e} (expected one line \"lo,hi\", e.g. 0,1)", sidecar.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", sidecar.display())),
+    }
 }
 
 /// Parses `"lo,hi"` (brackets and spaces allowed).
