@@ -3,16 +3,14 @@
 //! expected.json), refusals, and — when present — the bundled models/*.onnx
 //! with their data/<name>/ test splits.
 
+mod common;
+use common::{read_csv, root};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tandem::{test_key_1024, Harness};
 use tandem_model::quantize::{eval_f64, float_head};
 use tandem_model::{Model, OutputMode};
 use tandem_onnx::{import_bytes, import_file_with_report, Head, ImportError, ImportOptions, Imported};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn fixtures() -> PathBuf {
     root().join("tests/fixtures")
@@ -198,17 +196,6 @@ struct Split {
     x: Vec<Vec<f64>>,
     ort_label: Vec<usize>,
     ort_out: Vec<Vec<f64>>,
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    let rows = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split(',').map(|v| v.trim().parse().unwrap()).collect())
-        .collect();
-    (header, rows)
 }
 
 fn bundled(name: &str) -> Option<(PathBuf, Value, Split)> {

@@ -13,27 +13,13 @@
 //! per-layer precision (first layer 26 and 19 bits, ring still 128 bits)
 //! on 171/171 and 54/54.
 
+mod common;
+use common::{read_csv, root};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use tandem::{test_key_1024, Harness};
 use tandem_model::quantize::{eval_f64, float_label};
 use tandem_model::{check_quantization_drift, DriftBound, Model, OutputMode, QuantConfig, QuantizedModel};
 use tandem_onnx::{import_file_with_report, ImportOptions};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    let rows = lines
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| l.split(',').map(|v| v.trim().parse().unwrap()).collect())
-        .collect();
-    (header, rows)
-}
 
 struct Pipeline {
     model: Model,

@@ -5,25 +5,13 @@
 //! tests/quantization_drift.rs, PyTorch exports in tests/onnx_import.rs,
 //! Keras/tf2onnx in tests/keras_import.rs (docs/MODELS.md names them).
 
+mod common;
+use common::{read_csv, root};
 use prost::Message;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use tandem::{test_key_1024, Harness};
 use tandem_onnx::proto as onnx;
 use tandem_onnx::ImportOptions;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// (header, rows) of one of data/'s CSVs (all numeric, with a header).
-fn read_csv(path: &Path) -> (Vec<String>, Vec<Vec<f64>>) {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = lines.next().unwrap().split(',').map(str::to_string).collect();
-    let rows = lines.map(|l| l.split(',').map(|v| v.parse().unwrap()).collect()).collect();
-    (header, rows)
-}
 
 /// scikit-learn, scaler on the client: the model is the MLP alone
 /// (`models/breast_cancer_mlp.onnx`, trained on standardized features), and
