@@ -53,11 +53,12 @@ fn main() {
         time("C  prepare (quantize, PRG, encrypt seed)".into(), &mut steps, t);
         // Preprocessing: everything homomorphic, before the input is needed.
         let t = Instant::now();
-        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.enc_seed, req.epoch, &mut OsRng).unwrap();
+        let (mut pre, ss) = s1.start_preprocessing(req.mode, &req.seed, &mut OsRng).unwrap();
         time("S1 start (rerandomize seed)".into(), &mut steps, t);
         let t = Instant::now();
         // (No replay log here: this measures the Paillier work only.)
-        let seed = tandem_paillier::PaillierEngine.s2_decrypt_seed(&keys, &ss).unwrap();
+        let tandem_core::SeedSource::Encrypted { enc_seed, epoch } = &ss.seed else { unreachable!("a one-shot query") };
+        let seed = tandem_paillier::PaillierEngine.s2_decrypt_secret(&keys, enc_seed).unwrap().seed(epoch);
         let (mut sess, masks) = open_session::<u128, _>(keys.clone(), &ss, seed, &mut OsRng);
         time(format!("S2 decrypt seed, encrypt {} r_i", dims[0]), &mut steps, t);
         let t = Instant::now();

@@ -3,6 +3,11 @@
 //! Packing round trips and the sigmoid/tanh symmetries are unit-tested next
 //! to their code (tandem-paillier `packing`, tandem-model `activation`).
 
+use std::time::Duration;
+use rand_core::OsRng;
+use std::sync::Arc;
+use tandem_core::ActivationServer;
+use tandem_paillier::PaillierEngine;
 use proptest::prelude::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -171,7 +176,7 @@ fn transcripts_are_fresh() {
         let b = h.transcript_128(&x, mode).unwrap();
         // S1's view: ỹ, the encrypted seed, [r], [ρ], h.
         assert_ne!(encode_vec(&a.query.masked_input), encode_vec(&b.query.masked_input));
-        assert_ne!(a.query.enc_seed, b.query.enc_seed);
+        assert_ne!(a.query.seed, b.query.seed);
         // S2's preprocessing answers: [r], then [ρ] per round.
         assert_eq!(a.preprocessing.to_s1.len(), b.preprocessing.to_s1.len());
         for (ra, rb) in a.preprocessing.to_s1.iter().zip(&b.preprocessing.to_s1) {
@@ -187,8 +192,8 @@ fn transcripts_are_fresh() {
         }
         // S2's view: the rerandomized seed, packed C and e per round.
         let start = &a.preprocessing.session_start;
-        assert_ne!(start.enc_seed, b.preprocessing.session_start.enc_seed);
-        assert_ne!(start.enc_seed, a.query.enc_seed, "S1 must rerandomize the seed");
+        assert_ne!(start.seed, b.preprocessing.session_start.seed);
+        assert_ne!(start.seed, a.query.seed, "S1 must rerandomize the seed");
         assert_ne!(start.session_id, b.preprocessing.session_start.session_id);
         for (sa, sb) in a.preprocessing.to_s2.iter().zip(&b.preprocessing.to_s2) {
             let (pa, pb) = match (sa, sb) {
@@ -274,13 +279,13 @@ fn tampered_sealed_result_is_rejected() {
     // Run the phases by hand so the response can be altered in flight.
     let s1 = h.s1();
     let (prepared, session, offline) =
-        preprocess(&s1, &mut h.0.s2, query.mode, &query.enc_seed, query.epoch, &mut h.0.rng).unwrap();
+        preprocess(&s1, &mut h.0.s2, query.mode, &query.seed, Duration::ZERO, &mut h.0.rng).unwrap();
     let mut resp = online(prepared, session, query.masked_input).unwrap().response;
     resp.sealed[3] ^= 0x40;
     let err = pending.finish(resp).unwrap_err();
     assert_eq!(err, ProtocolError::Crypto(CryptoError::SealedResultRejected));
     // The seed was consumed: replaying the same SessionStart is refused.
-    assert!(matches!(h.s2.start_session::<u128>(&offline.session_start), Err(ProtocolError::ReplayedSeed)));
+    assert!(matches!(h.s2.start_session::<u128>(&offline.session_start, Duration::ZERO), Err(ProtocolError::ReplayedSeed)));
 }
 
 fn is_bad<T>(r: tandem_core::Result<T>) -> bool {
@@ -304,11 +309,11 @@ fn out_of_order_messages_are_typed_errors() {
     let x = [0.0, 0.5, -0.25];
     let (_unused, query) = h.0.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.0.rng).unwrap();
     let s1 = h.s1();
-    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
+    let (mut pre, start) = s1.start_preprocessing(query.mode, &query.seed, &mut h.rng).unwrap();
     assert!(is_bad(pre.on_rho_masks(RhoMasks { enc_rho: vec![] })), "ρ before [r]");
     // (An online message before S2's preprocessing is complete cannot be
     // expressed: S2's online session exists only once the output round is in.)
-    let (mut s2, first) = h.s2.start_session::<u128>(&start).unwrap();
+    let (mut s2, first) = h.s2.start_session::<u128>(&start, Duration::ZERO).unwrap();
     let PreprocessingReply::InputMasks(masks) = first else { panic!("S2 answers the start with [r]") };
     let mut short = masks.clone();
     short.enc_r.pop();
@@ -334,8 +339,8 @@ fn out_of_order_messages_are_typed_errors() {
     // A failed start consumed that `Prepared`; run the whole session again.
     let (pending, query) = h.0.client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut h.0.rng).unwrap();
     let (prepared, mut s2) = {
-        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
-        let (mut s2, first) = h.s2.start_session::<u128>(&start).unwrap();
+        let (mut pre, start) = s1.start_preprocessing(query.mode, &query.seed, &mut h.rng).unwrap();
+        let (mut s2, first) = h.s2.start_session::<u128>(&start, Duration::ZERO).unwrap();
         let PreprocessingReply::InputMasks(masks) = first else { unreachable!() };
         let PreprocessingStep::Round(round) = pre.on_input_masks(masks).unwrap() else { unreachable!() };
         let PreprocessingStep::Output(out) = pre.on_rho_masks(s2.on_blinded_round(&round).unwrap()).unwrap() else {
@@ -477,4 +482,100 @@ fn tickets_go_through_the_shells_stores_and_checks() {
     let err = desk.query(&*engine, &s1, pending, &ticket, &x, None, ttl).err().unwrap();
     assert_eq!(err, ProtocolError::UnknownSession);
     assert_eq!(desk.s2.len(ttl), 0, "S2's half expired too");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 8, ..ProptestConfig::default() })]
+
+    /// Seed sessions (PROTOCOL §4.1a): every query of a session, in every
+    /// mode, equals the integer reference bit for bit, exactly as one-shot
+    /// queries do; the queries of one session carry no ciphertext and get
+    /// distinct seeds (distinct masked inputs for the same input).
+    #[test]
+    fn queries_in_a_seed_session_are_exact(
+        seed in any::<u64>(),
+        hidden in prop::collection::vec(1usize..6, 1..3),
+        acts in act_strategy(),
+        outputs in 1usize..5,
+        count in 1usize..5,
+    ) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut dims = vec![4];
+        dims.extend(&hidden);
+        dims.push(outputs);
+        let m = random_mlp(&mut rng, &dims, &acts, 1.0, OutputMode::Label);
+        let mut h = Harness::new(&m, test_key_1024()).unwrap();
+        let s1 = h.s1();
+        let modes = h.model.modes();
+        let mut session = h.open_seed_session().unwrap();
+        let x = random_input(&mut rng, &m);
+        let mut masked = Vec::new();
+        for i in 0..count {
+            let mode = modes[rng.gen_range(0..modes.len())];
+            let tandem_core::InProcess { info, s2, client, rng: r, now, .. } = &mut h.0;
+            let (out, t) = tandem_core::run_query_in_session(client, &mut session, info, &s1, s2, &x, mode, *now, r).unwrap();
+            prop_assert_eq!(out, h.reference(&x, mode), "mode {}", mode);
+            prop_assert_eq!(&t.query.seed, &tandem_core::SeedSource::Session { id: session.id(), counter: i as u64 });
+            masked.push(t.query.masked_input);
+        }
+        masked.sort();
+        masked.dedup();
+        prop_assert_eq!(masked.len(), count, "every query of a session has its own mask");
+    }
+}
+
+/// What S2 refuses in a seed session, each before any work and with its
+/// own error: a counter served before (also out of order), a replayed
+/// opening, a counter beyond the session, an expired session, and any
+/// session after a restart (a new S2 holds none). Every refusal leaves the
+/// session usable.
+#[test]
+fn seed_sessions_serve_each_counter_once_and_end() {
+    use tandem_core::{SeedSessionLimits, SeedSource};
+    let mut h = Harness::new(&tiny_model(), test_key_1024()).unwrap();
+    let limits = SeedSessionLimits { max_sessions: 2, queries_per_session: 3, lifetime: Duration::from_secs(60) };
+    let s2 = std::mem::replace(
+        &mut h.0.s2,
+        ActivationServer::new(Arc::new(PaillierEngine), tandem::paillier_keys(test_key_1024(), &mut OsRng), &mut OsRng),
+    );
+    h.0.s2 = s2.with_seed_session_limits(limits);
+    let s1 = h.s1();
+    let x = [0.1, -0.4, 0.3];
+    // The opening, relayed as S1 relays it, then replayed.
+    let (pending, open) = h.0.client.open_session(&mut h.0.rng).unwrap();
+    let relayed = tandem_core::seed_session::relay_open_session(h.0.client.public_key(), &open, &mut h.0.rng).unwrap();
+    assert_ne!(relayed.enc_secret, open.enc_secret, "S1 rerandomizes the secret");
+    let opened = h.0.s2.open_session_in_process(&relayed, Duration::ZERO).unwrap();
+    assert_eq!((opened.max_queries, opened.expires_in_seconds), (3, 60));
+    assert_eq!(h.0.s2.open_session_in_process(&open, Duration::ZERO), Err(ProtocolError::ReplayedSeed));
+    let mut session = pending.opened(&opened);
+    // Counter 2 first, then 0: out of order is fine.
+    let mut skipped = session.split_one().unwrap();
+    let mut second = session.split_one().unwrap();
+    let start = |h: &mut Harness<PaillierEngine>, counter| {
+        let (_, start) = s1
+            .start_preprocessing(OutputMode::Label, &SeedSource::Session { id: opened.id, counter }, &mut h.0.rng)
+            .unwrap();
+        start
+    };
+    let third = start(&mut h, 2);
+    assert!(h.0.s2.start_session::<u128>(&third, Duration::ZERO).is_ok());
+    assert!(matches!(h.0.s2.start_session::<u128>(&third, Duration::ZERO), Err(ProtocolError::ReplayedSeed)));
+    let run = |h: &mut Harness<PaillierEngine>, s: &mut tandem_core::SeedSession, now| {
+        let tandem_core::InProcess { info, s2, client, rng, .. } = &mut h.0;
+        tandem_core::run_query_in_session(client, s, info, &s1, s2, &x, OutputMode::Label, now, rng).map(|r| r.0)
+    };
+    assert_eq!(run(&mut h, &mut skipped, Duration::ZERO).unwrap(), h.reference(&x, OutputMode::Label));
+    let beyond = start(&mut h, 3);
+    assert!(matches!(h.0.s2.start_session::<u128>(&beyond, Duration::ZERO), Err(ProtocolError::OutOfRange { .. })));
+    // Counter 1 after the lifetime: the session is gone.
+    let err = run(&mut h, &mut second, Duration::from_secs(60)).err().unwrap();
+    assert_eq!(err, ProtocolError::UnknownSeedSession);
+    // A fresh session on a restarted S2 (new epoch): the old one is unknown.
+    let mut fresh = h.open_seed_session().unwrap();
+    let restarted = ActivationServer::new(Arc::new(PaillierEngine), tandem::paillier_keys(test_key_1024(), &mut OsRng), &mut OsRng);
+    let before = std::mem::replace(&mut h.0.s2, restarted);
+    assert!(matches!(run(&mut h, &mut fresh, Duration::ZERO), Err(ProtocolError::UnknownSeedSession)));
+    h.0.s2 = before;
+    assert_eq!(run(&mut h, &mut fresh, Duration::ZERO).unwrap(), h.reference(&x, OutputMode::Label));
 }

@@ -791,15 +791,20 @@ fn infer_request() -> impl Strategy<Value = pb::InferRequest> {
         prop_oneof![near_multiple(16, 12), near_multiple(32, 12)],
         ciphertexts(2),
         prop::collection::vec(any::<u8>(), 0..20),
+        (prop::collection::vec(any::<u8>(), 0..20), any::<u64>()),
     )
-        .prop_map(|(model_id, mode, masked_input, enc_seed, ticket_id)| pb::InferRequest {
-            model_id,
-            mode,
-            masked_input,
-            enc_seed,
-            // Hostile epochs too: 0 to 19 bytes, 16 among them.
-            seed_epoch: ticket_id.clone(),
-            ticket_id,
+        .prop_map(|(model_id, mode, masked_input, enc_seed, ticket_id, (seed_session_id, seed_counter))| {
+            pb::InferRequest {
+                model_id,
+                mode,
+                masked_input,
+                enc_seed,
+                // Hostile epochs too: 0 to 19 bytes, 16 among them.
+                seed_epoch: ticket_id.clone(),
+                ticket_id,
+                seed_session_id,
+                seed_counter,
+            }
         })
 }
 
@@ -928,7 +933,14 @@ proptest! {
     #[test]
     fn client_requests(req in infer_request(), d in 0usize..16) {
         check_client_request(&req, d);
-        let t = pb::CreateTicketRequest { model_id: req.model_id.clone(), mode: req.mode, enc_seed: req.enc_seed.clone(), seed_epoch: req.seed_epoch.clone() };
+        let t = pb::CreateTicketRequest { model_id: req.model_id.clone(), mode: req.mode, enc_seed: req.enc_seed.clone(), seed_epoch: req.seed_epoch.clone(), seed_session_id: req.seed_session_id.clone(), seed_counter: req.seed_counter };
+        // Exactly one seed source, each field well-formed, or a refusal.
+        let src = tandem_grpc::seed_source_from_proto(&t.enc_seed, &t.seed_epoch, &t.seed_session_id, t.seed_counter, pk().ciphertext_bytes());
+        prop_assert_eq!(src.is_ok(), match (t.enc_seed.is_empty(), t.seed_session_id.is_empty()) {
+            (false, true) => t.enc_seed.len() == pk().ciphertext_bytes() && t.seed_epoch.len() == 16,
+            (true, false) => t.seed_session_id.len() == 16 && t.seed_epoch.is_empty(),
+            _ => false,
+        });
         let _ = tandem_grpc::mode_from_proto(t.mode);
         let _ = tandem_grpc::decode_one_ciphertext(pk(), &t.enc_seed, "enc_seed");
         let e = tandem_grpc::epoch_from_proto(&t.seed_epoch, "seed_epoch");
@@ -998,7 +1010,7 @@ proptest! {
             let _ = tandem_grpc::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
             let _ = tandem_grpc::blinded_output_from_proto(pk, &out);
-            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone() };
+            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), seed_session_id: session_id.clone(), seed_counter: input_len.into() };
             let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &start);
             let _ = tandem_grpc::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
             let _ = tandem_grpc::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
@@ -1074,12 +1086,14 @@ fn activation_session_with_hostile_messages() {
             );
             let start = m::SessionStart {
                 session_id: [3; 16],
-                enc_seed: tandem_core::EncryptedSeed(pk.ciphertext_to_bytes(&ct)),
+                seed: tandem_core::SeedSource::Encrypted {
+                    enc_seed: tandem_core::EncryptedSeed(pk.ciphertext_to_bytes(&ct)),
+                    epoch: s2.seed_epoch(),
+                },
                 input_len,
                 ring_bits: 128,
-                epoch: s2.seed_epoch(),
             };
-            let (mut pre, _) = s2.start_session::<u128>(&start).expect("a valid start");
+            let (mut pre, _) = s2.start_session::<u128>(&start, std::time::Duration::ZERO).expect("a valid start");
             let mut session: Option<tandem_core::ActivationSession<u128>> = None;
             let n = steps.len();
             for (i, ((kind, scale, count, packing, packed), e)) in steps.into_iter().enumerate() {

@@ -12,7 +12,8 @@ use rand::{Rng, SeedableRng};
 use rand_core::OsRng;
 use std::sync::Arc;
 use tandem::{test_key_1024, test_key_1024_owned, Harness};
-use tandem_core::{ActivationServer, ActivationValues, EncryptedSeed, OnlineStep, OutputResponse, ProtocolError};
+use std::time::Duration;
+use tandem_core::{ActivationServer, ActivationValues, EncryptedSeed, OnlineStep, OutputResponse, ProtocolError, SeedSource};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, KAPPA};
 use tandem_paillier::bigint_traits::*;
@@ -128,22 +129,25 @@ fn restarts_refuse_old_seeds_and_tampering_is_not_an_error() {
     let t = h.transcript_128(&x, OutputMode::Label).unwrap();
     let start = t.preprocessing.session_start.clone();
     // The same server refuses the replay.
-    assert!(matches!(h.s2.start_session::<u128>(&start), Err(ProtocolError::ReplayedSeed)));
+    assert!(matches!(h.s2.start_session::<u128>(&start, Duration::ZERO), Err(ProtocolError::ReplayedSeed)));
     // A restarted server: another epoch, refused before decryption.
     let keys = tandem::paillier_keys(&test_key_1024_owned(), &mut OsRng);
     let mut restarted = ActivationServer::new(Arc::new(PaillierEngine), keys, &mut OsRng);
-    assert_ne!(restarted.seed_epoch(), start.epoch);
-    assert!(matches!(restarted.start_session::<u128>(&start), Err(ProtocolError::UnknownEpoch)));
+    let SeedSource::Encrypted { epoch: old_epoch, .. } = &start.seed else { panic!("a one-shot query's start") };
+    assert_ne!(restarted.seed_epoch(), *old_epoch);
+    assert!(matches!(restarted.start_session::<u128>(&start, Duration::ZERO), Err(ProtocolError::UnknownEpoch)));
     // Tampering (`[s]·Enc(−t)`, or a ciphertext of 2^300) opens a session
     // like any other ciphertext: there is no answer that depends on the
     // plaintext. The masks it yields belong to an unrelated seed.
     let pk = test_key_1024().public();
     let mut valid = start.clone();
-    valid.epoch = restarted.seed_epoch();
     let secret = SeedSecret::random(&mut OsRng);
     let valid_ct = pk.encrypt(&BigInt::from_bytes(secret.plaintext_be()), &mut OsRng);
-    valid.enc_seed = EncryptedSeed(pk.ciphertext_to_bytes(&valid_ct));
-    let masks = match restarted.start_session::<u128>(&valid).expect("a fresh seed").1 {
+    valid.seed = SeedSource::Encrypted {
+        enc_seed: EncryptedSeed(pk.ciphertext_to_bytes(&valid_ct)),
+        epoch: restarted.seed_epoch(),
+    };
+    let masks = match restarted.start_session::<u128>(&valid, Duration::ZERO).expect("a fresh seed").1 {
         PreprocessingReply::InputMasks(m) => m,
         other => panic!("S2 answers the start with [r], not {other:?}"),
     };
@@ -159,9 +163,10 @@ fn restarts_refuse_old_seeds_and_tampering_is_not_an_error() {
         .unwrap(),
     ] {
         let enc_seed = EncryptedSeed(pk.ciphertext_to_bytes(&enc_seed));
-        let tampered = tandem_core::SessionStart { enc_seed, session_id: [5; 16], ..valid.clone() };
+        let seed = SeedSource::Encrypted { enc_seed, epoch: restarted.seed_epoch() };
+        let tampered = tandem_core::SessionStart { seed, session_id: [5; 16], ..valid.clone() };
         let PreprocessingReply::InputMasks(m) =
-            restarted.start_session::<u128>(&tampered).expect("no refusal after decryption").1
+            restarted.start_session::<u128>(&tampered, Duration::ZERO).expect("no refusal after decryption").1
         else {
             panic!("S2 answers the start with [r]")
         };
@@ -197,7 +202,7 @@ proptest! {
         let x = random_input(&mut rng, &model);
         let (pending, query) = h.0.client.prepare::<u128, _>(&h.0.info, &x, mode, &mut h.0.rng).unwrap();
         let s1 = h.s1();
-        let (mut pre, _) = s1.start_preprocessing(mode, &query.enc_seed, query.epoch, &mut h.rng).unwrap();
+        let (mut pre, _) = s1.start_preprocessing(mode, &query.seed, &mut h.rng).unwrap();
         let mut step = pre.on_input_masks(InputMasks { enc_r: (0..4).map(|_| random_ciphertext(&mut rng)).collect() }).unwrap();
         while let PreprocessingStep::Round(r) = step {
             let enc_rho = (0..r.count).map(|_| random_ciphertext(&mut rng)).collect();

@@ -91,10 +91,16 @@ fn fingerprint(s2: &Proc) -> String {
 }
 
 async fn client(url: &str, pin: Option<&str>) -> TandemClient {
+    client_with(url, pin, true).await
+}
+
+/// `seed_sessions` off: every query sends its own encrypted seed.
+async fn client_with(url: &str, pin: Option<&str>, seed_sessions: bool) -> TandemClient {
     let mut o = ClientOptions::new(url);
     o.insecure = true;
     o.pinned_fingerprint = pin.map(str::to_string);
     o.timeout = Duration::from_secs(60);
+    o.seed_sessions = seed_sessions;
     TandemClient::connect(&o).await.expect("connect")
 }
 
@@ -255,6 +261,7 @@ async fn bad_requests_get_clear_statuses() {
         mode: P::Logits as i32,
         enc_seed: req.enc_seed.clone(),
         seed_epoch: req.seed_epoch.clone(),
+        ..Default::default()
     };
     assert_status(raw.create_ticket(t).await, Code::PermissionDenied, "allowed: label, probabilities");
     // A mode the model cannot compute at all.
@@ -371,6 +378,7 @@ fn start_msg(pk: &PublicKey, epoch: &[u8], d: u32) -> pb::SessionStart {
         ring_bits: 128,
         key_fingerprint: pk.fingerprint(),
         seed_epoch: epoch.to_vec(),
+        ..Default::default()
     }
 }
 
@@ -482,7 +490,9 @@ async fn activation_server_outages_become_statuses() {
     let mut s2p = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
     let s2_addr = s2p.addr.to_string();
     let s1 = model_server(e.dir.path(), &e.models_dir, &s2p.url(), &["--activation-timeout-secs", "2"]);
-    let mut c = client(&s1.url(), None).await;
+    // One-shot seeds, so that the restart below meets a seed of the old
+    // epoch (a seed session's restart is `seed_sessions_through_the_servers`).
+    let mut c = client_with(&s1.url(), None, false).await;
     let remote = c.model("slow").await.unwrap();
     let x = random_input(&mut StdRng::seed_from_u64(3), &model);
     let t = Instant::now();
@@ -609,6 +619,82 @@ async fn activation_server_outages_become_statuses() {
     // A client pinned to the old key refuses the new one.
     let mut pinned = client(&s1.url(), Some(&remote.fingerprint)).await;
     assert!(matches!(pinned.infer("slow", &x, None).await, Err(ClientError::KeyMismatch { .. })));
+    assert!(!s1.log_text().contains("panicked"));
+}
+
+/// Seed sessions over gRPC (PROTOCOL §4.1a): one opening serves many exact
+/// queries, none of which carries a ciphertext; S2 refuses a served counter,
+/// an unknown session and a request with two seeds, each with its status;
+/// and after S2 restarts the library opens a new session by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seed_sessions_through_the_servers() {
+    let ms: Vec<(String, Model)> = models().into_iter().filter(|(id, _)| id == "mlp_relu").collect();
+    let m = &ms[0].1;
+    let e = env(&ms);
+    let s2p = activation_server(e.dir.path(), &e.key, &[], "127.0.0.1:0");
+    let s2_addr = s2p.addr.to_string();
+    let s1 = model_server(e.dir.path(), &e.models_dir, &s2p.url(), &[]);
+    let fp = fingerprint(&s2p);
+    let mut c = client(&s1.url(), Some(&fp)).await;
+    let mut s2 = s2_client(s2p.url()).await;
+    let mut sent = Vec::new();
+    for i in 0..4 {
+        let x = random_input(&mut StdRng::seed_from_u64(40 + i), m);
+        let r = c.infer("mlp_relu", &x, None).await.unwrap();
+        assert_eq!(r.output, reference(m, &x, OutputMode::Label));
+        sent.push(r.cost.bytes_sent);
+    }
+    let status = s2.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.seed_sessions, 1, "one opening for four queries");
+    // The opening query also paid for the session; the others carry no
+    // ciphertext (a 1024-bit one is 256 bytes).
+    assert!(sent[1..].iter().all(|&b| b + 256 <= sent[0]), "bytes sent per query: {sent:?}");
+
+    // Raw requests: the same counter twice, an unknown session, two seeds.
+    let remote = c.model("mlp_relu").await.unwrap();
+    let mut raw = ModelServiceClient::connect(s1.url()).await.unwrap();
+    let client = tandem_core::Client::new(remote.key.clone(), remote.epoch);
+    let (pending, open) = client.open_session(&mut rand_core::OsRng).unwrap();
+    let opened = raw.open_seed_session(tandem_grpc::open_seed_session_to_proto(&open)).await.unwrap().into_inner();
+    let mut session = pending.opened(&tandem_grpc::seed_session_from_proto(&opened).unwrap());
+    let x = random_input(&mut StdRng::seed_from_u64(50), m);
+    let (_, q) = client.prepare_in_session::<u128>(&mut session, &remote.info, &x, OutputMode::Label).unwrap().unwrap();
+    let req = tandem_grpc::query_request_to_proto(&q);
+    raw.infer(req.clone()).await.unwrap();
+    assert_status(raw.infer(req.clone()).await, Code::AlreadyExists, "already used");
+    let mut unknown = req.clone();
+    unknown.seed_session_id = vec![9; 16];
+    assert_status(raw.infer(unknown).await, Code::FailedPrecondition, "unknown seed session");
+    let mut both = req.clone();
+    both.enc_seed = valid_request(&remote, &x, OutputMode::Label).enc_seed;
+    assert_status(raw.infer(both).await, Code::InvalidArgument, "not both");
+    let bad_open = pb::OpenSeedSessionRequest { enc_secret: vec![1; 10], seed_epoch: remote.epoch.0.to_vec() };
+    assert_status(raw.open_seed_session(bad_open).await, Code::InvalidArgument, "enc_secret has 10 bytes");
+
+    // S2 restarts (same key, new epoch, no sessions): the library's `infer`
+    // drops its session, refetches the model info, opens a new session and
+    // retries, so the caller sees only answers.
+    drop(s2p);
+    let s2p = activation_server(e.dir.path(), &e.key, &[], &s2_addr);
+    let mut s2 = s2_client(s2p.url()).await;
+    let mut ok = false;
+    for _ in 0..20 {
+        match c.infer("mlp_relu", &x, None).await {
+            Ok(r) => {
+                assert_eq!(r.output, reference(m, &x, OutputMode::Label));
+                ok = true;
+                break;
+            }
+            // S1's channel to the new S2 may take a moment.
+            Err(ClientError::Status(s)) if s.code() == Code::Unavailable => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("the library should hide the restart, got {e}"),
+        }
+    }
+    assert!(ok, "no answer after the activation server came back");
+    let status = s2.get_status(pb::GetStatusRequest {}).await.unwrap().into_inner();
+    assert_eq!(status.seed_sessions, 1, "the new server holds the new session");
     assert!(!s1.log_text().contains("panicked"));
 }
 
@@ -1196,6 +1282,13 @@ impl tandem_grpc::v1::activation_service_server::ActivationService for DeafActiv
     ) -> Result<tonic::Response<Self::EvaluateStream>, tonic::Status> {
         self.held.lock().unwrap().push(Box::new(req.into_inner()));
         Ok(tonic::Response::new(tokio_stream::pending()))
+    }
+    async fn open_seed_session(
+        &self,
+        _: tonic::Request<pb::OpenSeedSessionRequest>,
+    ) -> Result<tonic::Response<pb::SeedSession>, tonic::Status> {
+        // Never answers, like the streams above.
+        std::future::pending().await
     }
 }
 

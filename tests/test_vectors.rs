@@ -76,7 +76,20 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
     let fingerprint = hex::encode(h.finalize());
     assert_eq!(pk.fingerprint(), fingerprint);
 
+    // §4.1a: the same secret opening a seed session, and its first two
+    // query seeds (counter as 8 bytes big-endian after the info string).
+    let session_key = hkdf(Some(&epoch), &ikm, b"tandem/v1/seed-session");
+    let code_key = SeedSecret::from_bytes(secret).session_key(&SeedEpoch(epoch), width);
+    assert_eq!(code_key, tandem_core::SessionKey::from_bytes(session_key));
+    let query_seed = |i: u64| hkdf(None, &session_key, &[b"tandem/v1/query-seed".as_slice(), &i.to_be_bytes()].concat());
+    for i in [0, 1] {
+        assert_eq!(code_key.query_seed(i), Seed::from_bytes(query_seed(i)), "query seed {i}");
+    }
+
     let computed: BTreeMap<String, String> = [
+        ("v:session_key", hex::encode(session_key)),
+        ("v:query_seed_0", hex::encode(query_seed(0))),
+        ("v:query_seed_1", hex::encode(query_seed(1))),
         ("v:seed", hex::encode(seed)),
         ("v:input_mask_key", hex::encode(mask_key)),
         ("v:r_k128", hex::encode(&r128_wire)),

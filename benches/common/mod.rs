@@ -137,6 +137,6 @@ pub fn serve_tandem<R: Ring>(
     req: QueryRequest<R>,
     rng: &mut rand_chacha::ChaCha20Rng,
 ) -> QueryResponse<R> {
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch, rng).expect("preprocessing");
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.seed, std::time::Duration::ZERO, rng).expect("preprocessing");
     online(prepared, session, req.masked_input).expect("online phase").response
 }

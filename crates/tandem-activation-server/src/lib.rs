@@ -19,7 +19,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tandem_core::store::{ExpiringStore, StoreError, Taken};
-use tandem_core::{ActivationServer, ActivationSession, PreprocessingEngine};
+use tandem_core::{ActivationServer, ActivationSession, Admitted, PreprocessingEngine};
 use tandem_grpc::peer::MutualTls;
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_server::{ActivationService, ActivationServiceServer};
@@ -86,6 +86,18 @@ pub struct Config {
     /// must fetch the model info again. Memory: at most twice this many tags.
     #[arg(long, env = "TANDEM_REPLAY_SEEDS_PER_EPOCH", default_value_t = tandem_core::replay::DEFAULT_SEEDS_PER_EPOCH)]
     pub replay_seeds_per_epoch: usize,
+    /// Largest number of seed sessions held at once (PROTOCOL §4.1a; about
+    /// 300 bytes each); opening more is refused with RESOURCE_EXHAUSTED and
+    /// clients fall back to one encrypted seed per query.
+    #[arg(long, env = "TANDEM_MAX_SEED_SESSIONS", default_value_t = tandem_core::seed_session::DEFAULT_MAX_SEED_SESSIONS)]
+    pub max_seed_sessions: usize,
+    /// Queries one seed session serves at most.
+    #[arg(long, env = "TANDEM_SEED_SESSION_QUERIES", default_value_t = tandem_core::seed_session::DEFAULT_QUERIES_PER_SESSION)]
+    pub seed_session_queries: u64,
+    /// Seconds a seed session lives after it was opened (SECURITY.md: a
+    /// leaked session key exposes the queries of its session).
+    #[arg(long, env = "TANDEM_SEED_SESSION_LIFETIME_SECS", default_value_t = tandem_core::seed_session::DEFAULT_SESSION_LIFETIME.as_secs())]
+    pub seed_session_lifetime_secs: u64,
     /// Accept only model servers whose certificate's SubjectPublicKeyInfo
     /// has this SHA-256 (64 hex digits; repeat the flag or separate with
     /// commas for several; `tandem spki CERT.pem` prints it). Without it, a
@@ -112,6 +124,8 @@ pub struct Limits {
     pub prepared_ttl: Duration,
     /// Seeds per replay epoch (memory bound of the replay log).
     pub replay_seeds_per_epoch: usize,
+    /// Seed sessions: how many, how many queries each, how long.
+    pub seed_sessions: tandem_core::SeedSessionLimits,
 }
 
 impl Default for Limits {
@@ -122,6 +136,7 @@ impl Default for Limits {
             max_prepared: 4096,
             prepared_ttl: Duration::from_secs(900),
             replay_seeds_per_epoch: tandem_core::replay::DEFAULT_SEEDS_PER_EPOCH,
+            seed_sessions: tandem_core::SeedSessionLimits::default(),
         }
     }
 }
@@ -176,7 +191,8 @@ impl ActivationState {
             keys,
             limits.replay_seeds_per_epoch,
             &mut rand_core::OsRng,
-        );
+        )
+        .with_seed_session_limits(limits.seed_sessions);
         Arc::new(ActivationState {
             keys: server.keys().clone(),
             fingerprint,
@@ -204,6 +220,11 @@ impl ActivationState {
     /// Preprocess streams open now.
     pub fn active_sessions(&self) -> usize {
         self.limits.max_sessions - self.sessions.available_permits()
+    }
+    /// Seed sessions held.
+    pub fn seed_sessions(&self) -> usize {
+        let now = self.now();
+        self.server().map(|mut s| s.seed_sessions().len(now)).unwrap_or(0)
     }
     /// Preprocessed sessions waiting for their online phase.
     pub fn prepared_sessions(&self) -> usize {
@@ -339,7 +360,34 @@ impl ActivationService for ActivationSvc {
             key_fingerprint: s.fingerprint.clone(),
             prepared_sessions: s.prepared_sessions() as u32,
             max_prepared: s.limits.max_prepared as u32,
+            seed_sessions: s.seed_sessions() as u32,
+            max_seed_sessions: s.limits.seed_sessions.max_sessions as u32,
         }))
+    }
+
+    async fn open_seed_session(
+        &self,
+        req: Request<pb::OpenSeedSessionRequest>,
+    ) -> Result<Response<pb::SeedSession>, Status> {
+        let state = &self.state;
+        let keys = state.keys.clone();
+        let msg = tandem_grpc::open_seed_session_from_proto(keys.public_key().ciphertext_bytes(), req.get_ref())
+            .or_status()?;
+        // §4.1a: epoch and room are public and checked before the
+        // decryption (outside any lock); then only the derived key's replay
+        // tag decides.
+        state.server()?.admit_open(&msg, state.now()).map_err(|e| status_from_protocol(&e))?;
+        let epoch = msg.epoch;
+        let (key, _) = tandem_grpc::server::blocking("activation server", move || {
+            PaillierEngine
+                .s2_decrypt_secret(&keys, &msg.enc_secret)
+                .map(|d| d.session_key(&epoch))
+                .map_err(|e| status_from_protocol(&e))
+        })
+        .await?;
+        let opened = state.server()?.open_seed_session(&epoch, key, state.now()).map_err(|e| status_from_protocol(&e))?;
+        info!(session = %short_id(&opened.id), "seed session opened");
+        Ok(Response::new(tandem_grpc::seed_session_to_proto(&opened)))
     }
 
     type PreprocessStream = ReplyStream<pb::PreprocessReply>;
@@ -476,13 +524,25 @@ async fn preprocess_ring<R: Ring>(
     // §4.2: the epoch is public, so it is checked before anything is
     // decrypted; after the decryption (outside any lock) nothing depends on
     // the plaintext but the derived seed, whose replay tag is recorded.
-    state.server()?.admit::<R>(&msg).map_err(|e| status_from_protocol(&e))?;
-    let ((msg, seed), _) = blocking(log, move || {
-        let seed = PaillierEngine.s2_decrypt_seed(&keys, &msg).map_err(|e| status_from_protocol(&e))?;
-        Ok((msg, seed))
-    })
-    .await?;
-    state.server()?.record_seed(&msg.epoch, &seed).map_err(|e| status_from_protocol(&e))?;
+    // A seed session's query is decided by its public id and counter alone.
+    let to_decrypt = match state.server()?.admit::<R>(&msg, state.now()).map_err(|e| status_from_protocol(&e))? {
+        Admitted::Seed(seed) => Err(seed),
+        Admitted::Decrypt { enc_seed, epoch } => Ok((enc_seed.clone(), epoch)),
+    };
+    let seed = match to_decrypt {
+        Err(seed) => seed,
+        Ok((enc_seed, epoch)) => {
+            let (seed, _) = blocking(log, move || {
+                PaillierEngine
+                    .s2_decrypt_secret(&keys, &enc_seed)
+                    .map(|d| d.seed(&epoch))
+                    .map_err(|e| status_from_protocol(&e))
+            })
+            .await?;
+            state.server()?.record_seed(&epoch, &seed).map_err(|e| status_from_protocol(&e))?;
+            seed
+        }
+    };
     let keys = state.keys.clone();
     let ((mut session, masks), _) = blocking(log, move || {
         let (session, masks) = open_session::<R, _>(keys.clone(), &msg, seed, &mut rand_core::OsRng);
@@ -672,6 +732,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             max_prepared: cfg.max_prepared,
             prepared_ttl: Duration::from_secs(cfg.prepared_ttl_secs.max(1)),
             replay_seeds_per_epoch: cfg.replay_seeds_per_epoch.max(1),
+            seed_sessions: tandem_core::SeedSessionLimits {
+                max_sessions: cfg.max_seed_sessions.max(1),
+                queries_per_session: cfg.seed_session_queries.max(1),
+                lifetime: Duration::from_secs(cfg.seed_session_lifetime_secs.max(1)),
+            },
         },
     );
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;

@@ -1,7 +1,9 @@
 //! The thin tandem client over gRPC.
 //!
-//! Per query the client does one Paillier encryption (of its fresh seed),
-//! one PRG expansion (the input mask) and one AEAD open — all inside
+//! Per query the client does one PRG expansion (the input mask) and one
+//! AEAD open; the one Paillier encryption is per seed session (PROTOCOL
+//! §4.1a), which the connection opens, renews and re-opens after a server
+//! restart by itself (or per query, with sessions turned off) — all inside
 //! [`tandem_core::Client`] / [`tandem_core::PendingQuery`]; this
 //! crate only moves their messages over the network, checks the activation
 //! server's key against a pinned fingerprint, and measures costs.
@@ -10,7 +12,8 @@ use rand_core::OsRng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tandem_core::paillier_pk::PublicKey;
-use tandem_core::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, Ticket};
+use std::sync::Arc;
+use tandem_core::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, SeedSession, Ticket};
 use tandem_core::{Ring, SeedEpoch, U256};
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::model_service_client::ModelServiceClient;
@@ -115,6 +118,10 @@ pub struct ClientOptions {
     /// API token for servers that require one (`--api-tokens`), sent with
     /// every call as `authorization: Bearer <token>`.
     pub api_token: Option<String>,
+    /// Seed sessions (PROTOCOL §4.1a, default on): one Paillier encryption
+    /// per session instead of per query. Off: every query encrypts its own
+    /// seed (a session of length 1), which costs less for a single query.
+    pub seed_sessions: bool,
 }
 
 // By hand, so that the token never ends up in a log line.
@@ -130,6 +137,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("connect_timeout", &self.connect_timeout)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
+            .field("seed_sessions", &self.seed_sessions)
             .finish()
     }
 }
@@ -147,6 +155,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(10),
             max_response_bytes: 64 << 20,
             api_token: None,
+            seed_sessions: true,
         }
     }
 }
@@ -216,7 +225,23 @@ pub struct TandemClient {
     pinned: Option<String>,
     timeout: Duration,
     authorization: Option<MetadataValue<Ascii>>,
+    /// The seed session this connection (and its clones) draws seeds from;
+    /// `None` with sessions off.
+    session: Option<Arc<std::sync::Mutex<Option<HeldSession>>>>,
 }
+
+/// An open seed session and what it was opened under.
+struct HeldSession {
+    session: SeedSession,
+    /// Renewed before this, with a margin, so S2 never forgets it under a
+    /// query in flight.
+    renew_at: Instant,
+    fingerprint: String,
+    epoch: SeedEpoch,
+}
+
+/// A session is renewed when less than this share of its lifetime is left.
+const RENEW_MARGIN: f64 = 0.1;
 
 fn normalize_fp(s: &str) -> String {
     s.trim().trim_start_matches("sha256:").replace(':', "").to_ascii_lowercase()
@@ -291,6 +316,7 @@ impl TandemClient {
             pinned,
             timeout: opts.timeout,
             authorization,
+            session: opts.seed_sessions.then(|| Arc::new(std::sync::Mutex::new(None))),
         })
     }
 
@@ -352,6 +378,9 @@ impl TandemClient {
     /// a [`RemoteModel`] across queries (`infer_with`, `create_ticket`).
     pub async fn refetch_if_stale(&mut self, model: &mut RemoteModel, err: &ClientError) -> Result<bool, ClientError> {
         if err.status().is_some_and(|s| s.code() == Code::FailedPrecondition) {
+            // The seed session went with S2's restart (or expired early):
+            // the retry opens a new one.
+            self.forget_session();
             *model = self.model(&model.info.id).await?;
             return Ok(true);
         }
@@ -385,12 +414,96 @@ impl TandemClient {
         let client = Client::new(model.key.clone(), model.epoch);
         let info = model.info.clone();
         let x = x.to_vec();
-        let ((pending, req), prepare_cpu) = on_worker(move || {
-            let (pending, q) = client.prepare::<R, _>(&info, &x, mode, &mut OsRng)?;
+        let (opened, mut seed) = self.session_seed(model).await?;
+        let ((pending, req), mut prepare_cpu) = on_worker(move || {
+            let (pending, q) = match seed.as_mut() {
+                Some(session) => client
+                    .prepare_in_session::<R>(session, &info, &x, mode)?
+                    .ok_or(ProtocolError::PeerMisbehaved("a seed session with no query left".into()))?,
+                None => client.prepare::<R, _>(&info, &x, mode, &mut OsRng)?,
+            };
             Ok((pending, tandem_grpc::query_request_to_proto(&q)))
         })
         .await?;
-        self.exchange(pending, req, prepare_cpu, mode, t0).await
+        let mut inference = self.exchange(pending, req, prepare_cpu, mode, t0).await;
+        // The query that opened the session pays for it, honestly counted.
+        if let (Some(open), Ok(inf)) = (opened, inference.as_mut()) {
+            prepare_cpu += open.prepare_cpu;
+            inf.cost.prepare_cpu = prepare_cpu;
+            inf.cost.bytes_sent += open.bytes_sent;
+            inf.cost.bytes_received += open.bytes_received;
+        }
+        inference
+    }
+
+    /// A one-counter slice of the connection's seed session for `model`'s
+    /// key and epoch, opening or renewing the session when needed. `None`
+    /// (with the session left alone) when S2 cannot open one now: the query
+    /// then encrypts its own seed. The first value is the opening's cost.
+    async fn session_seed(&mut self, model: &RemoteModel) -> Result<(Option<Cost>, Option<SeedSession>), ClientError> {
+        let Some(held) = self.session.clone() else {
+            return Ok((None, None));
+        };
+        if let Some(one) = take_counter(&held, model) {
+            return Ok((None, Some(one)));
+        }
+        match self.open_seed_session(model).await {
+            Ok((session, expires_in, cost)) => {
+                let lifetime = Duration::from_secs(expires_in.into());
+                let mut h = held.lock().map_err(|_| ClientError::Config("seed session lock poisoned".into()))?;
+                *h = Some(HeldSession {
+                    session,
+                    renew_at: Instant::now() + lifetime.mul_f64(1.0 - RENEW_MARGIN),
+                    fingerprint: model.fingerprint.clone(),
+                    epoch: model.epoch,
+                });
+                drop(h);
+                Ok((Some(cost), take_counter(&held, model)))
+            }
+            // S2 holds its limit of sessions, or the server predates them:
+            // this query carries its own encrypted seed.
+            Err(ClientError::Status(s)) if matches!(s.code(), Code::ResourceExhausted | Code::Unimplemented) => {
+                Ok((None, None))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a seed session under `model`'s key and epoch: the client's one
+    /// Paillier encryption for many queries.
+    async fn open_seed_session(&mut self, model: &RemoteModel) -> Result<(SeedSession, u32, Cost), ClientError> {
+        self.check_pin(model)?;
+        let t0 = Instant::now();
+        let client = Client::new(model.key.clone(), model.epoch);
+        let ((pending, req), prepare_cpu) = on_worker(move || {
+            let (pending, req) = client.open_session(&mut OsRng)?;
+            Ok((pending, tandem_grpc::open_seed_session_to_proto(&req)))
+        })
+        .await?;
+        let bytes_sent = wire_len(&req);
+        let t_rpc = Instant::now();
+        let resp = self.svc.open_seed_session(self.request(req)).await?.into_inner();
+        let round_trip = t_rpc.elapsed();
+        let opened = tandem_grpc::seed_session_from_proto(&resp)
+            .map_err(|e| ProtocolError::PeerMisbehaved(format!("the server's seed session: {e}")))?;
+        let cost = Cost {
+            prepare_cpu,
+            bytes_sent,
+            bytes_received: wire_len(&resp),
+            round_trip,
+            wall: t0.elapsed(),
+            ..Cost::default()
+        };
+        Ok((pending.opened(&opened), opened.expires_in_seconds, cost))
+    }
+
+    /// Drops the connection's seed session (the next query opens a new one).
+    pub fn forget_session(&self) {
+        if let Some(held) = &self.session {
+            if let Ok(mut h) = held.lock() {
+                *h = None;
+            }
+        }
     }
 
     /// Sends the query, opens the answer, and accounts for both.
@@ -422,9 +535,9 @@ impl TandemClient {
     }
 
     /// Asks the server to preprocess a session for a later query (a ticket,
-    /// docs/PROTOCOL.md §4.0). This is where the client's one Paillier
-    /// encryption and all the servers' homomorphic work happen, ahead of the
-    /// input; [`TandemClient::infer_on_ticket`] is then only the fast online
+    /// docs/PROTOCOL.md §4.0). This is where all the servers' homomorphic
+    /// work happens (and the client's Paillier encryption, without seed
+    /// sessions), ahead of the input; [`TandemClient::infer_on_ticket`] is then only the fast online
     /// phase. `mode = None` uses the model's default mode.
     pub async fn create_ticket(
         &mut self,
@@ -437,24 +550,39 @@ impl TandemClient {
         let t0 = Instant::now();
         let client = Client::new(model.key.clone(), model.epoch);
         let info = model.info.clone();
-        let ((seed, req), prepare_cpu) = match model.info.ring_bits {
-            128 => {
-                on_worker(move || {
-                    let (p, r) = client.request_ticket::<u128, _>(&info, mode, &mut OsRng)?;
-                    Ok((TicketSeed::K128(p), tandem_grpc::ticket_request_to_proto(&r)))
-                })
-                .await?
+        if !matches!(model.info.ring_bits, 128 | 256) {
+            let k = model.info.ring_bits;
+            return Err(ClientError::BadModelInfo(format!("ring size k = {k}; this client supports 128 and 256")));
+        }
+        let (opened, mut session) = self.session_seed(model).await?;
+        let ((seed, req), mut prepare_cpu) = on_worker(move || {
+            fn one<R: Ring>(
+                client: &Client,
+                session: Option<&mut SeedSession>,
+                info: &ModelInfo,
+                mode: OutputMode,
+            ) -> Result<(PendingTicket<R>, pb::CreateTicketRequest), ProtocolError> {
+                let (p, r) = match session {
+                    Some(s) => client
+                        .request_ticket_in_session::<R>(s, info, mode)?
+                        .ok_or(ProtocolError::PeerMisbehaved("a seed session with no query left".into()))?,
+                    None => client.request_ticket::<R, _>(info, mode, &mut OsRng)?,
+                };
+                Ok((p, tandem_grpc::ticket_request_to_proto(&r)))
             }
-            256 => {
-                on_worker(move || {
-                    let (p, r) = client.request_ticket::<U256, _>(&info, mode, &mut OsRng)?;
-                    Ok((TicketSeed::K256(p), tandem_grpc::ticket_request_to_proto(&r)))
-                })
-                .await?
-            }
-            k => return Err(ClientError::BadModelInfo(format!("ring size k = {k}; this client supports 128 and 256"))),
-        };
-        let bytes_sent = wire_len(&req);
+            Ok(match info.ring_bits {
+                128 => one::<u128>(&client, session.as_mut(), &info, mode).map(|(p, r)| (TicketSeed::K128(p), r))?,
+                _ => one::<U256>(&client, session.as_mut(), &info, mode).map(|(p, r)| (TicketSeed::K256(p), r))?,
+            })
+        })
+        .await?;
+        let mut bytes_sent = wire_len(&req);
+        let mut open_received = 0;
+        if let Some(open) = opened {
+            prepare_cpu += open.prepare_cpu;
+            bytes_sent += open.bytes_sent;
+            open_received = open.bytes_received;
+        }
         let t_rpc = Instant::now();
         let resp = self.svc.create_ticket(self.request(req)).await?.into_inner();
         let round_trip = t_rpc.elapsed();
@@ -469,7 +597,7 @@ impl TandemClient {
                 prepare_cpu,
                 finish_cpu: Duration::ZERO,
                 bytes_sent,
-                bytes_received: wire_len(&resp),
+                bytes_received: wire_len(&resp) + open_received,
                 round_trip,
                 wall: t0.elapsed(),
                 server: resp.stats,
@@ -512,6 +640,18 @@ impl TandemClient {
             _ => Ok(()),
         }
     }
+}
+
+/// One counter of the held session, if it is for `model`'s key and epoch,
+/// not due for renewal, and not used up. The counter is taken under the
+/// lock, so concurrent queries on clones of one connection never share one.
+fn take_counter(held: &std::sync::Mutex<Option<HeldSession>>, model: &RemoteModel) -> Option<SeedSession> {
+    let mut h = held.lock().ok()?;
+    let s = h.as_mut()?;
+    if s.fingerprint != model.fingerprint || s.epoch != model.epoch || Instant::now() >= s.renew_at {
+        return None;
+    }
+    s.session.split_one()
 }
 
 /// Runs client-side protocol work on the blocking pool and measures its

@@ -89,6 +89,9 @@ fn options(c: &Conn, pin: Option<String>) -> ClientOptions {
     o.pinned_fingerprint = pin;
     o.timeout = Duration::from_secs(c.timeout_secs.max(1));
     o.api_token = c.api_token.clone();
+    // One query per process: a seed session would add a round trip and
+    // save nothing (the same one encryption either way).
+    o.seed_sessions = false;
     o
 }
 

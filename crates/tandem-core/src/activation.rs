@@ -13,7 +13,9 @@ use crate::error::{ProtocolError, Result};
 use crate::messages::*;
 use crate::replay::{BoundedReplayLog, ReplayLog};
 use crate::ring::Ring;
-use crate::seed::{Seed, SeedEpoch};
+use crate::seed::{Seed, SeedEpoch, SessionKey};
+use crate::seed_session::{SeedSessionLimits, SeedSessions};
+use std::time::Duration;
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use rand_core::{CryptoRng, RngCore};
@@ -236,18 +238,37 @@ impl<R: Ring> ActivationSession<R> {
     }
 }
 
-/// S2's long-lived state for one engine: the engine's keys, the replay log
-/// and the CSPRNG its epochs (and, in-process, every session's randomness)
-/// are drawn from. The gRPC shell keeps one behind a lock and runs
-/// [`admit`](Self::admit), the decryption (outside the lock) and
-/// [`record_seed`](Self::record_seed) as separate steps;
-/// [`start_session`](Self::start_session) runs them back to back, so both
-/// take the same checks in the same order.
+/// S2's long-lived state for one engine: the engine's keys, the replay log,
+/// the seed sessions, and the CSPRNG its epochs and session ids (and,
+/// in-process, every session's randomness) are drawn from. The gRPC shell
+/// keeps one behind a lock and runs [`admit`](Self::admit), the decryption
+/// (outside the lock) and [`record_seed`](Self::record_seed) as separate
+/// steps (and [`admit_open`](Self::admit_open), the decryption,
+/// [`open_seed_session`](Self::open_seed_session) for a seed session);
+/// [`start_session`](Self::start_session) and
+/// [`open_session_in_process`](Self::open_session_in_process) run them back
+/// to back, so both take the same checks in the same order.
 pub struct ActivationServer<E: PreprocessingEngine, L: ReplayLog = BoundedReplayLog> {
     engine: Arc<E>,
     keys: Arc<E::S2Keys>,
     replay: L,
+    sessions: SeedSessions,
     rng: ChaCha20Rng,
+}
+
+/// What [`ActivationServer::admit`] found the query's seed to be.
+pub enum Admitted<'a> {
+    /// A seed session's query: the seed, already derived and its counter
+    /// recorded.
+    Seed(Seed),
+    /// A one-shot `[secret]` under a held epoch: decrypt it, derive the
+    /// seed under `epoch`, then [`ActivationServer::record_seed`].
+    Decrypt {
+        /// The ciphertext.
+        enc_seed: &'a EncryptedSeed,
+        /// Its epoch.
+        epoch: SeedEpoch,
+    },
 }
 
 impl<E: PreprocessingEngine> ActivationServer<E> {
@@ -264,7 +285,13 @@ impl<E: PreprocessingEngine> ActivationServer<E> {
     ) -> Self {
         let mut rng = own_rng(rng);
         let replay = BoundedReplayLog::new(per_epoch, &mut rng);
-        ActivationServer { engine, keys: Arc::new(keys), replay, rng }
+        ActivationServer {
+            engine,
+            keys: Arc::new(keys),
+            replay,
+            sessions: SeedSessions::new(SeedSessionLimits::default()),
+            rng,
+        }
     }
 }
 
@@ -282,7 +309,18 @@ impl<E: PreprocessingEngine, L: ReplayLog> ActivationServer<E, L> {
         replay: L,
         rng: &mut G,
     ) -> Self {
-        ActivationServer { engine, keys: Arc::new(keys), replay, rng: own_rng(rng) }
+        ActivationServer {
+            engine,
+            keys: Arc::new(keys),
+            replay,
+            sessions: SeedSessions::new(SeedSessionLimits::default()),
+            rng: own_rng(rng),
+        }
+    }
+    /// Replaces the seed-session limits (and forgets every seed session).
+    pub fn with_seed_session_limits(mut self, limits: SeedSessionLimits) -> Self {
+        self.sessions = SeedSessions::new(limits);
+        self
     }
     /// The engine.
     pub fn engine(&self) -> &Arc<E> {
@@ -300,12 +338,24 @@ impl<E: PreprocessingEngine, L: ReplayLog> ActivationServer<E, L> {
     pub fn seen_seeds(&self) -> usize {
         self.replay.len()
     }
+    /// The seed sessions.
+    pub fn seed_sessions(&mut self) -> &mut SeedSessions {
+        &mut self.sessions
+    }
 
-    /// §4.2, before any decryption: S1's public message and the epoch it
-    /// names. Nothing here depends on a secret.
-    pub fn admit<R: Ring>(&self, msg: &SessionStart) -> Result<()> {
+    /// §4.2, before any decryption: S1's public message, then the epoch it
+    /// names or the seed session and counter. Nothing here depends on a
+    /// secret. A seed session's query is recorded here (its counter is
+    /// public), so the caller gets its seed at once.
+    pub fn admit<'m, R: Ring>(&mut self, msg: &'m SessionStart, now: Duration) -> Result<Admitted<'m>> {
         check_session_start::<R>(msg)?;
-        self.replay.check_epoch(&msg.epoch)
+        match &msg.seed {
+            SeedSource::Encrypted { enc_seed, epoch } => {
+                self.replay.check_epoch(epoch)?;
+                Ok(Admitted::Decrypt { enc_seed, epoch: *epoch })
+            }
+            SeedSource::Session { id, counter } => Ok(Admitted::Seed(self.sessions.query_seed(id, *counter, now)?)),
+        }
     }
 
     /// §4.2, after the decryption: refuses a seed already served under
@@ -314,12 +364,42 @@ impl<E: PreprocessingEngine, L: ReplayLog> ActivationServer<E, L> {
         self.replay.record(epoch, seed.replay_tag(), &mut self.rng)
     }
 
-    /// §4.2: checks S1's public message and the epoch, decrypts the seed,
-    /// refuses a replay, and opens the engine's preprocessing.
-    pub fn start_session<R: Ring>(&mut self, msg: &SessionStart) -> Result<S2Start<E, R>> {
-        self.admit::<R>(msg)?;
-        let seed = self.engine.s2_decrypt_seed(&self.keys, msg)?;
-        self.record_seed(&msg.epoch, &seed)?;
+    /// §4.1a, before any decryption: the epoch is held and a session could
+    /// be stored.
+    pub fn admit_open(&mut self, msg: &OpenSeedSession, now: Duration) -> Result<()> {
+        self.replay.check_epoch(&msg.epoch)?;
+        self.sessions.check_room(now)
+    }
+
+    /// §4.1a, after the decryption: refuses a session secret already
+    /// opened under `epoch` (one replay log for seeds and sessions), else
+    /// stores the session under a fresh random id.
+    pub fn open_seed_session(&mut self, epoch: &SeedEpoch, key: SessionKey, now: Duration) -> Result<SeedSessionOpened> {
+        self.replay.record(epoch, key.replay_tag(), &mut self.rng)?;
+        let mut id = [0u8; 16];
+        self.rng.fill_bytes(&mut id);
+        self.sessions.open(id, key, now)
+    }
+
+    /// §4.1a back to back: admit, decrypt, open.
+    pub fn open_session_in_process(&mut self, msg: &OpenSeedSession, now: Duration) -> Result<SeedSessionOpened> {
+        self.admit_open(msg, now)?;
+        let key = self.engine.s2_decrypt_secret(&self.keys, &msg.enc_secret)?.session_key(&msg.epoch);
+        self.open_seed_session(&msg.epoch, key, now)
+    }
+
+    /// §4.2: checks S1's public message and the seed's source, decrypts a
+    /// one-shot seed and refuses its replay, and opens the engine's
+    /// preprocessing.
+    pub fn start_session<R: Ring>(&mut self, msg: &SessionStart, now: Duration) -> Result<S2Start<E, R>> {
+        let seed = match self.admit::<R>(msg, now)? {
+            Admitted::Seed(seed) => seed,
+            Admitted::Decrypt { enc_seed, epoch } => {
+                let seed = self.engine.s2_decrypt_secret(&self.keys, enc_seed)?.seed(&epoch);
+                self.record_seed(&epoch, &seed)?;
+                seed
+            }
+        };
         self.engine.s2_start::<R, _>(&self.keys, msg, seed, &mut self.rng)
     }
 }

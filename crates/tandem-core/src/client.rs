@@ -7,7 +7,7 @@ use crate::error::{ProtocolError, Result};
 use crate::messages::*;
 use crate::model_info::ModelInfo;
 use crate::ring::Ring;
-use crate::seed::{Seed, SeedEpoch, SeedSecret};
+use crate::seed::{Seed, SeedEpoch, SeedSecret, SessionKey};
 use rand_core::{CryptoRng, RngCore};
 use std::marker::PhantomData;
 use tandem_model::{quantize_input, Output, OutputMode};
@@ -54,10 +54,23 @@ impl Client {
         rng: &mut G,
     ) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
         let (ticket, req) = self.request_ticket(info, mode, rng)?;
-        let masked_input = ticket.mask(x)?;
-        let query =
-            QueryRequest { model_id: req.model_id, mode, masked_input, enc_seed: req.enc_seed, epoch: req.epoch };
-        Ok((PendingQuery { seed: ticket.seed, info: ticket.info, mode, session_id: None, _r: PhantomData }, query))
+        ticket.into_query(req.seed, x)
+    }
+
+    /// Quantizes and masks with the next seed of a seed session (§4.1a): a
+    /// PRG expansion and additions, no Paillier at all. `Ok(None)` when the
+    /// session has served all its queries (open a new one).
+    pub fn prepare_in_session<R: Ring>(
+        &self,
+        session: &mut SeedSession,
+        info: &ModelInfo,
+        x: &[f64],
+        mode: OutputMode,
+    ) -> Result<Option<(PendingQuery<R>, QueryRequest<R>)>> {
+        let Some((ticket, req)) = self.request_ticket_in_session(session, info, mode)? else {
+            return Ok(None);
+        };
+        ticket.into_query(req.seed, x).map(Some)
     }
 
     /// Ahead of any input: a fresh seed encrypted to S2 (the client's one
@@ -68,21 +81,117 @@ impl Client {
         mode: OutputMode,
         rng: &mut G,
     ) -> Result<(PendingTicket<R>, TicketRequest)> {
-        if info.ring_bits != R::BITS {
-            return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
-        }
-        info.check_mode(mode)?;
+        check_info::<R>(info, mode)?;
         // The client encrypts a fresh secret; its seed is what S2 will derive
         // from the decrypted plaintext under the epoch (§4.1).
         let secret = SeedSecret::random(rng);
-        let enc_seed = self
-            .pk
+        let enc_seed = self.encrypt(&secret, rng)?;
+        let seed = secret.seed(&self.epoch, self.pk.modulus_bytes());
+        Ok(ticket(info, mode, seed, SeedSource::Encrypted { enc_seed, epoch: self.epoch }))
+    }
+
+    /// A ticket request with the next seed of a seed session; `Ok(None)`
+    /// when the session is used up.
+    pub fn request_ticket_in_session<R: Ring>(
+        &self,
+        session: &mut SeedSession,
+        info: &ModelInfo,
+        mode: OutputMode,
+    ) -> Result<Option<(PendingTicket<R>, TicketRequest)>> {
+        check_info::<R>(info, mode)?;
+        let Some((seed, source)) = session.next_seed() else {
+            return Ok(None);
+        };
+        Ok(Some(ticket(info, mode, seed, source)))
+    }
+
+    /// Opens a seed session (§4.1a): the client's one Paillier encryption
+    /// for many queries. Send the request; turn S2's answer into a
+    /// [`SeedSession`] with [`PendingSeedSession::opened`].
+    pub fn open_session<G: RngCore + CryptoRng + ?Sized>(
+        &self,
+        rng: &mut G,
+    ) -> Result<(PendingSeedSession, OpenSeedSession)> {
+        let secret = SeedSecret::random(rng);
+        let enc_secret = self.encrypt(&secret, rng)?;
+        let key = secret.session_key(&self.epoch, self.pk.modulus_bytes());
+        Ok((PendingSeedSession { key }, OpenSeedSession { enc_secret, epoch: self.epoch }))
+    }
+
+    fn encrypt<G: RngCore + CryptoRng + ?Sized>(&self, secret: &SeedSecret, rng: &mut G) -> Result<EncryptedSeed> {
+        self.pk
             .encrypt(secret.plaintext_be(), rng)
             .map(EncryptedSeed)
-            .map_err(|e| CryptoError::InvalidKey(e.to_string()))?;
-        let seed = secret.seed(&self.epoch, self.pk.modulus_bytes());
-        let req = TicketRequest { model_id: info.id.clone(), mode, enc_seed, epoch: self.epoch };
-        Ok((PendingTicket { seed, info: info.clone(), mode, _r: PhantomData }, req))
+            .map_err(|e| CryptoError::InvalidKey(e.to_string()).into())
+    }
+}
+
+fn check_info<R: Ring>(info: &ModelInfo, mode: OutputMode) -> Result<()> {
+    if info.ring_bits != R::BITS {
+        return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
+    }
+    info.check_mode(mode)?;
+    Ok(())
+}
+
+fn ticket<R: Ring>(info: &ModelInfo, mode: OutputMode, seed: Seed, source: SeedSource) -> (PendingTicket<R>, TicketRequest) {
+    let req = TicketRequest { model_id: info.id.clone(), mode, seed: source };
+    (PendingTicket { seed, info: info.clone(), mode, _r: PhantomData }, req)
+}
+
+/// A seed session the client asked S2 to open; it keeps the key until the
+/// answer comes.
+pub struct PendingSeedSession {
+    key: SessionKey,
+}
+
+impl PendingSeedSession {
+    /// S2 opened the session.
+    pub fn opened(self, o: &SeedSessionOpened) -> SeedSession {
+        SeedSession { key: self.key, id: o.id, next: 0, max: o.max_queries }
+    }
+}
+
+/// An open seed session: the key and the next unused counter. Each
+/// [`Client::prepare_in_session`] takes the next counter, so no seed is
+/// used twice. (S2 also forgets the session after its lifetime, which the
+/// caller tracks: `SeedSessionOpened::expires_in_seconds`.)
+pub struct SeedSession {
+    key: SessionKey,
+    id: SeedSessionId,
+    next: u64,
+    max: u64,
+}
+
+impl SeedSession {
+    /// The session's id.
+    pub fn id(&self) -> SeedSessionId {
+        self.id
+    }
+    /// Queries left.
+    pub fn remaining(&self) -> u64 {
+        self.max - self.next
+    }
+    /// A session of exactly the next counter, which this one gives up: for
+    /// a caller that hands single queries to other threads. `None` when all
+    /// are used.
+    pub fn split_one(&mut self) -> Option<SeedSession> {
+        if self.next >= self.max {
+            return None;
+        }
+        let one = SeedSession { key: self.key.clone(), id: self.id, next: self.next, max: self.next + 1 };
+        self.next += 1;
+        Some(one)
+    }
+
+    /// The next counter's seed, or `None` when all are used.
+    pub fn next_seed(&mut self) -> Option<(Seed, SeedSource)> {
+        if self.next >= self.max {
+            return None;
+        }
+        let counter = self.next;
+        self.next += 1;
+        Some((self.key.query_seed(counter), SeedSource::Session { id: self.id, counter }))
     }
 }
 
@@ -96,6 +205,13 @@ pub struct PendingTicket<R> {
 }
 
 impl<R: Ring> PendingTicket<R> {
+    /// A one-shot query: the ticket's seed masks `x` at once.
+    fn into_query(self, seed: SeedSource, x: &[f64]) -> Result<(PendingQuery<R>, QueryRequest<R>)> {
+        let masked_input = self.mask(x)?;
+        let query = QueryRequest { model_id: self.info.id.clone(), mode: self.mode, masked_input, seed };
+        Ok((PendingQuery { seed: self.seed, info: self.info, mode: self.mode, session_id: None, _r: PhantomData }, query))
+    }
+
     /// The mode the ticket was requested in.
     pub fn mode(&self) -> OutputMode {
         self.mode

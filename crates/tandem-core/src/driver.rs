@@ -9,7 +9,8 @@
 //! transcript, message for message.
 
 use crate::activation::{ActivationServer, ActivationSession};
-use crate::client::{Client, PendingTicket};
+use crate::client::{Client, PendingQuery, PendingTicket, SeedSession};
+use crate::seed_session::relay_open_session;
 use crate::engine::{PreprocessingEngine, S1Step, S2Step};
 use crate::error::{ProtocolError, Result};
 use crate::messages::*;
@@ -17,7 +18,6 @@ use crate::model_info::ModelInfo;
 use crate::online::Prepared;
 use crate::ring::Ring;
 use crate::ring::U256;
-use crate::seed::SeedEpoch;
 use crate::store::{ExpiringStore, StoreError, Taken, TicketTerms};
 use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -75,13 +75,13 @@ pub fn preprocess<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Siz
     s1: &E::S1Model<R>,
     s2: &mut ActivationServer<E>,
     mode: OutputMode,
-    enc_seed: &EncryptedSeed,
-    epoch: SeedEpoch,
+    seed: &SeedSource,
+    now: Duration,
     rng: &mut G,
 ) -> Result<(Prepared<R>, ActivationSession<R>, PreprocessingTranscript<E>)> {
     let engine = s2.engine().clone();
-    let (mut pre, session_start) = engine.s1_start::<R, G>(s1, mode, enc_seed, epoch, rng)?;
-    let (mut s2_pre, first) = s2.start_session::<R>(&session_start)?;
+    let (mut pre, session_start) = engine.s1_start::<R, G>(s1, mode, seed, rng)?;
+    let (mut s2_pre, first) = s2.start_session::<R>(&session_start, now)?;
     let (mut to_s2, mut to_s1) = (Vec::new(), vec![first.clone()]);
     let mut reply = first;
     let mut session = None;
@@ -147,11 +147,61 @@ pub fn run_query<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Size
     rng: &mut G,
 ) -> Result<(Output, Transcript<E, R>)> {
     let (pending, query) = client.prepare::<R, G>(info, x, mode, rng)?;
+    serve_query(s1, s2, pending, query, Duration::ZERO, rng)
+}
+
+/// S1 and S2 serve a prepared query; the client opens the result.
+fn serve_query<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    s1: &E::S1Model<R>,
+    s2: &mut ActivationServer<E>,
+    pending: PendingQuery<R>,
+    query: QueryRequest<R>,
+    now: Duration,
+    rng: &mut G,
+) -> Result<(Output, Transcript<E, R>)> {
     s2.engine().online_model(s1).check_input(&query.masked_input)?;
-    let (prepared, session, preprocessing) = preprocess(s1, s2, query.mode, &query.enc_seed, query.epoch, rng)?;
+    let (prepared, session, preprocessing) = preprocess(s1, s2, query.mode, &query.seed, now, rng)?;
     let online = online(prepared, session, query.masked_input.clone())?;
     let result = pending.finish(online.response.clone())?;
     Ok((result, Transcript { query, preprocessing, online }))
+}
+
+/// One whole query with the next seed of a seed session (§4.1a): the
+/// client's work is a PRG expansion, additions and one AEAD open.
+#[allow(clippy::too_many_arguments)]
+pub fn run_query_in_session<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    client: &Client,
+    session: &mut SeedSession,
+    info: &ModelInfo,
+    s1: &E::S1Model<R>,
+    s2: &mut ActivationServer<E>,
+    x: &[f64],
+    mode: OutputMode,
+    now: Duration,
+    rng: &mut G,
+) -> Result<(Output, Transcript<E, R>)> {
+    let (pending, query) = client
+        .prepare_in_session::<R>(session, info, x, mode)?
+        .ok_or(ProtocolError::OutOfRange {
+            field: "seed session counter",
+            got: session.remaining(),
+            accepted: "a session with queries left (open a new seed session)".into(),
+        })?;
+    serve_query(s1, s2, pending, query, now, rng)
+}
+
+/// The client opens a seed session: S1 relays the request (rerandomized,
+/// [`relay_open_session`]) and S2 decrypts the secret once.
+pub fn open_seed_session<E: PreprocessingEngine, G: RngCore + CryptoRng + ?Sized>(
+    client: &Client,
+    s2: &mut ActivationServer<E>,
+    now: Duration,
+    rng: &mut G,
+) -> Result<SeedSession> {
+    let (pending, req) = client.open_session(rng)?;
+    let relayed = relay_open_session(client.public_key(), &req, rng)?;
+    let opened = s2.open_session_in_process(&relayed, now)?;
+    Ok(pending.opened(&opened))
 }
 
 /// A ticket issued in-process: the client's secret half, S1's confirmation,
@@ -177,7 +227,7 @@ pub fn issue_ticket<E: PreprocessingEngine, R: Ring, G: RngCore + CryptoRng + ?S
     rng: &mut G,
 ) -> Result<IssuedTicket<R>> {
     let (pending, req) = client.request_ticket::<R, G>(info, mode, rng)?;
-    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.enc_seed, req.epoch, rng)?;
+    let (prepared, session, _) = preprocess(s1, s2, req.mode, &req.seed, Duration::ZERO, rng)?;
     let ticket = Ticket { session_id: prepared.session_id(), model_id: req.model_id, mode: req.mode };
     Ok(IssuedTicket { pending, ticket, prepared, session })
 }
@@ -356,6 +406,21 @@ impl<E: PreprocessingEngine> InProcess<E> {
         match (s1_128.as_ref(), s1_256.as_ref()) {
             (Some(s1), _) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
             (_, Some(s1)) => run_query(client, info, s1, s2, x, mode, rng).map(|r| r.0),
+            _ => unreachable!("one ring is set"),
+        }
+    }
+
+    /// Opens a seed session at the in-process clock's `now`.
+    pub fn open_seed_session(&mut self) -> Result<SeedSession> {
+        open_seed_session(&self.client, &mut self.s2, self.now, &mut self.rng)
+    }
+
+    /// One private query with the next seed of `session`.
+    pub fn infer_in_session(&mut self, session: &mut SeedSession, x: &[f64], mode: OutputMode) -> Result<Output> {
+        let InProcess { info, s2, client, s1_128, s1_256, rng, now, .. } = self;
+        match (s1_128.as_ref(), s1_256.as_ref()) {
+            (Some(s1), _) => run_query_in_session(client, session, info, s1, s2, x, mode, *now, rng).map(|r| r.0),
+            (_, Some(s1)) => run_query_in_session(client, session, info, s1, s2, x, mode, *now, rng).map(|r| r.0),
             _ => unreachable!("one ring is set"),
         }
     }

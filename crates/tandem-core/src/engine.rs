@@ -15,10 +15,10 @@
 
 use crate::activation::ActivationSession;
 use crate::error::Result;
-use crate::messages::{EncryptedSeed, SessionStart};
+use crate::messages::{EncryptedSeed, SeedSource, SessionStart};
 use crate::online::{OnlineModel, Prepared};
 use crate::ring::Ring;
-use crate::seed::{Seed, SeedEpoch};
+use crate::seed::{DecryptedSecret, Seed};
 use rand_core::{CryptoRng, RngCore};
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -76,23 +76,24 @@ pub trait PreprocessingEngine: Send + Sync + Sized + 'static {
     fn online_model<R: Ring>(&self, model: &Self::S1Model<R>) -> Arc<OnlineModel<R>>;
 
     /// S1 opens a session for one future query in `mode` (§4.0, §4.2):
-    /// chooses the session id and rerandomizes the client's `[secret]`.
+    /// chooses the session id and rerandomizes the client's `[secret]`, if
+    /// the seed is one (a seed session's id and counter pass as they are).
     fn s1_start<R: Ring, G: RngCore + CryptoRng + ?Sized>(
         &self,
         model: &Self::S1Model<R>,
         mode: OutputMode,
-        enc_seed: &EncryptedSeed,
-        epoch: SeedEpoch,
+        seed: &SeedSource,
         rng: &mut G,
     ) -> Result<(Self::S1Prep<R>, SessionStart)>;
 
     /// S1 handles S2's next message.
     fn s1_step<R: Ring>(&self, prep: &mut Self::S1Prep<R>, msg: Self::ToS1) -> Result<S1Step<Self::ToS2, R>>;
 
-    /// S2 turns the client's `[secret]` into the query's seed. Called only
-    /// after the public checks on `msg` passed; must not fail on any
-    /// plaintext (PROTOCOL §4.2: no answer depends on the decrypted value).
-    fn s2_decrypt_seed(&self, keys: &Self::S2Keys, msg: &SessionStart) -> Result<Seed>;
+    /// S2 decrypts a client's `[secret]` (a one-shot seed's or a seed
+    /// session's). Called only after the public checks passed; may refuse
+    /// only a malformed ciphertext, never a plaintext (PROTOCOL §4.2: no
+    /// answer depends on the decrypted value).
+    fn s2_decrypt_secret(&self, keys: &Self::S2Keys, enc: &EncryptedSeed) -> Result<DecryptedSecret>;
 
     /// S2 opens its half of the session from the seed.
     fn s2_start<R: Ring, G: RngCore + CryptoRng + ?Sized>(

@@ -58,6 +58,16 @@ pub enum ProtocolError {
     /// or rotated its replay log). Decided before any decryption.
     #[error("unknown seed epoch: the activation server restarted or started a new epoch; fetch the model info again and re-encrypt the seed")]
     UnknownEpoch,
+    /// No seed session under this id: it expired, or S2 restarted. Decided
+    /// before anything else; the client opens a new session.
+    #[error("unknown seed session: it expired or the activation server restarted; open a new seed session (or send enc_seed)")]
+    UnknownSeedSession,
+    /// S2 holds its limit of seed sessions.
+    #[error("the activation server holds its limit of {limit} seed sessions; send enc_seed for this query, or retry later")]
+    SeedSessionsFull {
+        /// The limit.
+        limit: usize,
+    },
     /// The model's ring is not the one this code path was instantiated for.
     #[error("ring size mismatch: the model uses k = {model}, this code path k = {code}")]
     RingMismatch {

@@ -26,13 +26,14 @@ pub mod online;
 pub mod replay;
 pub mod ring;
 pub mod seed;
+pub mod seed_session;
 pub mod store;
 
-pub use activation::{ActivationServer, ActivationSession};
-pub use client::{Client, PendingQuery, PendingTicket};
+pub use activation::{ActivationServer, ActivationSession, Admitted};
+pub use client::{Client, PendingQuery, PendingSeedSession, PendingTicket, SeedSession};
 pub use crypto_error::CryptoError;
 pub use driver::{
-    issue_ticket, online, preprocess, run_query, InProcess, IssuedTicket, TicketDesk, OnlineTranscript, PreprocessingTranscript,
+    issue_ticket, online, open_seed_session, preprocess, run_query, run_query_in_session, InProcess, IssuedTicket, TicketDesk, OnlineTranscript, PreprocessingTranscript,
     Transcript,
 };
 pub use engine::{PreprocessingEngine, S1Step, S2Step};
@@ -42,6 +43,7 @@ pub use model_info::ModelInfo;
 pub use online::{OnlineModel, OnlineQuery, Prepared};
 pub use replay::{BoundedReplayLog, ReplayLog};
 pub use ring::{Ring, U256};
-pub use seed::{Seed, SeedEpoch, SeedSecret};
+pub use seed::{DecryptedSecret, Seed, SeedEpoch, SeedSecret, SessionKey};
+pub use seed_session::{SeedSessionLimits, SeedSessions};
 pub use store::{ExpiringStore, Reservation, StoreError, Taken, TicketRefusal, TicketTerms};
 pub use tandem_paillier_pk as paillier_pk;

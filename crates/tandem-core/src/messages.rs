@@ -24,6 +24,51 @@ pub type SessionId = [u8; 16];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncryptedSeed(pub Vec<u8>);
 
+/// A seed session's id: 16 random bytes S2 chose (public).
+pub type SeedSessionId = [u8; 16];
+
+/// Where a query's seed comes from (§4.1, §4.1a).
+#[derive(Clone, Debug, PartialEq)]
+pub enum SeedSource {
+    /// A session of length 1: `[secret]` for this query alone, derived
+    /// under `epoch`.
+    Encrypted {
+        /// `[secret]` under S2's key.
+        enc_seed: EncryptedSeed,
+        /// S2's seed epoch the client derived its seed under.
+        epoch: SeedEpoch,
+    },
+    /// Query `counter` of the seed session `id`: no ciphertext at all.
+    Session {
+        /// The seed session S2 opened.
+        id: SeedSessionId,
+        /// The query's counter, below the session's `max_queries`; each is
+        /// served at most once.
+        counter: u64,
+    },
+}
+
+/// Client → S1 → S2 (§4.1a): open a seed session from one encrypted secret.
+/// S1 relays it, rerandomized.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpenSeedSession {
+    /// `[secret]` under S2's key.
+    pub enc_secret: EncryptedSeed,
+    /// S2's seed epoch the client derived its session key under.
+    pub epoch: SeedEpoch,
+}
+
+/// S2 → S1 → client: the seed session is open.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SeedSessionOpened {
+    /// The session's id.
+    pub id: SeedSessionId,
+    /// Counters `0..max_queries` may be used, each once.
+    pub max_queries: u64,
+    /// S2 forgets the session this long after it opened it.
+    pub expires_in_seconds: u32,
+}
+
 /// Client → S1 (§4.1): a one-shot query, preprocessing included.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueryRequest<R> {
@@ -33,10 +78,8 @@ pub struct QueryRequest<R> {
     pub mode: OutputMode,
     /// `ỹ = x_int + r (mod 2^k)`.
     pub masked_input: Vec<R>,
-    /// `[secret]` under S2's key.
-    pub enc_seed: EncryptedSeed,
-    /// S2's seed epoch the client derived its seed under.
-    pub epoch: SeedEpoch,
+    /// The query's seed.
+    pub seed: SeedSource,
 }
 
 /// Client → S1: ask for a ticket, i.e. a session preprocessed ahead of the
@@ -47,10 +90,8 @@ pub struct TicketRequest {
     pub model_id: String,
     /// The output mode.
     pub mode: OutputMode,
-    /// `[secret]` under S2's key.
-    pub enc_seed: EncryptedSeed,
-    /// S2's seed epoch the client derived its seed under.
-    pub epoch: SeedEpoch,
+    /// The ticket's seed.
+    pub seed: SeedSource,
 }
 
 /// S1 → client: the ticket is ready. The id is the session id, which the
@@ -83,11 +124,11 @@ pub struct TicketQuery<R> {
 pub struct SessionStart {
     /// The session id S1 chose.
     pub session_id: SessionId,
-    /// The client's `[secret]`, rerandomized by S1.
-    pub enc_seed: EncryptedSeed,
-    /// The seed epoch the client named (public; S2 refuses one it does not
-    /// hold before decrypting).
-    pub epoch: SeedEpoch,
+    /// The client's seed: its `[secret]` rerandomized by S1 with the epoch
+    /// it named (S2 refuses an epoch it does not hold before decrypting),
+    /// or a seed session and counter (S2 refuses an unknown session or a
+    /// used counter before anything else).
+    pub seed: SeedSource,
     /// `d`, the number of input features.
     pub input_len: u32,
     /// `k` of the ring the session runs in.

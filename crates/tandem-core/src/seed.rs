@@ -18,6 +18,12 @@ pub const INPUT_MASK_INFO: &[u8] = b"tandem/v1/input-mask";
 pub const RESULT_INFO: &[u8] = b"tandem/v1/result";
 /// HKDF info for turning a decrypted seed plaintext into the query's seed.
 pub const SEED_INFO: &[u8] = b"tandem/v1/seed";
+/// HKDF info for turning a decrypted session-secret plaintext into a seed
+/// session's key (§4.1a).
+pub const SEED_SESSION_INFO: &[u8] = b"tandem/v1/seed-session";
+/// HKDF info prefix for one query's seed in a seed session (§4.1a); the
+/// query counter follows as 8 bytes big-endian.
+pub const QUERY_SEED_INFO: &[u8] = b"tandem/v1/query-seed";
 /// Bytes of the random nonce in front of a sealed result.
 pub const NONCE_BYTES: usize = 12;
 /// Bytes of a seed epoch.
@@ -73,6 +79,99 @@ impl SeedSecret {
     pub fn seed(&self, epoch: &SeedEpoch, modulus_bytes: usize) -> Seed {
         Seed::from_plaintext(epoch, &self.0, modulus_bytes)
     }
+    /// The seed-session key S2 will derive from this secret's plaintext
+    /// under `epoch`, when the secret opens a seed session (§4.1a).
+    pub fn session_key(&self, epoch: &SeedEpoch, modulus_bytes: usize) -> SessionKey {
+        SessionKey::from_plaintext(epoch, &self.0, modulus_bytes)
+    }
+}
+
+/// What S2 decrypted from a `[secret]`: the plaintext `m ∈ [0, N)`,
+/// big-endian, with the modulus' byte width. An engine returns it; the core
+/// turns it into a one-shot [`Seed`] or a [`SessionKey`], never refusing
+/// any value (the plaintext is only ever hashed).
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct DecryptedSecret {
+    m_be: Vec<u8>,
+    modulus_bytes: usize,
+}
+
+impl DecryptedSecret {
+    /// `m` big-endian (any width) under a modulus of `modulus_bytes` bytes.
+    pub fn new(m_be: Vec<u8>, modulus_bytes: usize) -> Self {
+        DecryptedSecret { m_be, modulus_bytes }
+    }
+    /// The one-shot seed (§4.1).
+    pub fn seed(&self, epoch: &SeedEpoch) -> Seed {
+        Seed::from_plaintext(epoch, &self.m_be, self.modulus_bytes)
+    }
+    /// The seed session's key (§4.1a).
+    pub fn session_key(&self, epoch: &SeedEpoch) -> SessionKey {
+        SessionKey::from_plaintext(epoch, &self.m_be, self.modulus_bytes)
+    }
+}
+
+/// `HKDF-SHA256(salt = epoch, ikm = I2OSP(m, modulus_bytes), info)`.
+fn hash_plaintext(epoch: &SeedEpoch, m_be: &[u8], modulus_bytes: usize, info: &[u8]) -> [u8; 32] {
+    // m < N, so it fits; a wider m (never produced by decryption) keeps its
+    // low bytes rather than panicking.
+    let mut ikm = vec![0u8; modulus_bytes];
+    let take = m_be.len().min(modulus_bytes);
+    ikm[modulus_bytes - take..].copy_from_slice(&m_be[m_be.len() - take..]);
+    let hk = Hkdf::<Sha256>::new(Some(&epoch.0), &ikm);
+    ikm.zeroize();
+    let mut okm = [0u8; 32];
+    hk.expand(info, &mut okm).expect("32 bytes is a valid HKDF-SHA256 output length");
+    okm
+}
+
+/// The key of a seed session (§4.1a): one Paillier-encrypted secret from
+/// which the seeds of up to `max_queries` queries derive, one per counter.
+/// The client derives it from its [`SeedSecret`]; S2 from the decrypted
+/// plaintext, exactly as a one-shot seed but under its own HKDF info, so a
+/// secret sent for a session and one sent for a single query never give the
+/// same key. Never sent anywhere.
+#[derive(Clone, Zeroize, ZeroizeOnDrop, PartialEq, Eq)]
+pub struct SessionKey([u8; 32]);
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    /// `HKDF-SHA256(salt = epoch, ikm = I2OSP(m, modulus_bytes), info =
+    /// "tandem/v1/seed-session")`; like [`Seed::from_plaintext`], it never
+    /// refuses a plaintext.
+    pub fn from_plaintext(epoch: &SeedEpoch, m_be: &[u8], modulus_bytes: usize) -> Self {
+        SessionKey(hash_plaintext(epoch, m_be, modulus_bytes, SEED_SESSION_INFO))
+    }
+
+    /// A key with no secret behind it (tests and benchmarks).
+    pub fn from_bytes(b: [u8; 32]) -> Self {
+        SessionKey(b)
+    }
+
+    /// Query `counter`'s seed: `HKDF-SHA256(salt = none, ikm = key, info =
+    /// "tandem/v1/query-seed" ‖ I2OSP(counter, 8))`. Distinct counters give
+    /// independent seeds (HKDF is a PRF in its info).
+    pub fn query_seed(&self, counter: u64) -> Seed {
+        let hk = Hkdf::<Sha256>::new(None, &self.0);
+        let mut okm = [0u8; 32];
+        hk.expand_multi_info(&[QUERY_SEED_INFO, &counter.to_be_bytes()], &mut okm)
+            .expect("32 bytes is a valid HKDF-SHA256 output length");
+        Seed(okm)
+    }
+
+    /// A replay-detection tag for the session's opening (it shares S2's
+    /// replay log with one-shot seeds; the domain keeps the two apart).
+    pub fn replay_tag(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(b"tandem/v1/replay-session");
+        h.update(self.0);
+        h.finalize().into()
+    }
 }
 
 /// The 32-byte key of one query: it keys the input mask `r` and the sealed
@@ -112,17 +211,7 @@ impl Seed {
     /// `m_be` is the decrypted plaintext, big-endian, any width (leading
     /// zeros or not).
     pub fn from_plaintext(epoch: &SeedEpoch, m_be: &[u8], modulus_bytes: usize) -> Self {
-        let b = m_be;
-        // m < N, so it fits; a wider m (never produced by decryption) keeps
-        // its low bytes rather than panicking.
-        let mut ikm = vec![0u8; modulus_bytes];
-        let take = b.len().min(modulus_bytes);
-        ikm[modulus_bytes - take..].copy_from_slice(&b[b.len() - take..]);
-        let hk = Hkdf::<Sha256>::new(Some(&epoch.0), &ikm);
-        ikm.zeroize();
-        let mut okm = [0u8; 32];
-        hk.expand(SEED_INFO, &mut okm).expect("32 bytes is a valid HKDF-SHA256 output length");
-        Seed(okm)
+        Seed(hash_plaintext(epoch, m_be, modulus_bytes, SEED_INFO))
     }
 
     /// A replay-detection tag that does not reveal the seed.
@@ -221,6 +310,25 @@ mod tests {
         let mut okm = [0u8; 32];
         hk.expand(b"tandem/v1/seed", &mut okm).unwrap();
         assert_eq!(secret.seed(&e, 256), Seed::from_bytes(okm));
+    }
+
+    #[test]
+    fn session_keys_and_query_seeds_follow_the_spec_and_stay_apart() {
+        let e = SeedEpoch([0xab; 16]);
+        let secret = SeedSecret::from_bytes([0x11; 32]);
+        let key = secret.session_key(&e, 256);
+        let mut ikm = vec![0u8; 256];
+        ikm[224..].copy_from_slice(&[0x11; 32]);
+        let mut k = [0u8; 32];
+        Hkdf::<Sha256>::new(Some(&[0xab; 16]), &ikm).expand(b"tandem/v1/seed-session", &mut k).unwrap();
+        assert_eq!(key, SessionKey::from_bytes(k));
+        // The same secret as a one-shot seed gives another value.
+        assert_ne!(secret.seed(&e, 256).0, k);
+        let mut q = [0u8; 32];
+        Hkdf::<Sha256>::new(None, &k).expand(b"tandem/v1/query-seed\0\0\0\0\0\0\x01\x02", &mut q).unwrap();
+        assert_eq!(key.query_seed(0x0102), Seed::from_bytes(q));
+        assert_ne!(key.query_seed(0), key.query_seed(1));
+        assert_ne!(key.replay_tag(), secret.seed(&e, 256).replay_tag());
     }
 
     #[test]

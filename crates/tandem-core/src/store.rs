@@ -170,6 +170,18 @@ impl<T, H: Clone + Eq + Hash> ExpiringStore<T, H> {
         }
     }
 
+    /// The entry under `id`, left in place, if it has not expired at `now`.
+    pub fn get_mut(&mut self, id: &SessionId, now: Duration) -> Option<&mut T> {
+        let ttl = self.ttl;
+        let alive = self.entries.get(id).is_some_and(|e| now.saturating_sub(e.created) < ttl);
+        if !alive {
+            // Expired entries go (and give their slots back) as in every call.
+            self.purge(now);
+            return None;
+        }
+        self.entries.get_mut(id).map(|e| &mut e.value)
+    }
+
     /// Takes the entry under `id` if `check` accepts it. An entry `check`
     /// refuses stays stored and usable by whoever it was meant for.
     pub fn take<E>(

@@ -128,17 +128,99 @@ pub fn enc_seed_from_bytes(b: &[u8], ciphertext_bytes: usize, field: &str) -> Re
     Ok(EncryptedSeed(b.to_vec()))
 }
 
+/// A seed session id: exactly 16 bytes.
+pub fn seed_session_id_from_bytes(b: &[u8], field: &str) -> Result<m::SeedSessionId, ProtocolError> {
+    b.try_into().map_err(|_| {
+        invalid(format!("{field} has {} bytes; a seed session id is exactly 16 (from OpenSeedSession)", b.len()))
+    })
+}
+
+/// The seed fields of a request: `enc_seed` with `seed_epoch`, or
+/// `seed_session_id` with `seed_counter`, never both.
+pub fn seed_source_from_proto(
+    enc_seed: &[u8],
+    seed_epoch: &[u8],
+    seed_session_id: &[u8],
+    seed_counter: u64,
+    ciphertext_bytes: usize,
+) -> Result<m::SeedSource, ProtocolError> {
+    match (enc_seed.is_empty(), seed_session_id.is_empty()) {
+        (false, true) => Ok(m::SeedSource::Encrypted {
+            enc_seed: enc_seed_from_bytes(enc_seed, ciphertext_bytes, "enc_seed")?,
+            epoch: epoch_from_proto(seed_epoch, "seed_epoch")?,
+        }),
+        (true, false) if seed_epoch.is_empty() => Ok(m::SeedSource::Session {
+            id: seed_session_id_from_bytes(seed_session_id, "seed_session_id")?,
+            counter: seed_counter,
+        }),
+        (true, false) => Err(invalid("seed_epoch goes with enc_seed; a query in a seed session sends neither")),
+        (false, false) => Err(invalid("send either enc_seed (with seed_epoch) or seed_session_id (with seed_counter), not both")),
+        (true, true) => Err(invalid(
+            "no seed: send enc_seed with seed_epoch, or seed_session_id with seed_counter (from OpenSeedSession)",
+        )),
+    }
+}
+
+/// The seed fields for a proto message: (enc_seed, seed_epoch,
+/// seed_session_id, seed_counter).
+pub fn seed_source_to_proto(s: &m::SeedSource) -> (Vec<u8>, Vec<u8>, Vec<u8>, u64) {
+    match s {
+        m::SeedSource::Encrypted { enc_seed, epoch } => (enc_seed.0.clone(), epoch.0.to_vec(), Vec::new(), 0),
+        m::SeedSource::Session { id, counter } => (Vec::new(), Vec::new(), id.to_vec(), *counter),
+    }
+}
+
+/// The client's (or S1's) request to open a seed session.
+pub fn open_seed_session_to_proto(o: &m::OpenSeedSession) -> pb::OpenSeedSessionRequest {
+    pb::OpenSeedSessionRequest { enc_secret: o.enc_secret.0.clone(), seed_epoch: o.epoch.0.to_vec() }
+}
+
+/// S1's and S2's side of an opening request.
+pub fn open_seed_session_from_proto(
+    ciphertext_bytes: usize,
+    o: &pb::OpenSeedSessionRequest,
+) -> Result<m::OpenSeedSession, ProtocolError> {
+    Ok(m::OpenSeedSession {
+        enc_secret: enc_seed_from_bytes(&o.enc_secret, ciphertext_bytes, "enc_secret")?,
+        epoch: epoch_from_proto(&o.seed_epoch, "seed_epoch")?,
+    })
+}
+
+/// S2's answer.
+pub fn seed_session_to_proto(o: &m::SeedSessionOpened) -> pb::SeedSession {
+    pb::SeedSession {
+        seed_session_id: o.id.to_vec(),
+        max_queries: o.max_queries,
+        expires_in_seconds: o.expires_in_seconds,
+    }
+}
+
+/// The client's (and S1's) side of S2's answer.
+pub fn seed_session_from_proto(o: &pb::SeedSession) -> Result<m::SeedSessionOpened, ProtocolError> {
+    if o.max_queries == 0 {
+        return Err(invalid("seed session with max_queries = 0"));
+    }
+    Ok(m::SeedSessionOpened {
+        id: seed_session_id_from_bytes(&o.seed_session_id, "seed_session_id")?,
+        max_queries: o.max_queries,
+        expires_in_seconds: o.expires_in_seconds,
+    })
+}
+
 // ---------------------------------------------------------------- C ⇄ S1
 
 /// The client's one-shot query.
 pub fn query_request_to_proto<R: Ring>(q: &m::QueryRequest<R>) -> pb::InferRequest {
+    let (enc_seed, seed_epoch, seed_session_id, seed_counter) = seed_source_to_proto(&q.seed);
     pb::InferRequest {
         model_id: q.model_id.clone(),
         mode: mode_to_proto(q.mode) as i32,
         masked_input: encode_ring(&q.masked_input),
-        enc_seed: q.enc_seed.0.clone(),
+        enc_seed,
         ticket_id: Vec::new(),
-        seed_epoch: q.epoch.0.to_vec(),
+        seed_epoch,
+        seed_session_id,
+        seed_counter,
     }
 }
 
@@ -151,16 +233,21 @@ pub fn ticket_query_to_proto<R: Ring>(q: &m::TicketQuery<R>) -> pb::InferRequest
         enc_seed: Vec::new(),
         ticket_id: q.ticket.to_vec(),
         seed_epoch: Vec::new(),
+        seed_session_id: Vec::new(),
+        seed_counter: 0,
     }
 }
 
 /// The client's ticket request.
 pub fn ticket_request_to_proto(q: &m::TicketRequest) -> pb::CreateTicketRequest {
+    let (enc_seed, seed_epoch, seed_session_id, seed_counter) = seed_source_to_proto(&q.seed);
     pb::CreateTicketRequest {
         model_id: q.model_id.clone(),
         mode: mode_to_proto(q.mode) as i32,
-        enc_seed: q.enc_seed.0.clone(),
-        seed_epoch: q.epoch.0.to_vec(),
+        enc_seed,
+        seed_epoch,
+        seed_session_id,
+        seed_counter,
     }
 }
 
@@ -182,9 +269,9 @@ pub fn query_request_from_proto<R: Ring>(
     input_len: usize,
 ) -> Result<m::QueryRequest<R>, ProtocolError> {
     let masked_input = decode_ring::<R>(&req.masked_input, Some(input_len), "masked_input")?;
-    let enc_seed = enc_seed_from_bytes(&req.enc_seed, ciphertext_bytes, "enc_seed")?;
-    let epoch = epoch_from_proto(&req.seed_epoch, "seed_epoch")?;
-    Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, enc_seed, epoch })
+    let seed =
+        seed_source_from_proto(&req.enc_seed, &req.seed_epoch, &req.seed_session_id, req.seed_counter, ciphertext_bytes)?;
+    Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, seed })
 }
 
 pub fn query_response_to_proto<R: Ring>(r: &m::QueryResponse<R>, stats: Option<pb::QueryStats>) -> pb::InferResponse {
@@ -223,13 +310,16 @@ pub fn query_response_from_proto<R: Ring>(r: &pb::InferResponse) -> Result<m::Qu
 
 /// S1's side; `key_fingerprint` names the key S1 believes S2 holds.
 pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb::SessionStart {
+    let (enc_seed, seed_epoch, seed_session_id, seed_counter) = seed_source_to_proto(&s.seed);
     pb::SessionStart {
         session_id: s.session_id.to_vec(),
-        enc_seed: s.enc_seed.0.clone(),
+        enc_seed,
         input_len: s.input_len,
         ring_bits: s.ring_bits,
         key_fingerprint: key_fingerprint.to_string(),
-        seed_epoch: s.epoch.0.to_vec(),
+        seed_epoch,
+        seed_session_id,
+        seed_counter,
     }
 }
 
@@ -238,10 +328,9 @@ pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb:
 pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -> Result<m::SessionStart, ProtocolError> {
     Ok(m::SessionStart {
         session_id: session_id_from_bytes(&s.session_id, "session_id")?,
-        enc_seed: enc_seed_from_bytes(&s.enc_seed, ciphertext_bytes, "enc_seed")?,
+        seed: seed_source_from_proto(&s.enc_seed, &s.seed_epoch, &s.seed_session_id, s.seed_counter, ciphertext_bytes)?,
         input_len: s.input_len,
         ring_bits: s.ring_bits,
-        epoch: epoch_from_proto(&s.seed_epoch, "seed_epoch")?,
     })
 }
 

@@ -30,6 +30,8 @@ pub fn code_of(e: &ProtocolError) -> Code {
         | ProtocolError::RingMismatch { .. } => Code::InvalidArgument,
         ProtocolError::ReplayedSeed => Code::AlreadyExists,
         ProtocolError::UnknownEpoch => Code::FailedPrecondition,
+        ProtocolError::UnknownSeedSession => Code::FailedPrecondition,
+        ProtocolError::SeedSessionsFull { .. } => Code::ResourceExhausted,
         ProtocolError::KeyTooSmall { .. } => Code::FailedPrecondition,
         ProtocolError::TicketRefused(TicketRefusal::OtherOwner) => Code::PermissionDenied,
         ProtocolError::TicketRefused(_) => Code::InvalidArgument,

@@ -115,6 +115,11 @@ pub struct Cli {
     /// online query on a ticket, and ticket creation is reported apart.
     #[arg(long)]
     pub tickets: bool,
+    /// Seed sessions (PROTOCOL §4.1a): each connection encrypts one secret
+    /// per session instead of one seed per query. Off by default, so the
+    /// figures stay those of one-shot queries.
+    #[arg(long)]
+    pub seed_sessions: bool,
     /// Tickets each worker keeps ready in ticket mode.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub ticket_reserve: u64,
@@ -381,6 +386,7 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
         cli.activation_key_fingerprint.clone().or_else(|| spawned.as_ref().map(|s| s.fingerprint.clone()));
     client.timeout = Duration::from_secs(cli.timeout_secs.max(1));
     client.api_token = cli.api_token.clone();
+    client.seed_sessions = cli.seed_sessions;
     let plan = Plan {
         client,
         model_id,

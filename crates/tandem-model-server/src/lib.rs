@@ -582,15 +582,17 @@ impl ModelService for ModelSvc {
                 Engine::K128(s1) => s1.public_key(),
                 Engine::K256(s1) => s1.public_key(),
             };
-            let enc_seed = tandem_grpc::enc_seed_from_bytes(&req.enc_seed, pk.ciphertext_bytes(), "enc_seed").or_status()?;
-            let epoch = tandem_grpc::epoch_from_proto(&req.seed_epoch, "seed_epoch").or_status()?;
+            let seed = tandem_grpc::seed_source_from_proto(
+                &req.enc_seed,
+                &req.seed_epoch,
+                &req.seed_session_id,
+                req.seed_counter,
+                pk.ciphertext_bytes(),
+            )
+            .or_status()?;
             Ok(match &served.engine {
-                Engine::K128(s1) => {
-                    AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
-                }
-                Engine::K256(s1) => {
-                    AnyPrepared::K256(query::preprocess(s1.clone(), s2, mode, enc_seed, epoch, dl, &mut costs).await?)
-                }
+                Engine::K128(s1) => AnyPrepared::K128(query::preprocess(s1.clone(), s2, mode, seed, dl, &mut costs).await?),
+                Engine::K256(s1) => AnyPrepared::K256(query::preprocess(s1.clone(), s2, mode, seed, dl, &mut costs).await?),
             })
         };
         let result = with_deadline(dl.query, fut).await;
@@ -608,6 +610,33 @@ impl ModelService for ModelSvc {
             expires_in_seconds: state.tickets.ttl().as_secs() as u32,
             stats: Some(stats),
         }))
+    }
+
+    async fn open_seed_session(
+        &self,
+        req: Request<pb::OpenSeedSessionRequest>,
+    ) -> Result<Response<pb::SeedSession>, Status> {
+        let caller = self.caller(&req)?;
+        let state = &self.state;
+        // One decryption at S2 and one rerandomization here: charged like
+        // one label query, so opening sessions in a loop is rate-limited
+        // like querying.
+        state.access.charge(&caller, tandem_model::OutputMode::Label, Instant::now())?;
+        let key = state.registry().key.clone();
+        let dl = state.settings.deadlines;
+        match query::open_seed_session(&key, state.s2.clone(), req.into_inner(), dl).await {
+            Ok(s) => {
+                info!(client = %caller, max_queries = s.max_queries, expires_in_seconds = s.expires_in_seconds, "seed session opened");
+                Ok(Response::new(s))
+            }
+            Err(f) => {
+                warn!(client = %caller, code = ?f.status.code(), "seed session refused: {}", f.status.message());
+                if f.key_changed {
+                    state.clone().refresh_key().await;
+                }
+                Err(f.status)
+            }
+        }
     }
 }
 
@@ -712,9 +741,9 @@ impl ModelSvc {
         t0: Instant,
     ) -> Result<Response<pb::InferResponse>, Status> {
         use tickets::AnyPrepared;
-        if !req.enc_seed.is_empty() {
+        if !req.enc_seed.is_empty() || !req.seed_session_id.is_empty() {
             return Err(Status::invalid_argument(
-                "send either enc_seed (a one-shot query) or ticket_id (a query on a ticket), not both",
+                "a query on a ticket uses the ticket's seed: send ticket_id without enc_seed or seed_session_id",
             ));
         }
         let asked = tandem_grpc::mode_from_proto(req.mode).or_status()?;

@@ -7,7 +7,7 @@
 use tandem_grpc::OrStatus;
 use rand_core::OsRng;
 use std::time::{Duration, Instant};
-use tandem_core::{EncryptedSeed, OnlineStep, Prepared, Ring, SeedEpoch};
+use tandem_core::{OnlineStep, Prepared, Ring, SeedSource};
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tandem_grpc::{status_from_protocol, wire_len};
@@ -81,6 +81,12 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
         Code::InvalidArgument | Code::OutOfRange => {
             error!("the activation server rejected one of our messages: {m}");
             Status::internal(format!("the activation server rejected the model server's message: {m}"))
+        }
+        // The client's seed session is gone: it expired, or S2 restarted.
+        // The client opens a new one after fetching the model info again,
+        // so S1 refetches S2's epoch first (a restart changed it).
+        Code::FailedPrecondition if m.starts_with("unknown seed session") => {
+            return QueryFailure { status: Status::failed_precondition(format!("activation server: {m}")), key_changed: true }
         }
         Code::FailedPrecondition => {
             return QueryFailure {
@@ -227,8 +233,7 @@ pub async fn preprocess<R: Ring>(
     s1: ModelServer<R>,
     mut s2: ActivationServiceClient<Channel>,
     mode: OutputMode,
-    enc_seed: EncryptedSeed,
-    epoch: SeedEpoch,
+    seed: SeedSource,
     deadlines: Deadlines,
     costs: &mut Costs,
 ) -> Result<Prepared<R>, QueryFailure> {
@@ -239,7 +244,7 @@ pub async fn preprocess<R: Ring>(
         blocking(costs, move || {
             // The shell's randomness: the OS CSPRNG seeds the session's own.
             let (pre, start) =
-                s1.start_preprocessing(mode, &enc_seed, epoch, &mut OsRng).map_err(|e| status_from_protocol(&e))?;
+                s1.start_preprocessing(mode, &seed, &mut OsRng).map_err(|e| status_from_protocol(&e))?;
             Ok((pre, tandem_grpc::session_start_to_proto(&pk.fingerprint(), &start)))
         })
         .await?
@@ -339,6 +344,42 @@ pub async fn online<R: Ring>(
     }
 }
 
+/// S1's part in opening a seed session (§4.1a): decode, rerandomize the
+/// client's `[secret]` toward S2, relay, check S2's answer.
+pub async fn open_seed_session(
+    key: &tandem_paillier::PublicKey,
+    mut s2: ActivationServiceClient<Channel>,
+    req: pb::OpenSeedSessionRequest,
+    deadlines: Deadlines,
+) -> Result<pb::SeedSession, QueryFailure> {
+    let pure = tandem_core::paillier_pk::PublicKey::from_bytes(&key.to_bytes())
+        .map_err(|e| Status::internal(format!("the activation server's key: {e}")))?;
+    let msg = tandem_grpc::open_seed_session_from_proto(key.ciphertext_bytes(), &req).or_status()?;
+    let relayed = tandem_grpc::server::blocking("model server", move || {
+        tandem_core::seed_session::relay_open_session(&pure, &msg, &mut OsRng).or_status()
+    })
+    .await?
+    .0;
+    let mut r = tonic::Request::new(tandem_grpc::open_seed_session_to_proto(&relayed));
+    r.set_timeout(deadlines.step);
+    let answer = match tokio::time::timeout(deadlines.step, s2.open_seed_session(r)).await {
+        Ok(Ok(a)) => a.into_inner(),
+        Ok(Err(st)) => return Err(from_s2(st, false)),
+        Err(_) => {
+            return Err(Status::deadline_exceeded(format!(
+                "the activation server did not open the seed session within {} s",
+                deadlines.step.as_secs()
+            ))
+            .into())
+        }
+    };
+    let opened = tandem_grpc::seed_session_from_proto(&answer).map_err(|e| {
+        error!("the activation server's seed session: {e}");
+        Status::internal(format!("the activation server's answer: {e}"))
+    })?;
+    Ok(tandem_grpc::seed_session_to_proto(&opened))
+}
+
 /// A one-shot query: decode and check the client's request, preprocess,
 /// then run the online phase.
 pub async fn run<R: Ring>(
@@ -360,7 +401,7 @@ pub async fn run<R: Ring>(
         })
         .await?
     };
-    let prepared = preprocess(s1, s2.clone(), mode, qr.enc_seed, qr.epoch, deadlines, costs).await?;
+    let prepared = preprocess(s1, s2.clone(), mode, qr.seed, deadlines, costs).await?;
     let t = Instant::now();
     let r = online(prepared, s2, qr.masked_input, deadlines, costs).await;
     costs.online = t.elapsed();

@@ -89,6 +89,10 @@ pub enum Error {
     /// The RNG produced no acceptable `r` in [`MAX_NOISE_DRAWS`] draws.
     #[error("the RNG produced no usable randomness in {MAX_NOISE_DRAWS} draws (is it broken?)")]
     RngFailure,
+    /// A ciphertext to rerandomize is not `ciphertext_bytes` long, or not a
+    /// unit below `N²`.
+    #[error("ciphertext out of range: it must be exactly 2|N|/8 bytes, big-endian, a unit mod N^2")]
+    CiphertextOutOfRange,
 }
 
 /// A Result with this crate's [`Error`].
@@ -191,12 +195,47 @@ impl PublicKey {
     /// secret read big-endian (PROTOCOL §4.1).
     pub fn encrypt<R: RngCore + CryptoRng + ?Sized>(&self, m: &[u8], rng: &mut R) -> Result<Vec<u8>> {
         let mut m = self.plaintext(m)?;
-        let prec = self.n.bits_precision();
         // g^m = 1 + m·N < N² for m < N: no reduction needed.
         let mut gm = m.mul(self.n.as_ref()).wrapping_add(&BoxedUint::one());
         m.zeroize();
         let mut gm_monty = BoxedMontyForm::new_with_arc(gm.clone(), self.nn_params.clone());
         gm.zeroize();
+        let result = self.times_noise(&gm_monty, rng);
+        gm_monty.zeroize();
+        result
+    }
+
+    /// Rerandomizes a ciphertext `c` (big-endian, exactly
+    /// [`PublicKey::ciphertext_bytes`]): `c·r^N mod N²` with a fresh full-size
+    /// `r` drawn exactly as [`PublicKey::encrypt`] draws it. The result
+    /// decrypts to the same plaintext and is unlinkable to `c` for anyone
+    /// without the secret key. S1 does this to every `[secret]` it relays to
+    /// S2 (PROTOCOL §4.2, §4.1a).
+    ///
+    /// A `c` that is not a unit mod `N²` (never produced by an honest
+    /// encryption) gives [`Error::CiphertextOutOfRange`].
+    pub fn rerandomize<R: RngCore + CryptoRng + ?Sized>(&self, c: &[u8], rng: &mut R) -> Result<Vec<u8>> {
+        if c.len() != self.ciphertext_bytes() {
+            return Err(Error::CiphertextOutOfRange);
+        }
+        let prec = 2 * self.n.bits_precision();
+        let v = BoxedUint::from_be_slice(c, prec).map_err(|_| Error::CiphertextOutOfRange)?;
+        // Public value: variable-time checks are fine.
+        let nn = self.nn_params.modulus().as_ref().clone();
+        // Refused up front rather than by `times_noise`'s unit check, which
+        // would spend all its draws (128 exponentiations) on such a `c`.
+        let unit = self.n.gcd_vartime(&v.rem_vartime(&self.n_wide).shorten(self.n.bits_precision())).is_one();
+        if v >= nn || !bool::from(unit) {
+            return Err(Error::CiphertextOutOfRange);
+        }
+        let base = BoxedMontyForm::new_with_arc(v, self.nn_params.clone());
+        self.times_noise(&base, rng)
+    }
+
+    /// `base·r^N mod N²` for the first acceptable `r` from `rng`, fixed-width
+    /// big-endian.
+    fn times_noise<R: RngCore + CryptoRng + ?Sized>(&self, base: &BoxedMontyForm, rng: &mut R) -> Result<Vec<u8>> {
+        let prec = self.n.bits_precision();
         let width = self.modulus_bytes();
         let top_mask = 0xffu8 >> (8 * width - self.bits as usize);
         let one = BoxedUint::one_with_precision(prec);
@@ -219,15 +258,15 @@ impl PublicKey {
                 // The exponent N and its size are public; only the base is secret.
                 .pow_bounded_exp(self.n.as_ref(), self.bits);
             r_wide.zeroize();
-            let c = (&gm_monty * &noise).retrieve();
+            let c = (base * &noise).retrieve();
             noise.zeroize();
-            // `r` is a unit mod N iff `c` is (c ≡ r^N mod N), and `c` is
-            // public (it goes on the wire; a rejected one is discarded), so
-            // this variable-time gcd reveals nothing about `r`. It accepts
-            // and rejects exactly the candidates `gcd(r, N) = 1` would, at a
-            // fraction of the cost of a constant-time gcd on `r` (≈ 6 ms at
-            // 2048 bits in crypto-bigint 0.6, a quarter of the whole
-            // encryption).
+            // `r` is a unit mod N iff `c` is (c ≡ base·r^N mod N, and base
+            // is a unit), and `c` is public (it goes on the wire; a rejected
+            // one is discarded), so this variable-time gcd reveals nothing
+            // about `r`. It accepts and rejects exactly the candidates
+            // `gcd(r, N) = 1` would, at a fraction of the cost of a
+            // constant-time gcd on `r` (≈ 6 ms at 2048 bits in crypto-bigint
+            // 0.6, a quarter of the whole encryption).
             let c_mod_n = c.rem_vartime(&self.n_wide).shorten(prec);
             if bool::from(self.n.gcd_vartime(&c_mod_n).is_one()) {
                 result = Ok(tail(&c.to_be_bytes(), self.ciphertext_bytes()));
@@ -235,7 +274,6 @@ impl PublicKey {
             }
         }
         buf.zeroize();
-        gm_monty.zeroize();
         result
     }
 

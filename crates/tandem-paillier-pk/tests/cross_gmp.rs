@@ -247,3 +247,26 @@ proptest! {
         }
     }
 }
+
+/// A rerandomized ciphertext decrypts to the same plaintext, differs from
+/// the original, and a malformed one is refused before any exponentiation.
+#[test]
+fn rerandomized_ciphertexts_decrypt_the_same_and_bad_ones_are_refused() {
+    let sk = key1024();
+    let pk = ours(sk);
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    let m = [0x5au8; 32];
+    let c = pk.encrypt(&m, &mut rng).unwrap();
+    let c2 = pk.rerandomize(&c, &mut rng).unwrap();
+    assert_ne!(c, c2);
+    assert_eq!(c2.len(), c.len());
+    let parsed = sk.public().ciphertext_from_bytes(&c2).unwrap();
+    assert_eq!(sk.decrypt_raw(&parsed), BigInt::from_bytes(&m));
+    // Wrong width, zero, N itself (not a unit), N² − 0 (out of range).
+    let zero = vec![0u8; c.len()];
+    let mut n_wide = vec![0u8; c.len() - sk.public().modulus_bytes()];
+    n_wide.extend(n_minus(sk, 0));
+    for bad in [c[1..].to_vec(), zero, n_wide, vec![0xff; c.len()]] {
+        assert_eq!(pk.rerandomize(&bad, &mut rng), Err(Error::CiphertextOutOfRange));
+    }
+}

@@ -14,7 +14,7 @@ use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use std::sync::Arc;
 use tandem_core::activation::{check_count, check_scale};
-use tandem_core::{ActivationSession, ProtocolError, Result, Ring, Seed, SessionStart};
+use tandem_core::{ActivationSession, DecryptedSecret, EncryptedSeed, ProtocolError, Result, Ring, Seed, SessionStart};
 use tandem_model::OutputMode;
 
 /// The key material every session shares, and the pool S2's heavy steps
@@ -46,20 +46,18 @@ impl ActivationKeys {
     }
 }
 
-/// Decrypts `[secret]` and derives the seed (§4.2). The caller has run
-/// the public checks first (the core's `ActivationServer::admit`); the
-/// engine's `s2_decrypt_seed` calls this, outside any lock. Nothing after
-/// the decryption can fail: the seed is a hash of the whole plaintext,
-/// whatever it is, so no answer depends on the decrypted value.
-pub(crate) fn open_seed(keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
+/// Decrypts a `[secret]` (§4.2, §4.1a). The caller has run the public
+/// checks first (the core's `ActivationServer::admit`); the engine's
+/// `s2_decrypt_secret` calls this, outside any lock. Nothing after the
+/// decryption can fail: the core only hashes the whole plaintext, whatever
+/// it is, so no answer depends on the decrypted value.
+pub(crate) fn open_secret(keys: &ActivationKeys, enc: &EncryptedSeed) -> Result<DecryptedSecret> {
     let pk = keys.public_key();
-    let c = pk.ciphertext_from_bytes(&msg.enc_seed.0)?;
+    let c = pk.ciphertext_from_bytes(&enc.0)?;
     let mut m = keys.pool.install(|| keys.sk.decrypt_raw(&c));
-    let mut be = crate::bigint_traits::Converter::to_bytes(&m);
-    let seed = Seed::from_plaintext(&msg.epoch, &be, pk.modulus_bytes());
-    zeroize::Zeroize::zeroize(&mut be);
+    let be = crate::bigint_traits::Converter::to_bytes(&m);
     zeroize::Zeroize::zeroize(&mut m);
-    Ok(seed)
+    Ok(DecryptedSecret::new(be, pk.modulus_bytes()))
 }
 
 /// S2's state while a session is preprocessed.

@@ -1,14 +1,14 @@
 //! [`PaillierEngine`]: the Paillier preprocessing behind the core's
 //! `PreprocessingEngine` trait.
 
-use crate::activation_server::{open_seed, open_session, ActivationKeys, ActivationPreprocessing};
+use crate::activation_server::{open_secret, open_session, ActivationKeys, ActivationPreprocessing};
 use crate::messages::*;
 use crate::model_server::{ModelServer, Preprocessing};
 use rand_core::{CryptoRng, RngCore};
 use std::sync::Arc;
 use tandem_core::engine::{PreprocessingEngine, S1Step, S2Start, S2Step};
 use tandem_core::online::OnlineModel;
-use tandem_core::{EncryptedSeed, Result, Ring, Seed, SeedEpoch, SessionStart};
+use tandem_core::{DecryptedSecret, EncryptedSeed, Result, Ring, Seed, SeedSource, SessionStart};
 use tandem_model::{OutputMode, QuantizedModel};
 
 /// The Paillier engine. Its per-model S1 state is a [`ModelServer`], its S2
@@ -41,11 +41,10 @@ impl PreprocessingEngine for PaillierEngine {
         &self,
         model: &ModelServer<R>,
         mode: OutputMode,
-        enc_seed: &EncryptedSeed,
-        epoch: SeedEpoch,
+        seed: &SeedSource,
         rng: &mut G,
     ) -> Result<(Preprocessing<R>, SessionStart)> {
-        model.start_preprocessing(mode, enc_seed, epoch, rng)
+        model.start_preprocessing(mode, seed, rng)
     }
 
     fn s1_step<R: Ring>(
@@ -60,9 +59,9 @@ impl PreprocessingEngine for PaillierEngine {
         })
     }
 
-    fn s2_decrypt_seed(&self, keys: &ActivationKeys, msg: &SessionStart) -> Result<Seed> {
+    fn s2_decrypt_secret(&self, keys: &ActivationKeys, enc: &EncryptedSeed) -> Result<DecryptedSecret> {
         // The core checked ring, size and epoch before calling.
-        open_seed(keys, msg)
+        open_secret(keys, enc)
     }
 
     fn s2_start<R: Ring, G: RngCore + CryptoRng + ?Sized>(

@@ -22,7 +22,7 @@ use rand_core::{CryptoRng, RngCore};
 use rayon::prelude::*;
 use std::sync::Arc;
 use tandem_core::online::{HiddenSecrets, OnlineModel, OutputSecrets};
-use tandem_core::{EncryptedSeed, Prepared, ProtocolError, Result, Ring, SeedEpoch, SessionId, SessionStart};
+use tandem_core::{EncryptedSeed, Prepared, ProtocolError, Result, Ring, SeedSource, SessionId, SessionStart};
 use tandem_model::{ActivationKind, OutputMode, QLayer, QuantizedModel};
 
 struct Shared<R> {
@@ -89,26 +89,34 @@ impl<R: Ring> ModelServer<R> {
     pub fn start_preprocessing<G: RngCore + CryptoRng + ?Sized>(
         &self,
         mode: OutputMode,
-        enc_seed: &EncryptedSeed,
-        epoch: SeedEpoch,
+        seed: &SeedSource,
         rng: &mut G,
     ) -> Result<(Preprocessing<R>, SessionStart)> {
         let sh = &self.shared;
         sh.online.model().check_mode(mode)?;
-        let enc = sh.pk.ciphertext_from_bytes(&enc_seed.0)?;
+        let enc = match seed {
+            SeedSource::Encrypted { enc_seed, .. } => Some(sh.pk.ciphertext_from_bytes(&enc_seed.0)?),
+            SeedSource::Session { .. } => None,
+        };
         let mut s = [0u8; 32];
         rng.fill_bytes(&mut s);
         let mut rng = ChaCha20Rng::from_seed(s);
         let mut session_id = [0u8; 16];
         rng.fill_bytes(&mut session_id);
-        // Rerandomized like every ciphertext S1 sends S2, so S2 cannot link
-        // the session to the client's ciphertext; full-size noise, as for
-        // everything sent toward the key holder.
-        let rerandomized = sh.pk.rerandomize_full(&enc, &mut rng);
+        let seed = match (enc, seed) {
+            // Rerandomized like every ciphertext S1 sends S2, so S2 cannot
+            // link the session to the client's ciphertext; full-size noise,
+            // as for everything sent toward the key holder.
+            (Some(enc), SeedSource::Encrypted { epoch, .. }) => {
+                let rerandomized = sh.pk.rerandomize_full(&enc, &mut rng);
+                SeedSource::Encrypted { enc_seed: EncryptedSeed(sh.pk.ciphertext_to_bytes(&rerandomized)), epoch: *epoch }
+            }
+            // A seed session's id and counter are public; nothing to hide.
+            (_, other) => other.clone(),
+        };
         let start = SessionStart {
             session_id,
-            enc_seed: EncryptedSeed(sh.pk.ciphertext_to_bytes(&rerandomized)),
-            epoch,
+            seed,
             input_len: sh.online.model().input_len() as u32,
             ring_bits: R::BITS,
         };
