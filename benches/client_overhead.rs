@@ -12,7 +12,11 @@
 //!
 //! 2048-bit Paillier keys. What is timed is the **client's CPU time**
 //! (`CLOCK_THREAD_CPUTIME_ID` of a dedicated one-thread pool standing in for a
-//! single-core client): tandem = `Client::prepare` + `PendingQuery::finish`;
+//! single-core client): tandem = `Client::prepare` + `PendingQuery::finish`
+//! (one-shot: one encryption per query); tandem with a seed session =
+//! `Client::prepare_in_session` + `finish` per query, and the session's
+//! setup (`Client::open_session`: one encryption) timed apart and amortized
+//! over 100 queries in the summary;
 //! pure-HE = encrypt every feature + per hidden layer (decrypt n, activate,
 //! re-encrypt n) + decrypt the logits and apply the head. The servers run
 //! in-process between the client's steps, outside the timed sections (each
@@ -45,6 +49,8 @@ static SAMPLES: Samples = Samples::new();
 static BYTES: Mutex<BTreeMap<String, (usize, usize, usize)>> = Mutex::new(BTreeMap::new());
 
 const KEY_BITS: u32 = 2048;
+/// Queries a seed session's setup is spread over in the summary.
+const AMORTIZE: usize = 100;
 
 struct Case {
     id: &'static str,
@@ -179,6 +185,64 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
         })
     });
 
+    // Seed sessions: the setup alone (one encryption per session; S1's
+    // relay and S2's opening run untimed), then queries in one session.
+    let key = format!("{}/session_setup", case.id);
+    let mut session = None;
+    g.sample_size(case.samples_tandem);
+    g.bench_function("session_setup", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let ((pending, open), prep) =
+                    on_client(|| client.open_session(&mut rand_core::OsRng).expect("open a seed session"));
+                let relayed = tandem_core::seed_session::relay_open_session(client.public_key(), &open, &mut roles_rng)
+                    .expect("relay");
+                let opened = s2.open_session_in_process(&relayed, Duration::ZERO).expect("S2 opens the session");
+                // enc_secret and the epoch; the id, max_queries, lifetime back.
+                record_bytes(key.clone(), (open.enc_secret.0.len() + 16, 16 + 8 + 4, 1));
+                SAMPLES.record(&format!("{key}/cpu"), prep.cpu);
+                SAMPLES.record(&format!("{key}/wall"), prep.wall);
+                session = Some(pending.opened(&opened));
+                total += prep.cpu;
+            }
+            total
+        })
+    });
+    let mut session = session.expect("criterion ran the setup at least once");
+
+    let key = format!("{}/tandem_session", case.id);
+    g.sample_size(case.samples_tandem);
+    g.bench_function("tandem_session", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let x = l.input(&mut rng);
+                let ((pending, req), prep) = on_client(|| {
+                    client
+                        .prepare_in_session::<R>(&mut session, &info, &x, mode)
+                        .expect("prepare")
+                        .expect("the session has queries left")
+                });
+                let sent = tandem_request_bytes(&req, pk.ciphertext_bytes());
+                let t = Instant::now();
+                let resp = serve_tandem(&s1, &mut s2, req, &mut roles_rng);
+                let server = t.elapsed();
+                let received = tandem_response_bytes(&resp);
+                let (out, fin) = on_client(|| pending.finish(resp).expect("finish"));
+                assert_eq!(out, reference(&x), "tandem (seed session) != integer reference");
+                record_bytes(key.clone(), (sent, received, 1));
+                SAMPLES.record(&format!("{key}/prepare"), prep.cpu);
+                SAMPLES.record(&format!("{key}/finish"), fin.cpu);
+                SAMPLES.record(&format!("{key}/cpu"), prep.cpu + fin.cpu);
+                SAMPLES.record(&format!("{key}/wall"), prep.wall + fin.wall);
+                SAMPLES.record(&format!("{key}/server_wall"), server);
+                total += prep.cpu + fin.cpu;
+            }
+            total
+        })
+    });
+
     let key = format!("{}/pure_he", case.id);
     g.sample_size(case.samples_pure_he);
     g.bench_function("pure_he", |b| {
@@ -226,7 +290,7 @@ fn summary(loaded: &[Loaded]) {
     for case in CASES {
         let mut row = Vec::new();
         for scheme in ["tandem", "pure_he"] {
-            let n = if scheme == "tandem" { case.samples_tandem } else { case.samples_pure_he };
+            let n = if scheme == "pure_he" { case.samples_pure_he } else { case.samples_tandem };
             let med = |k: &str| SAMPLES.median_last(k, n);
             let k = format!("{}/{scheme}", case.id);
             let (Some((cpu, n)), Some((wall, _)), Some(&(s, r, rt))) =
@@ -253,6 +317,48 @@ fn summary(loaded: &[Loaded]) {
             );
             ratios.push((case.title, ratio(h_cpu, t_cpu), h_b as f64 / t_b as f64));
         }
+    }
+    println!("\n### With seed sessions (PROTOCOL §4.1a)\n");
+    println!("Setup = opening one session (the client's one encryption); per query = a query in an open");
+    println!("session; amortized = per query + setup / {AMORTIZE}. Bytes of the setup: enc_secret + epoch sent,");
+    println!("id + max_queries + lifetime received.\n");
+    println!("| model | client CPU: setup | per query | amortized over {AMORTIZE} | sent / query (B) | received / query (B) | pure-HE / amortized: CPU | pure-HE / amortized: bytes sent | pure-HE / amortized: bytes total |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for case in CASES {
+        let n = case.samples_tandem;
+        let med = |k: &str| SAMPLES.median_last(&format!("{}/{k}", case.id), n).map(|(d, _)| d);
+        let (Some(setup), Some(per), Some(he)) =
+            (med("session_setup/cpu"), med("tandem_session/cpu"), SAMPLES.median_last(&format!("{}/pure_he/cpu", case.id), case.samples_pure_he).map(|(d, _)| d))
+        else {
+            continue;
+        };
+        let (Some(&(ss, sr, _)), Some(&(qs, qr, _)), Some(&(hs, hr, _))) = (
+            bytes.get(&format!("{}/session_setup", case.id)),
+            bytes.get(&format!("{}/tandem_session", case.id)),
+            bytes.get(&format!("{}/pure_he", case.id)),
+        ) else {
+            continue;
+        };
+        let amortized = per + setup / AMORTIZE as u32;
+        let sent = qs as f64 + ss as f64 / AMORTIZE as f64;
+        let total = sent + qr as f64 + sr as f64 / AMORTIZE as f64;
+        println!(
+            "| {} | {} | {} | {} | {qs} (+{ss} per session) | {qr} (+{sr} per session) | **×{:.0}** | **×{:.0}** | **×{:.1}** |",
+            case.title,
+            fmt_d(setup),
+            fmt_d(per),
+            fmt_d(amortized),
+            ratio(he, amortized),
+            hs as f64 / sent,
+            (hs + hr) as f64 / total,
+        );
+        println!(
+            "RATIO {} with seed sessions: client time pure-HE/tandem = {:.0}x (per query alone {:.0}x), client bytes sent pure-HE/tandem = {:.0}x",
+            case.title,
+            ratio(he, amortized),
+            ratio(he, per),
+            hs as f64 / sent
+        );
     }
     println!("\nBreakdown (medians, client CPU unless marked wall):\n");
     println!("| model | tandem prepare | tandem finish | servers (wall, untimed) | pure-HE encrypt input | pure-HE hidden layers | pure-HE output | pure-HE server (wall, untimed) |");

@@ -924,7 +924,7 @@ async fn tickets_are_single_use_bounded_and_exact() {
     );
     let mut r = valid_request(&remote, &x, OutputMode::Label);
     r.ticket_id = tid.clone();
-    assert_status(raw.infer(r).await, Code::InvalidArgument, "either enc_seed (a one-shot query) or ticket_id");
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "send ticket_id without enc_seed or seed_session_id");
     let mut r = masked(&remote.key);
     r.masked_input.truncate(16);
     assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
@@ -962,6 +962,9 @@ async fn token_client(url: &str, pin: &str, token: &str) -> TandemClient {
     o.pinned_fingerprint = Some(pin.to_string());
     o.timeout = Duration::from_secs(60);
     o.api_token = Some(token.to_string());
+    // One-shot seeds: the budgets below count queries, and opening a seed
+    // session is charged like one.
+    o.seed_sessions = false;
     TandemClient::connect(&o).await.expect("connect")
 }
 
@@ -1106,7 +1109,7 @@ async fn api_tokens_and_rate_limits() {
     // Without tokens: open (with a warning), rate-limited per IP address.
     let open = model_server(e.dir.path(), &e.models_dir, &s2.url(), &["--rate-limit", "1/60s"]);
     assert!(open.log_text().contains("authentication is OFF"), "{}", open.log_text());
-    let mut c = client(&open.url(), Some(&fp)).await;
+    let mut c = client_with(&open.url(), Some(&fp), false).await;
     let remote = c.model("mlp_relu").await.unwrap();
     c.infer_with(&remote, &x, None).await.unwrap();
     let s = status(c.infer_with(&remote, &x, None).await.unwrap_err());
@@ -1338,9 +1341,15 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
             "2",
         ],
     );
-    let mut c = client(&s1.url(), None).await;
+    // One-shot seeds, so that the stuck calls are preprocessing streams; a
+    // seed session's opening against the deaf S2 is checked on its own.
+    let mut c = client_with(&s1.url(), None, false).await;
     let remote = c.model("mlp_relu").await.unwrap();
     let x = random_input(&mut StdRng::seed_from_u64(8), &m);
+    let mut with_session = client(&s1.url(), None).await;
+    let s = status(with_session.infer_with(&remote, &x, None).await.unwrap_err());
+    assert_eq!(s.code(), Code::DeadlineExceeded, "{}", s.message());
+    assert!(s.message().contains("did not open the seed session within 2 s"), "{}", s.message());
 
     let round = |c: &TandemClient| {
         let mut tasks = Vec::new();

@@ -115,7 +115,13 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
 /// bytes) and `[seed]` (one ciphertext, 2|N|/8 bytes). The model id and the
 /// mode are not counted (the baseline needs them too), nor any framing.
 pub fn tandem_request_bytes<R: Ring>(req: &QueryRequest<R>, ciphertext_bytes: usize) -> usize {
-    req.masked_input.len() * R::BYTES + ciphertext_bytes
+    let seed = match req.seed {
+        // The ciphertext and the 16-byte epoch.
+        tandem_core::SeedSource::Encrypted { .. } => ciphertext_bytes + 16,
+        // The 16-byte session id and the 8-byte counter.
+        tandem_core::SeedSource::Session { .. } => 16 + 8,
+    };
+    req.masked_input.len() * R::BYTES + seed
 }
 
 /// Bytes the client receives: session id (16), S2's sealed result (payload +

@@ -360,12 +360,14 @@ pub async fn open_seed_session(
     })
     .await?
     .0;
-    let mut r = tonic::Request::new(tandem_grpc::open_seed_session_to_proto(&relayed));
-    r.set_timeout(deadlines.step);
+    let r = tonic::Request::new(tandem_grpc::open_seed_session_to_proto(&relayed));
+    let t0 = Instant::now();
     let answer = match tokio::time::timeout(deadlines.step, s2.open_seed_session(r)).await {
         Ok(Ok(a)) => a.into_inner(),
-        Ok(Err(st)) => return Err(from_s2(st, false)),
-        Err(_) => {
+        // The channel's own timeout (the same deadline) ends the call as
+        // CANCELLED, which would read as an outage.
+        Ok(Err(st)) if st.code() != Code::Cancelled || t0.elapsed() < deadlines.step => return Err(from_s2(st, false)),
+        _ => {
             return Err(Status::deadline_exceeded(format!(
                 "the activation server did not open the seed session within {} s",
                 deadlines.step.as_secs()
