@@ -111,11 +111,18 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
 
-/// Bytes the client sends in a tandem query: `ỹ` (d ring values of k/8
-/// bytes) and `[seed]` (one ciphertext, 2|N|/8 bytes). The model id and the
-/// mode are not counted (the baseline needs them too), nor any framing.
-pub fn tandem_request_bytes<R: Ring>(req: &QueryRequest<R>, ciphertext_bytes: usize) -> usize {
-    req.masked_input.len() * R::BYTES + ciphertext_bytes
+/// Bytes the client sends in a tandem query: the masked input as encoded
+/// on the wire (`d` values of `⌈(m+1)/8⌉` bytes with the compact mask,
+/// docs/PROTOCOL.md §4.1) and `[seed]` (one ciphertext, 2|N|/8 bytes). The
+/// model id and the mode are not counted (the baseline needs them too), nor
+/// any framing.
+pub fn tandem_request_bytes<R: Ring>(
+    req: &QueryRequest<R>,
+    masking: &tandem_core::InputMasking,
+    ciphertext_bytes: usize,
+) -> usize {
+    masking.encode(&req.masked_input).expect("the client's own masked input fits its encoding").len()
+        + ciphertext_bytes
 }
 
 /// Bytes the client receives: session id (16), S2's sealed result (payload +
