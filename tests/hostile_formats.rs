@@ -1304,9 +1304,20 @@ fn regression_model_info_sizes_are_bounded() {
             seed_epoch: vec![0; 16],
             ..tandem_grpc::public_key_to_proto(pk())
         }),
+        // [0, 1] at f_in = 16, d = 3: B = 2^16, m = 17 + 41 + 2.
+        input_offset: 1 << 16,
+        input_mask_bits: 60,
         ..Default::default()
     };
     assert!(tandem_client::remote_model(&m, None).is_ok());
+    // A narrower mask than the range implies would hide the input less
+    // than SECURITY.md states: refused, as is a wrong offset.
+    m.input_mask_bits = 59;
+    let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
+    assert!(e.contains("publishes input_offset 65536 and input_mask_bits 59") && e.contains("imply 65536 and 60"), "{e}");
+    (m.input_mask_bits, m.input_offset) = (60, 0);
+    assert!(tandem_client::remote_model(&m, None).is_err());
+    m.input_offset = 1 << 16;
     m.output_len = u32::MAX;
     let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
     assert!(e.contains("4294967295 outputs (accepted: at most 16777216)"), "{e}");
