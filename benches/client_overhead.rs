@@ -145,6 +145,7 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
     let mut s2 = ActivationServer::new(Arc::new(PaillierEngine), keys, &mut roles_rng);
     let s1 = ModelServer::<R>::new(q.clone(), pk.clone(), tandem::test_pool()).expect("S1");
     let info = ModelInfo::of(case.id, q);
+    let masking = info.masking().expect("the model's own mask");
     let client = Client::new(pk.to_pure(), s2.seed_epoch());
     let he_server = pure_he::Server::new(q, pk.clone());
     let he_client = pure_he::Client::new(sk);
@@ -166,7 +167,7 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
                 let x = l.input(&mut rng);
                 let ((pending, req), prep) =
                     on_client(|| client.prepare::<R, _>(&info, &x, mode, &mut rand_core::OsRng).expect("prepare"));
-                let sent = tandem_request_bytes(&req, pk.ciphertext_bytes());
+                let sent = tandem_request_bytes(&req, &masking, pk.ciphertext_bytes());
                 let t = Instant::now();
                 let resp = serve_tandem(&s1, &mut s2, req, &mut roles_rng);
                 let server = t.elapsed();
@@ -224,7 +225,7 @@ fn bench_case<R: Ring>(c: &mut Criterion, sk: &SecretKey, case: &Case, l: &Loade
                         .expect("prepare")
                         .expect("the session has queries left")
                 });
-                let sent = tandem_request_bytes(&req, pk.ciphertext_bytes());
+                let sent = tandem_request_bytes(&req, &masking, pk.ciphertext_bytes());
                 let t = Instant::now();
                 let resp = serve_tandem(&s1, &mut s2, req, &mut roles_rng);
                 let server = t.elapsed();

@@ -788,7 +788,7 @@ fn infer_request() -> impl Strategy<Value = pb::InferRequest> {
     (
         ".{0,12}",
         mode(),
-        prop_oneof![near_multiple(16, 12), near_multiple(32, 12)],
+        prop_oneof![near_multiple(16, 12), near_multiple(32, 12), near_multiple(9, 12)],
         ciphertexts(2),
         prop::collection::vec(any::<u8>(), 0..20),
         (prop::collection::vec(any::<u8>(), 0..20), any::<u64>()),
@@ -812,12 +812,23 @@ fn check_client_request(req: &pb::InferRequest, d: usize) {
     let len = prost::Message::encoded_len(req);
     bounded("client request", message_heap_bound(len), || {
         let _ = tandem_grpc::mode_from_proto(req.mode);
+        // A compact mask (9 bytes a value) and the full-ring one, in each ring.
+        let compact = |k| tandem_core::InputMasking::new((0.0, 1.0), 16, d, k);
+        let full = |k| tandem_core::InputMasking { offset: 0, mask_bits: k, ring_bits: k };
         for mode in [OutputMode::Label, OutputMode::Logits] {
-            if let Ok(q) = tandem_grpc::query_request_from_proto::<u128>(pk().ciphertext_bytes(), req, mode, d) {
-                assert_eq!(q.masked_input.len(), d);
+            for masking in [compact(128), full(128)] {
+                if let Ok(q) =
+                    tandem_grpc::query_request_from_proto::<u128>(pk().ciphertext_bytes(), req, mode, &masking, d)
+                {
+                    assert_eq!(q.masked_input.len(), d);
+                }
             }
-            if let Ok(q) = tandem_grpc::query_request_from_proto::<U256>(pk().ciphertext_bytes(), req, mode, d) {
-                assert_eq!(q.masked_input.len(), d);
+            for masking in [compact(256), full(256)] {
+                if let Ok(q) =
+                    tandem_grpc::query_request_from_proto::<U256>(pk().ciphertext_bytes(), req, mode, &masking, d)
+                {
+                    assert_eq!(q.masked_input.len(), d);
+                }
             }
         }
         let _ = tandem_grpc::decode_ring::<u128>(&req.masked_input, None, "masked_input");
@@ -889,9 +900,24 @@ fn model_info() -> impl Strategy<Value = pb::ModelInfo> {
                     default_mode,
                     activation_key,
                     max_request_bytes: 1 << 20,
+                    input_offset: 0,
+                    input_mask_bits: 0,
                 }
             },
         )
+        .prop_flat_map(|m| (Just(m), any::<bool>(), any::<u64>(), any::<u32>()))
+        .prop_map(|(mut m, honest, offset, bits)| {
+            // Mostly the mask the range implies, so the checks after it
+            // are reached; otherwise anything.
+            if honest {
+                let d = m.input_shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x as usize)).unwrap_or(1);
+                let k = tandem_core::InputMasking::new((m.input_min, m.input_max), m.f_in, d, m.ring_bits);
+                (m.input_offset, m.input_mask_bits) = (k.offset, k.mask_bits);
+            } else {
+                (m.input_offset, m.input_mask_bits) = (offset, bits);
+            }
+            m
+        })
 }
 
 /// What the client does with a server's model info: check it, then (if
@@ -1010,7 +1036,7 @@ proptest! {
             let _ = tandem_grpc::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
             let _ = tandem_grpc::blinded_output_from_proto(pk, &out);
-            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), seed_session_id: session_id.clone(), seed_counter: input_len.into() };
+            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), input_mask_bits: n as u32, seed_session_id: session_id.clone(), seed_counter: input_len.into() };
             let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &start);
             let _ = tandem_grpc::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
             let _ = tandem_grpc::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
@@ -1092,6 +1118,7 @@ fn activation_session_with_hostile_messages() {
                 },
                 input_len,
                 ring_bits: 128,
+                input_mask_bits: 68,
             };
             let (mut pre, _) = s2.start_session::<u128>(&start, std::time::Duration::ZERO).expect("a valid start");
             let mut session: Option<tandem_core::ActivationSession<u128>> = None;
@@ -1291,9 +1318,20 @@ fn regression_model_info_sizes_are_bounded() {
             seed_epoch: vec![0; 16],
             ..tandem_grpc::public_key_to_proto(pk())
         }),
+        // [0, 1] at f_in = 16, d = 3: B = 2^16, m = 17 + 41 + 2.
+        input_offset: 1 << 16,
+        input_mask_bits: 60,
         ..Default::default()
     };
     assert!(tandem_client::remote_model(&m, None).is_ok());
+    // A narrower mask than the range implies would hide the input less
+    // than SECURITY.md states: refused, as is a wrong offset.
+    m.input_mask_bits = 59;
+    let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
+    assert!(e.contains("publishes input_offset 65536 and input_mask_bits 59") && e.contains("imply 65536 and 60"), "{e}");
+    (m.input_mask_bits, m.input_offset) = (60, 0);
+    assert!(tandem_client::remote_model(&m, None).is_err());
+    m.input_offset = 1 << 16;
     m.output_len = u32::MAX;
     let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
     assert!(e.contains("4294967295 outputs (accepted: at most 16777216)"), "{e}");

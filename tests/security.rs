@@ -251,7 +251,7 @@ async fn a_tampered_seed_and_a_valid_one_get_indistinguishable_answers() {
     for (i, tamper) in [false, true, false, true].into_iter().enumerate() {
         let client = tandem_core::Client::new(pk.clone(), remote.epoch);
         let (pending, q) = client.prepare::<u128, _>(&remote.info, &x, OutputMode::Label, &mut OsRng).unwrap();
-        let mut req = tandem_grpc::query_request_to_proto(&q);
+        let mut req = tandem_grpc::query_request_to_proto(&q, &remote.info.masking().unwrap()).unwrap();
         if tamper {
             let v = (BigInt::one() << (300 + i)).to_bytes();
             req.enc_seed.iter_mut().for_each(|b| *b = 0);

@@ -191,7 +191,7 @@ fn valid_request(remote: &tandem_client::RemoteModel, x: &[f64], mode: OutputMod
     let (_, q) = tandem_core::Client::new(pk.clone(), remote.epoch)
         .prepare::<u128, _>(&remote.info, x, mode, &mut rand_core::OsRng)
         .unwrap();
-    tandem_grpc::query_request_to_proto(&q)
+    tandem_grpc::query_request_to_proto(&q, &remote.info.masking().unwrap()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,13 +279,28 @@ async fn bad_requests_get_clear_statuses() {
     // Wrong input length.
     let err = c.infer_with(&remote, &x[..5], None).await.unwrap_err();
     assert!(err.to_string().contains("input has 5 values; this model takes exactly 6"), "{err}");
+    // The compact masked input (§4.1): [-1, 1] at f_in = 16 is B = 2^16
+    // (b = 17), d = 6 gives m = 17 + 41 + 3 = 61, so 62-bit values in 8
+    // bytes each.
+    assert_eq!((remote.info.input_offset, remote.info.input_mask_bits), (1 << 16, 61));
     let mut req = valid_request(&remote, &x, OutputMode::Label);
-    req.masked_input.truncate(5 * 16);
+    assert_eq!(req.masked_input.len(), 6 * 8);
+    req.masked_input.truncate(5 * 8);
     assert_status(
         raw.infer(req).await,
         Code::InvalidArgument,
-        "masked_input has 80 bytes; expected 6 ring values of 16 bytes",
+        "masked_input has 40 bytes; expected 6 values of 8 bytes = 48 bytes (each is x_int + B + r < 2^62 with \
+         B = 65536 and m = 61, little-endian)",
     );
+    // Full-ring values (k/8 bytes) are no longer what this model takes.
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
+    req.masked_input.resize(6 * 16, 0);
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input has 96 bytes; expected 6 values of 8");
+    // A value at or above 2^62: a hostile or broken client's, refused
+    // before any work (it would be another input, or wrap the ring).
+    let mut req = valid_request(&remote, &x, OutputMode::Label);
+    req.masked_input[3 * 8 + 7] |= 0x40;
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input: value 3 is not below 2^62");
 
     // Values outside the declared range (only the client can see them).
     let mut bad = x.clone();
@@ -378,6 +393,7 @@ fn start_msg(pk: &PublicKey, epoch: &[u8], d: u32) -> pb::SessionStart {
         ring_bits: 128,
         key_fingerprint: pk.fingerprint(),
         seed_epoch: epoch.to_vec(),
+        input_mask_bits: 60,
         ..Default::default()
     }
 }
@@ -441,6 +457,18 @@ async fn activation_server_sessions_are_bounded_and_cleaned_up() {
     k.ring_bits = 64;
     let mut s = open_raw(&mut s2, k).await.unwrap();
     assert_status(s.rx.message().await, Code::InvalidArgument, "ring_bits = 64; accepted 128 or 256");
+    // S2 derives r_i in [0, 2^m): m = 0 would mask nothing, m > k is no
+    // ring value; both refused before the seed is decrypted.
+    for m in [0, 129] {
+        let mut w = start_msg(&pk, &epoch, 3);
+        w.input_mask_bits = m;
+        let mut s = open_raw(&mut s2, w).await.unwrap();
+        assert_status(
+            s.rx.message().await,
+            Code::InvalidArgument,
+            &format!("input_mask_bits is {m}; accepted 1..=128 (k of the session's ring)"),
+        );
+    }
     let mut big = start_msg(&pk, &epoch, 3);
     big.input_len = 5_000_000;
     let mut s = open_raw(&mut s2, big).await.unwrap();
@@ -659,7 +687,7 @@ async fn seed_sessions_through_the_servers() {
     let mut session = pending.opened(&tandem_grpc::seed_session_from_proto(&opened).unwrap());
     let x = random_input(&mut StdRng::seed_from_u64(50), m);
     let (_, q) = client.prepare_in_session::<u128>(&mut session, &remote.info, &x, OutputMode::Label).unwrap().unwrap();
-    let req = tandem_grpc::query_request_to_proto(&q);
+    let req = tandem_grpc::query_request_to_proto(&q, &remote.info.masking().unwrap()).unwrap();
     raw.infer(req.clone()).await.unwrap();
     assert_status(raw.infer(req.clone()).await, Code::AlreadyExists, "already used");
     let mut unknown = req.clone();
@@ -928,6 +956,10 @@ async fn tickets_are_single_use_bounded_and_exact() {
     let mut r = masked(&remote.key);
     r.masked_input.truncate(16);
     assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
+    let mut r = masked(&remote.key);
+    let top = r.masked_input.len() - 1;
+    r.masked_input[top] = 0xff;
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "is not below 2^");
     let mut r = masked(&remote.key);
     r.ticket_id = vec![1, 2, 3];
     assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; a session id is exactly 16");

@@ -52,13 +52,46 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
     let mut first48 = [0u8; 48];
     stream.fill_bytes(&mut first48);
     let code = Seed::from_bytes(seed);
-    let r128: Vec<u128> = code.input_mask(3);
+    let r128: Vec<u128> = code.input_mask(3, 128);
     let r128_wire: Vec<u8> = r128.iter().flat_map(|r| r.to_le_bytes()).collect();
     assert_eq!(r128_wire, first48.to_vec(), "k = 128: r_i is the next 16 stream bytes, little-endian");
-    let r256: Vec<U256> = code.input_mask(1);
+    let r256: Vec<U256> = code.input_mask(1, 256);
     let mut first32 = [0u8; 32];
     rand_chacha::ChaCha20Rng::from_seed(mask_key).fill_bytes(&mut first32);
     assert_eq!(r256[0].to_le_bytes_vec(), first32.to_vec());
+    // The compact mask of the MNIST MLP ([0, 1], f_in = 16, d = 784):
+    // B = 2^16, m = 17 + 41 + 10 = 68. r_i is the next ⌈68/8⌉ = 9 stream
+    // bytes, little-endian, with the bits above 68 (the top 4 of the 9th
+    // byte) cleared; the client sends u_i = x_int + B + r_i in ⌈69/8⌉ = 9
+    // bytes, little-endian.
+    let mut first27 = [0u8; 27];
+    rand_chacha::ChaCha20Rng::from_seed(mask_key).fill_bytes(&mut first27);
+    let r68: Vec<[u8; 9]> = first27
+        .chunks(9)
+        .map(|c| {
+            let mut r: [u8; 9] = c.try_into().unwrap();
+            r[8] &= 0x0f;
+            r
+        })
+        .collect();
+    let x_int = [0u128, 1 << 15, 1 << 16]; // x = 0, 0.5, 1
+    let u68: Vec<u8> = r68
+        .iter()
+        .zip(x_int)
+        .flat_map(|(r, x)| {
+            let mut le = [0u8; 16];
+            le[..9].copy_from_slice(r);
+            (u128::from_le_bytes(le) + x + (1 << 16)).to_le_bytes()[..9].to_vec()
+        })
+        .collect();
+    let r68 = r68.concat();
+    // … and the code: the same r, and the same bytes on the wire.
+    let mnist = tandem_core::InputMasking::new((0.0, 1.0), 16, 784, 128);
+    assert_eq!((mnist.offset, mnist.mask_bits, mnist.value_bytes()), (1 << 16, 68, 9));
+    let r_code: Vec<u128> = code.input_mask(3, 68);
+    assert_eq!(r_code.iter().flat_map(|r| r.to_le_bytes()[..9].to_vec()).collect::<Vec<u8>>(), r68);
+    let y: Vec<u128> = r_code.iter().zip(x_int).map(|(r, x)| r + x).collect();
+    assert_eq!(mnist.encode(&y).unwrap(), u68);
     // §6: the result key; a seal made from the spec opens with the code.
     let result_key = hkdf(None, &seed, b"tandem/v1/result");
     let (sid, nonce, msg) = ([7u8; 16], [0u8; 12], b"label 3".as_slice());
@@ -94,6 +127,8 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
         ("v:input_mask_key", hex::encode(mask_key)),
         ("v:r_k128", hex::encode(&r128_wire)),
         ("v:r0_k256", hex::encode(first32)),
+        ("v:r_m68", hex::encode(&r68)),
+        ("v:u_m68", hex::encode(&u68)),
         ("v:result_key", hex::encode(result_key)),
         ("v:sealed", hex::encode(&sealed)),
         ("v:fingerprint", fingerprint),

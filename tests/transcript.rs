@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
 use tandem::Harness;
-use tandem_core::Transcript;
+use tandem_core::{InputMasking, Transcript};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, Output, OutputMode, QuantConfig};
 use tandem_paillier::bigint_traits::Converter;
@@ -35,11 +35,11 @@ fn sha(b: &[u8]) -> String {
 
 /// One line per message: its place in the query and the SHA-256 of its
 /// gRPC encoding.
-fn lines(sk: &SecretKey, t: &Transcript<PaillierEngine, u128>, out: &Output) -> Vec<String> {
+fn lines(sk: &SecretKey, masking: &InputMasking, t: &Transcript<PaillierEngine, u128>, out: &Output) -> Vec<String> {
     let pk = sk.public();
     let mut v = vec![format!(
         "client->S1 InferRequest {}",
-        sha(&tandem_grpc::query_request_to_proto(&t.query).encode_to_vec())
+        sha(&tandem_grpc::query_request_to_proto(&t.query, masking).unwrap().encode_to_vec())
     )];
     let p = &t.preprocessing;
     let start = tandem_grpc::session_start_to_proto(&pk.fingerprint(), &p.session_start);
@@ -83,7 +83,7 @@ fn run_once() -> Vec<String> {
         tandem_core::run_query(client, info, s1_128.as_ref().unwrap(), s2, &x, OutputMode::Label, rng).unwrap()
     };
     assert_eq!(out, h.reference(&x, OutputMode::Label), "the replayed query is exact");
-    lines(&sk, &t, &out)
+    lines(&sk, &h.0.info.masking().unwrap(), &t, &out)
 }
 
 #[test]

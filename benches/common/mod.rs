@@ -111,17 +111,22 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
     a.as_secs_f64() / b.as_secs_f64()
 }
 
-/// Bytes the client sends in a tandem query: `ỹ` (d ring values of k/8
-/// bytes) and `[seed]` (one ciphertext, 2|N|/8 bytes). The model id and the
-/// mode are not counted (the baseline needs them too), nor any framing.
-pub fn tandem_request_bytes<R: Ring>(req: &QueryRequest<R>, ciphertext_bytes: usize) -> usize {
+/// Bytes the client sends in a tandem query: the masked input as encoded
+/// on the wire (`d` values of `⌈(m+1)/8⌉` bytes with the compact mask,
+/// docs/PROTOCOL.md §4.1) and the seed: `[seed]` (one ciphertext, 2|N|/8
+/// bytes) with its 16-byte epoch, or a seed session's 16-byte id and 8-byte
+/// counter. The model id and the mode are not counted (the baseline needs
+/// them too), nor any framing.
+pub fn tandem_request_bytes<R: Ring>(
+    req: &QueryRequest<R>,
+    masking: &tandem_core::InputMasking,
+    ciphertext_bytes: usize,
+) -> usize {
     let seed = match req.seed {
-        // The ciphertext and the 16-byte epoch.
         tandem_core::SeedSource::Encrypted { .. } => ciphertext_bytes + 16,
-        // The 16-byte session id and the 8-byte counter.
         tandem_core::SeedSource::Session { .. } => 16 + 8,
     };
-    req.masked_input.len() * R::BYTES + seed
+    masking.encode(&req.masked_input).expect("the client's own masked input fits its encoding").len() + seed
 }
 
 /// Bytes the client receives: session id (16), S2's sealed result (payload +

@@ -422,7 +422,7 @@ impl TandemClient {
                     .ok_or(ProtocolError::PeerMisbehaved("a seed session with no query left".into()))?,
                 None => client.prepare::<R, _>(&info, &x, mode, &mut OsRng)?,
             };
-            Ok((pending, tandem_grpc::query_request_to_proto(&q)))
+            Ok((pending, tandem_grpc::query_request_to_proto(&q, &info.masking()?)?))
         })
         .await?;
         let mut inference = self.exchange(pending, req, prepare_cpu, mode, t0).await;
@@ -615,16 +615,18 @@ impl TandemClient {
         match seed {
             TicketSeed::K128(p) => {
                 let ((pending, req), cpu) = on_worker(move || {
+                    let masking = p.masking()?;
                     let (pending, q) = p.query(&ticket, &x)?;
-                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q)))
+                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q, &masking)?))
                 })
                 .await?;
                 self.exchange(pending, req, cpu, mode, t0).await
             }
             TicketSeed::K256(p) => {
                 let ((pending, req), cpu) = on_worker(move || {
+                    let masking = p.masking()?;
                     let (pending, q) = p.query(&ticket, &x)?;
-                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q)))
+                    Ok((pending, tandem_grpc::ticket_query_to_proto(&q, &masking)?))
                 })
                 .await?;
                 self.exchange(pending, req, cpu, mode, t0).await
@@ -752,8 +754,7 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
     if m.f_in > 62 || m.f_act > 62 || m.output_len == 0 {
         return Err(bad("fixed-point parameters out of range".into()));
     }
-    Ok(RemoteModel {
-        info: ModelInfo {
+    let info = ModelInfo {
             id: m.id.clone(),
             input_shape: m.input_shape.iter().map(|&d| d as usize).collect(),
             input_range: (m.input_min, m.input_max),
@@ -764,7 +765,15 @@ pub fn remote_model(m: &pb::ModelInfo, pinned: Option<&str>) -> Result<RemoteMod
             output_scale: m.output_scale,
             modes,
             default_mode,
-        },
+            input_offset: m.input_offset,
+            input_mask_bits: m.input_mask_bits,
+    };
+    // The mask parameters must be the ones the public range implies: a
+    // server publishing a smaller m would have the client hide its input
+    // less than SECURITY.md states.
+    info.masking().map_err(|e| bad(e.to_string()))?;
+    Ok(RemoteModel {
+        info,
         name: m.name.clone(),
         key,
         epoch,

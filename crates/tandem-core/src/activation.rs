@@ -57,6 +57,15 @@ pub fn check_session_start<R: Ring>(msg: &SessionStart) -> Result<()> {
     if msg.ring_bits != R::BITS {
         return Err(ProtocolError::RingMismatch { model: msg.ring_bits, code: R::BITS });
     }
+    // S2 derives `r` from this width: 0 would mask nothing, and more than
+    // k is not a ring value.
+    if msg.input_mask_bits == 0 || msg.input_mask_bits > R::BITS {
+        return Err(ProtocolError::OutOfRange {
+            field: "input_mask_bits",
+            got: msg.input_mask_bits as u64,
+            accepted: format!("1..={} (k of the session's ring)", R::BITS),
+        });
+    }
     check_count("input length", msg.input_len as usize)
 }
 

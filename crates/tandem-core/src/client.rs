@@ -131,6 +131,9 @@ fn check_info<R: Ring>(info: &ModelInfo, mode: OutputMode) -> Result<()> {
         return Err(ProtocolError::RingMismatch { model: info.ring_bits, code: R::BITS });
     }
     info.check_mode(mode)?;
+    // Before any work: the mask parameters must be the ones the model's
+    // public range implies.
+    info.masking()?;
     Ok(())
 }
 
@@ -220,12 +223,19 @@ impl<R: Ring> PendingTicket<R> {
     pub fn model_id(&self) -> &str {
         &self.info.id
     }
+    /// The model's input mask, which encodes the masked input on the wire.
+    pub fn masking(&self) -> Result<crate::InputMasking> {
+        self.info.masking()
+    }
 
-    /// `ỹ = x_int + r`: quantize and mask (a PRG expansion, no Paillier).
+    /// `ỹ = x_int + r`, `r_i ∈ [0, 2^m)`: quantize and mask (a PRG
+    /// expansion, no Paillier). The wire encoding adds `B`
+    /// ([`crate::InputMasking::encode`]).
     fn mask(&self, x: &[f64]) -> Result<Vec<R>> {
         let info = &self.info;
+        let masking = info.masking()?;
         let x_int = quantize_input(x, info.input_len(), info.input_range, info.f_in)?;
-        let r: Vec<R> = self.seed.input_mask(x_int.len());
+        let r: Vec<R> = self.seed.input_mask(x_int.len(), masking.mask_bits);
         Ok(x_int.iter().zip(&r).map(|(&x, &r)| R::from_i64(x).add(r)).collect())
     }
 
@@ -352,6 +362,8 @@ mod tests {
             output_scale: 20,
             modes: vec![OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits, OutputMode::Sigmoid],
             default_mode: OutputMode::Label,
+            input_offset: 1 << 16,
+            input_mask_bits: 17 + 41 + 1,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The engine-neutral core of tandem (docs/PROTOCOL.md), sans-IO.
 //!
 //! - [`ring`], [`seed`]: the ring `Z_{2^k}`, the seed PRG and result sealing;
+//! - [`masking`]: the compact input mask's parameters and wire encoding;
 //! - [`messages`]: the client's messages and the online messages;
 //! - [`client`]: the thin client (quantize, mask, one seed encryption in
 //!   pure Rust, open the sealed result);
@@ -21,6 +22,7 @@ pub mod driver;
 pub mod engine;
 pub mod error;
 pub mod messages;
+pub mod masking;
 pub mod model_info;
 pub mod online;
 pub mod replay;
@@ -39,6 +41,7 @@ pub use driver::{
 pub use engine::{PreprocessingEngine, S1Step, S2Step};
 pub use error::{ProtocolError, Result};
 pub use messages::*;
+pub use masking::InputMasking;
 pub use model_info::ModelInfo;
 pub use online::{OnlineModel, OnlineQuery, Prepared};
 pub use replay::{BoundedReplayLog, ReplayLog};

@@ -76,7 +76,8 @@ pub struct QueryRequest<R> {
     pub model_id: String,
     /// The output mode.
     pub mode: OutputMode,
-    /// `ỹ = x_int + r (mod 2^k)`.
+    /// `ỹ = x_int + r (mod 2^k)`, `r_i ∈ [0, 2^m)`; on the wire each is
+    /// sent as `ỹ_i + B` ([`crate::InputMasking`]).
     pub masked_input: Vec<R>,
     /// The query's seed.
     pub seed: SeedSource,
@@ -115,7 +116,8 @@ pub struct TicketQuery<R> {
     pub model_id: String,
     /// The output mode.
     pub mode: OutputMode,
-    /// `ỹ = x_int + r (mod 2^k)`, `r` derived from the ticket's seed.
+    /// `ỹ = x_int + r (mod 2^k)`, `r` derived from the ticket's seed; sent
+    /// as for [`QueryRequest::masked_input`].
     pub masked_input: Vec<R>,
 }
 
@@ -133,6 +135,10 @@ pub struct SessionStart {
     pub input_len: u32,
     /// `k` of the ring the session runs in.
     pub ring_bits: u32,
+    /// `m` of the input mask: S2 derives each `r_i` in `[0, 2^m)` (§4.1;
+    /// `m = k` is the full-ring mask). The model's public
+    /// [`crate::InputMasking`]; S2 accepts `1..=k`.
+    pub input_mask_bits: u32,
 }
 
 /// S1 → S2, online: the ring half of one hidden layer, `e_p = t_j·u_j + μ_j`.

@@ -1,6 +1,7 @@
 //! The public metadata S1 publishes per model.
 
-use crate::error::Result;
+use crate::error::{ProtocolError, Result};
+use crate::masking::InputMasking;
 use serde::{Deserialize, Serialize};
 use tandem_model::{ModelError, OutputMode, QuantizedModel};
 
@@ -27,11 +28,18 @@ pub struct ModelInfo {
     pub modes: Vec<OutputMode>,
     /// The mode used when a request names none.
     pub default_mode: OutputMode,
+    /// `B` of the compact input mask (§4.1): the client sends
+    /// `x_int + B + r`. 0 with the full-ring mask.
+    pub input_offset: u64,
+    /// `m`: each `r_i` is uniform in `[0, 2^m)`; `m = k` is the full-ring
+    /// mask.
+    pub input_mask_bits: u32,
 }
 
 impl ModelInfo {
     /// The metadata of a quantized model served as `id`.
     pub fn of(id: &str, m: &QuantizedModel) -> Self {
+        let masking = InputMasking::of_model(m);
         ModelInfo {
             id: id.into(),
             input_shape: m.input_shape.dims(),
@@ -43,7 +51,25 @@ impl ModelInfo {
             output_scale: m.output_scale(),
             modes: m.modes(),
             default_mode: m.default_mode,
+            input_offset: masking.offset,
+            input_mask_bits: masking.mask_bits,
         }
+    }
+    /// The input mask, recomputed from the public range, `f_in`, `d` and
+    /// `k` ([`InputMasking::new`]) and checked against the published
+    /// `input_offset` and `input_mask_bits`: a client never masks with
+    /// parameters the model's range does not imply (a smaller `m` would hide
+    /// less than SECURITY.md states).
+    pub fn masking(&self) -> Result<InputMasking> {
+        let m = InputMasking::new(self.input_range, self.f_in, self.input_len(), self.ring_bits);
+        if (m.offset, m.mask_bits) != (self.input_offset, self.input_mask_bits) {
+            return Err(ProtocolError::PeerMisbehaved(format!(
+                "the model info publishes input_offset {} and input_mask_bits {}, but its input range, f_in, \
+                 input shape and ring imply {} and {} (docs/PROTOCOL.md §4.1)",
+                self.input_offset, self.input_mask_bits, m.offset, m.mask_bits
+            )));
+        }
+        Ok(m)
     }
     /// Number of input features.
     pub fn input_len(&self) -> usize {

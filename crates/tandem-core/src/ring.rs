@@ -55,8 +55,9 @@ pub trait Ring: Copy + Clone + Eq + PartialEq + Debug + Default + Hash + Send + 
     fn is_negative(self) -> bool;
     /// `v^{-1} mod 2^k` for odd `v`, `None` for even `v`.
     fn inv_odd(self) -> Option<Self>;
-    /// Uniform element from the next `k/8` bytes of `rng`, little-endian —
-    /// exactly the PRG expansion of PROTOCOL §4.1 step 2.
+    /// Uniform element from the next `k/8` bytes of `rng`, little-endian
+    /// (S2's `ρ`, S1's `β`; the input mask has its own expansion,
+    /// `Seed::input_mask`).
     fn random<G: RngCore + ?Sized>(rng: &mut G) -> Self {
         let mut buf = vec![0u8; Self::BYTES];
         rng.fill_bytes(&mut buf);

@@ -229,13 +229,38 @@ impl Seed {
         okm
     }
 
-    /// `r ∈ R^d`: HKDF-SHA256(seed, "tandem/v1/input-mask") keys a ChaCha20
-    /// stream; element `i` is the next `k/8` bytes, little-endian.
-    pub fn input_mask<R: Ring>(&self, d: usize) -> Vec<R> {
+    /// `r ∈ R^d`, each `r_i` uniform in `[0, 2^m)` (`m = mask_bits`, §4.1):
+    /// HKDF-SHA256(seed, "tandem/v1/input-mask") keys a ChaCha20 stream;
+    /// element `i` is the next `⌈m/8⌉` stream bytes, little-endian, reduced
+    /// to its low `m` bits. `2^m` is a power of two, so the reduction keeps
+    /// `r_i` uniform and needs no rejection. With `m = k` (the full-ring
+    /// mask) this is `k/8` bytes per element, as before compact masks.
+    ///
+    /// The client and S2 both call this, so both hold the same `r`. The
+    /// stream is drawn in one piece: `rand_core` fills a request from whole
+    /// 32-bit words, so per-element requests of ⌈m/8⌉ bytes would skip
+    /// stream bytes whenever ⌈m/8⌉ is not a multiple of 4, and the
+    /// documented stream (§6a, test vectors) would not be what is used.
+    /// The caller has checked `1 ≤ m ≤ k` (S2: before decrypting); a wider
+    /// `m` is treated as `k`.
+    pub fn input_mask<R: Ring>(&self, d: usize, mask_bits: u32) -> Vec<R> {
+        let m = mask_bits.min(R::BITS);
+        let width = m.div_ceil(8) as usize;
         let mut key = self.derive(INPUT_MASK_INFO);
         let mut rng = ChaCha20Rng::from_seed(key);
         key.zeroize();
-        (0..d).map(|_| R::random(&mut rng)).collect()
+        let mut stream = vec![0u8; d * width];
+        rng.fill_bytes(&mut stream);
+        let excess = 8 * width as u32 - m;
+        let r = stream
+            .chunks_exact_mut(width)
+            .map(|c| {
+                c[width - 1] &= 0xff >> excess;
+                R::from_le_truncating(c)
+            })
+            .collect();
+        stream.zeroize();
+        r
     }
 
     fn cipher(&self) -> ChaCha20Poly1305 {
@@ -334,11 +359,14 @@ mod tests {
     #[test]
     fn mask_is_deterministic_and_prefix_stable() {
         let s = Seed::from_bytes([7; 32]);
-        let a: Vec<u128> = s.input_mask(10);
-        let b: Vec<u128> = s.input_mask(4);
-        assert_eq!(&a[..4], &b[..]);
-        let other: Vec<u128> = Seed::from_bytes([8; 32]).input_mask(10);
-        assert_ne!(a, other);
+        for m in [1, 60, 68, 128] {
+            let a: Vec<u128> = s.input_mask(10, m);
+            let b: Vec<u128> = s.input_mask(4, m);
+            assert_eq!(&a[..4], &b[..]);
+            assert!(a.iter().all(|&r| m == 128 || r < 1 << m), "m = {m}");
+            let other: Vec<u128> = Seed::from_bytes([8; 32]).input_mask(10, m);
+            assert_ne!(a, other);
+        }
     }
 
     #[test]
@@ -351,8 +379,20 @@ mod tests {
         let mut rng = ChaCha20Rng::from_seed(key);
         let mut buf = [0u8; 32];
         rng.fill_bytes(&mut buf);
-        let m: Vec<crate::ring::U256> = s.input_mask(1);
+        let m: Vec<crate::ring::U256> = s.input_mask(1, 256);
         assert_eq!(m[0].to_le_bytes_vec(), buf.to_vec());
+        // A compact mask, m = 68: 9 stream bytes per element, contiguous
+        // (no word skipped), the top 4 bits of each 9th byte cleared.
+        let mut rng = ChaCha20Rng::from_seed(key);
+        let mut stream = [0u8; 27];
+        rng.fill_bytes(&mut stream);
+        let r: Vec<u128> = s.input_mask(3, 68);
+        for (i, c) in stream.chunks(9).enumerate() {
+            let mut le = [0u8; 16];
+            le[..9].copy_from_slice(c);
+            le[8] &= 0x0f;
+            assert_eq!(r[i], u128::from_le_bytes(le), "r_{i}");
+        }
     }
 
     #[test]

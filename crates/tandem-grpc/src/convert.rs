@@ -8,7 +8,7 @@ use crate::v1 as pb;
 use tandem_core::messages as m;
 use tandem_core::messages::SessionId;
 use tandem_core::paillier_pk::PublicKey;
-use tandem_core::{EncryptedSeed, Ring, SeedEpoch};
+use tandem_core::{EncryptedSeed, InputMasking, Ring, SeedEpoch};
 use tandem_model::{ActivationKind, OutputMode};
 use tandem_core::{CryptoError, ProtocolError};
 
@@ -209,33 +209,51 @@ pub fn seed_session_from_proto(o: &pb::SeedSession) -> Result<m::SeedSessionOpen
 
 // ---------------------------------------------------------------- C ⇄ S1
 
-/// The client's one-shot query.
-pub fn query_request_to_proto<R: Ring>(q: &m::QueryRequest<R>) -> pb::InferRequest {
+/// The client's one-shot query; the masked input in the model's encoding
+/// (`masking`: compact `x_int + B + r`, or full ring values, §4.1).
+pub fn query_request_to_proto<R: Ring>(
+    q: &m::QueryRequest<R>,
+    masking: &InputMasking,
+) -> Result<pb::InferRequest, ProtocolError> {
     let (enc_seed, seed_epoch, seed_session_id, seed_counter) = seed_source_to_proto(&q.seed);
-    pb::InferRequest {
+    Ok(pb::InferRequest {
         model_id: q.model_id.clone(),
         mode: mode_to_proto(q.mode) as i32,
-        masked_input: encode_ring(&q.masked_input),
+        masked_input: masking.encode(&q.masked_input)?,
         enc_seed,
         ticket_id: Vec::new(),
         seed_epoch,
         seed_session_id,
         seed_counter,
-    }
+    })
 }
 
-/// The online query on a ticket.
-pub fn ticket_query_to_proto<R: Ring>(q: &m::TicketQuery<R>) -> pb::InferRequest {
-    pb::InferRequest {
+/// The online query on a ticket, encoded as [`query_request_to_proto`] does.
+pub fn ticket_query_to_proto<R: Ring>(
+    q: &m::TicketQuery<R>,
+    masking: &InputMasking,
+) -> Result<pb::InferRequest, ProtocolError> {
+    Ok(pb::InferRequest {
         model_id: q.model_id.clone(),
         mode: mode_to_proto(q.mode) as i32,
-        masked_input: encode_ring(&q.masked_input),
+        masked_input: masking.encode(&q.masked_input)?,
         enc_seed: Vec::new(),
         ticket_id: q.ticket.to_vec(),
         seed_epoch: Vec::new(),
         seed_session_id: Vec::new(),
         seed_counter: 0,
-    }
+    })
+}
+
+/// S1's side of the masked input (one-shot or ticket): exactly `input_len`
+/// values in the model's encoding, each in range, back to ring values
+/// `ỹ = u − B (mod 2^k)`.
+pub fn masked_input_from_proto<R: Ring>(
+    b: &[u8],
+    masking: &InputMasking,
+    input_len: usize,
+) -> Result<Vec<R>, ProtocolError> {
+    masking.decode(b, input_len, "masked_input")
 }
 
 /// The client's ticket request.
@@ -261,14 +279,16 @@ pub fn ticket_from_proto(t: &pb::Ticket) -> Result<m::Ticket, ProtocolError> {
 }
 
 /// S1's side: `mode` already resolved (default applied, availability checked
-/// by the state machine), `input_len` is the model's `d`.
+/// by the state machine), `masking` the model's input mask, `input_len` its
+/// `d`.
 pub fn query_request_from_proto<R: Ring>(
     ciphertext_bytes: usize,
     req: &pb::InferRequest,
     mode: OutputMode,
+    masking: &InputMasking,
     input_len: usize,
 ) -> Result<m::QueryRequest<R>, ProtocolError> {
-    let masked_input = decode_ring::<R>(&req.masked_input, Some(input_len), "masked_input")?;
+    let masked_input = masked_input_from_proto::<R>(&req.masked_input, masking, input_len)?;
     let seed =
         seed_source_from_proto(&req.enc_seed, &req.seed_epoch, &req.seed_session_id, req.seed_counter, ciphertext_bytes)?;
     Ok(m::QueryRequest { model_id: req.model_id.clone(), mode, masked_input, seed })
@@ -320,17 +340,20 @@ pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb:
         seed_epoch,
         seed_session_id,
         seed_counter,
+        input_mask_bits: s.input_mask_bits,
     }
 }
 
-/// S2's side. The state machine checks `input_len` and `ring_bits`; the
-/// caller checks `key_fingerprint`.
+/// S2's side. The state machine checks `input_len`, `ring_bits` and
+/// `input_mask_bits` (before any decryption); the caller checks
+/// `key_fingerprint`.
 pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -> Result<m::SessionStart, ProtocolError> {
     Ok(m::SessionStart {
         session_id: session_id_from_bytes(&s.session_id, "session_id")?,
         seed: seed_source_from_proto(&s.enc_seed, &s.seed_epoch, &s.seed_session_id, s.seed_counter, ciphertext_bytes)?,
         input_len: s.input_len,
         ring_bits: s.ring_bits,
+        input_mask_bits: s.input_mask_bits,
     })
 }
 

@@ -753,9 +753,14 @@ impl ModelSvc {
             K128(Vec<u128>),
             K256(Vec<tandem_paillier::U256>),
         }
+        let masking = served.info.masking().or_status()?;
         let input = match &served.engine {
-            Engine::K128(_) => Input::K128(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input").or_status()?),
-            Engine::K256(_) => Input::K256(tandem_grpc::decode_ring(&req.masked_input, Some(d), "masked_input").or_status()?),
+            Engine::K128(_) => {
+                Input::K128(tandem_grpc::masked_input_from_proto(&req.masked_input, &masking, d).or_status()?)
+            }
+            Engine::K256(_) => {
+                Input::K256(tandem_grpc::masked_input_from_proto(&req.masked_input, &masking, d).or_status()?)
+            }
         };
         let entry = self
             .state

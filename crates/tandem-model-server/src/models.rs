@@ -116,6 +116,8 @@ pub fn model_info_proto(info: &ModelInfo, name: &str, key: &PublicKey, max_reque
         default_mode: tandem_grpc::mode_to_proto(info.default_mode) as i32,
         activation_key: Some(tandem_grpc::public_key_to_proto(key)),
         max_request_bytes: max_request_bytes as u64,
+        input_offset: info.input_offset,
+        input_mask_bits: info.input_mask_bits,
     }
 }
 
@@ -253,15 +255,18 @@ fn read_modes_sidecar(model_file: &Path) -> anyhow::Result<Option<Vec<OutputMode
 }
 
 /// Largest `InferRequest` a client needs for these models: the masked
-/// input (`d·k/8` bytes) plus room for the encrypted seed (up to a
+/// input (`d` values of `⌈(m+1)/8⌉` bytes, or `k/8` with the full-ring
+/// mask, §4.1) plus room for the encrypted seed (up to a
 /// 4096-bit key), the ids and the protobuf framing. The default
 /// `--max-request-bytes`, so a peer cannot make S1 buffer more than a real
 /// request ever takes.
 pub fn request_limit(quantized: &[(String, Arc<QuantizedModel>)]) -> usize {
     const OVERHEAD: usize = 2 * 4096 / 8 + 16 + MAX_MODEL_ID_LEN + 64;
     const FLOOR: usize = 16 << 10;
-    let input =
-        quantized.iter().map(|(_, q)| q.input_shape.dims().iter().product::<usize>() * q.ring_bits as usize / 8).max();
+    let input = quantized
+        .iter()
+        .map(|(_, q)| q.input_len().saturating_mul(tandem_core::InputMasking::of_model(q).value_bytes()))
+        .max();
     (input.unwrap_or(0) + OVERHEAD).max(FLOOR)
 }
 
@@ -597,10 +602,12 @@ mod tests {
     #[test]
     fn request_limit_fits_the_largest_model() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
-        let big = random_mlp(&mut rng, &[784, 4, 2], &[ActivationKind::Relu], 1.0, OutputMode::Label);
+        let big = random_mlp(&mut rng, &[3000, 4, 2], &[ActivationKind::Relu], 1.0, OutputMode::Label);
         let q = quantize_all(vec![("s".into(), mlp(1)), ("big".into(), big)], QuantConfig::default(), true).unwrap();
-        let k = q[1].1.ring_bits as usize / 8;
-        assert_eq!(request_limit(&q), (784 * k + 1232).max(16 << 10));
+        // [−1, 1] at f_in = 16 with 3000 features: m = 17 + 41 + 12 = 70,
+        // so 9 bytes a feature (§4.1), not k/8 = 16.
+        assert_eq!(tandem_core::InputMasking::of_model(&q[1].1).value_bytes(), 9);
+        assert_eq!(request_limit(&q), 3000 * 9 + 1232);
         // Small models still get a floor, far below the old 32 MiB.
         assert_eq!(request_limit(&q[..1]), 16 << 10);
     }

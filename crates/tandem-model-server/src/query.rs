@@ -394,10 +394,12 @@ pub async fn run<R: Ring>(
 ) -> Result<pb::InferResponse, QueryFailure> {
     let pk = s1.public_key().clone();
     let d = s1.model().input_len();
+    let masking = s1.plan().input_masking;
     let qr = {
         let s1 = s1.clone();
         blocking(costs, move || {
-            let qr = tandem_grpc::query_request_from_proto::<R>(pk.ciphertext_bytes(), &req, mode, d).or_status()?;
+            let qr = tandem_grpc::query_request_from_proto::<R>(pk.ciphertext_bytes(), &req, mode, &masking, d)
+                .or_status()?;
             s1.check_input(&qr.masked_input).map_err(|e| status_from_protocol(&e))?;
             Ok(qr)
         })

@@ -716,6 +716,16 @@ pub fn head(z: &[BigInt], scale: u32, f_act: u32, mode: OutputMode) -> Output {
     }
 }
 
+/// `B`, the largest `|x_int|` [`quantize_input`] can produce for `range`:
+/// `max(|round(lo·2^f_in)|, |round(hi·2^f_in)|)`, rounded exactly as the
+/// inputs are (rounding is monotone, so the extremes come from the ends).
+/// The compact input mask (docs/PROTOCOL.md §4.1) offsets every feature by
+/// it, so it must bound every value a client in range can send.
+pub fn max_abs_input(range: (f64, f64), f_in: u32) -> u64 {
+    let q = |v: f64| (round_half_away(libm::scalbn(v, f_in as i32)) as i64).unsigned_abs();
+    q(range.0).max(q(range.1))
+}
+
 pub fn quantize_input(x: &[f64], len: usize, range: (f64, f64), f_in: u32) -> Result<Vec<i64>, ModelError> {
     if x.len() != len {
         return Err(ModelError::InputLength { expected: len, got: x.len() });

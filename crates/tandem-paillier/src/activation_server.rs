@@ -67,14 +67,15 @@ pub struct ActivationPreprocessing<R: Ring> {
     rng: ChaCha20Rng,
 }
 
-/// Derives `r` from the seed and encrypts it (§4.2).
+/// Derives `r` (each below `2^m`, `m` from S1's `SessionStart`, checked
+/// by the core before the seed was decrypted) and encrypts it (§4.2).
 pub fn open_session<R: Ring, G: RngCore + CryptoRng + ?Sized>(
     keys: Arc<ActivationKeys>,
     msg: &SessionStart,
     seed: Seed,
     rng: &mut G,
 ) -> (ActivationPreprocessing<R>, InputMasks) {
-    let r: Vec<R> = seed.input_mask(msg.input_len as usize);
+    let r: Vec<R> = seed.input_mask(msg.input_len as usize, msg.input_mask_bits);
     let pk = keys.public_key();
     let rngs = crate::split_rng(rng, r.len());
     let enc_r = keys.pool.install(|| {

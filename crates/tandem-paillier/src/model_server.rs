@@ -119,6 +119,7 @@ impl<R: Ring> ModelServer<R> {
             seed,
             input_len: sh.online.model().input_len() as u32,
             ring_bits: R::BITS,
+            input_mask_bits: sh.plan.input_masking.mask_bits,
         };
         let p = Preprocessing {
             shared: sh.clone(),

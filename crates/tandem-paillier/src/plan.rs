@@ -7,7 +7,7 @@
 //! width would leak `|t_j|` (hence `|z_j|`) and the norm of row `j` of `W`.
 
 use crate::packing::PackingParams;
-use tandem_core::{ProtocolError, Result};
+use tandem_core::{InputMasking, ProtocolError, Result};
 use tandem_model::{ActivationKind, OutputMode, QLayer, QuantizedModel, KAPPA, TAU};
 
 /// `bits(v)` for `v ≥ 0`.
@@ -27,6 +27,8 @@ pub struct RoundPlan {
 
 #[derive(Clone, Debug)]
 pub struct Plan {
+    /// The input mask (§4.1): `[r]` holds integers below `2^{mask_bits}`.
+    pub input_masking: InputMasking,
     pub rounds: Vec<RoundPlan>,
     /// Packing of each hidden round.
     pub hidden_packing: Vec<PackingParams>,
@@ -47,7 +49,10 @@ pub fn output_t_bits(mode: OutputMode, outputs: usize) -> u32 {
 impl Plan {
     pub fn new(model: &QuantizedModel, key_bits: u32) -> Result<Plan> {
         let k = model.ring_bits;
-        let mut d_bits = k; // D = r ∈ [0, 2^k)
+        let input_masking = InputMasking::of_model(model);
+        // D = r ∈ [0, 2^m): the compact mask's width, not k, bounds the
+        // first layer's [D], so its slots are k − m bits narrower.
+        let mut d_bits = input_masking.mask_bits;
         let mut rounds = Vec::new();
         let mut hidden_packing = Vec::new();
         let mut g_bits = d_bits;
@@ -89,7 +94,7 @@ impl Plan {
             })?;
             output_packing.push((mode, p));
         }
-        Ok(Plan { rounds, hidden_packing, output_packing })
+        Ok(Plan { input_masking, rounds, hidden_packing, output_packing })
     }
 
     pub fn output_packing(&self, mode: OutputMode) -> Option<PackingParams> {
