@@ -4,6 +4,7 @@ use rand_core::{OsRng, RngCore};
 use std::sync::{Arc, OnceLock};
 use tandem_core::{InProcess, PreprocessingEngine, Result, Ring, Transcript};
 use tandem_model::{Model, Output, OutputMode, QuantConfig, QuantizedModel};
+use tandem_lattice_engine::LatticeEngine;
 use tandem_paillier::{ActivationKeys, PaillierEngine, SecretKey};
 
 /// One 1024-bit key per test binary: key generation dominates small tests.
@@ -89,6 +90,35 @@ impl Harness<PaillierEngine> {
     /// phases by hand.
     pub fn s1(&self) -> tandem_paillier::ModelServer<u128> {
         self.s1_128.clone().expect("k = 128 model")
+    }
+}
+
+/// The lattice engine at the insecure test size (N = 1024, the production
+/// `q` and noise analysis), shared by a test binary: parameter set-up
+/// computes NTT plans.
+pub fn test_lattice_engine() -> Arc<LatticeEngine> {
+    static E: OnceLock<Arc<LatticeEngine>> = OnceLock::new();
+    E.get_or_init(|| {
+        Arc::new(LatticeEngine::with_params(tandem_lattice_engine::tandem_lattice::Params::insecure_test(10)).expect("valid"))
+    })
+    .clone()
+}
+
+impl Harness<LatticeEngine> {
+    /// The lattice engine (test parameters) with S2's Paillier key `sk` and
+    /// a fresh RLWE key.
+    pub fn lattice(model: &Model, sk: &SecretKey) -> Result<Self> {
+        Self::lattice_with_config(model, sk, QuantConfig::default(), None)
+    }
+
+    /// [`Harness::lattice`] with a quantization config and ring.
+    pub fn lattice_with_config(model: &Model, sk: &SecretKey, cfg: QuantConfig, force_ring: Option<u32>) -> Result<Self> {
+        let mut rng = <rand_chacha::ChaCha20Rng as rand_core::SeedableRng>::from_seed(os_seed());
+        let engine = test_lattice_engine();
+        let keys = engine.keys(paillier_keys(sk, &mut rng), &mut rng);
+        let mut s = [0u8; 32];
+        rng.fill_bytes(&mut s);
+        Harness::with_engine(engine, keys, model, cfg, force_ring, s)
     }
 }
 

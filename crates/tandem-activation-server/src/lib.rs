@@ -25,6 +25,8 @@ use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_server::{ActivationService, ActivationServiceServer};
 use tandem_grpc::{status_from_protocol, wire_len};
 use tandem_paillier::activation_server::{open_session, ActivationKeys};
+use tandem_grpc::server::EngineKind;
+use tandem_lattice_engine::{LatticeEngine, LatticeKeys, PublicKeyInfo};
 use tandem_paillier::PaillierEngine;
 use tandem_paillier::{Ring, SecretKey, U256};
 use tokio::net::TcpListener;
@@ -162,9 +164,18 @@ impl Drop for Slot {
     }
 }
 
+/// The lattice engine's half of S2 (`--engine lattice`): the RLWE key is
+/// drawn fresh at every start and never leaves memory.
+struct LatticeS2 {
+    engine: LatticeEngine,
+    keys: Arc<LatticeKeys>,
+    fingerprint: String,
+}
+
 /// Shared state of one activation server.
 pub struct ActivationState {
     keys: Arc<ActivationKeys>,
+    lattice: Option<LatticeS2>,
     fingerprint: String,
     /// The core's S2: the epochs and the replay log (PROTOCOL §4.2), the
     /// same checks the in-process driver runs. Held only for the public
@@ -182,6 +193,12 @@ pub struct ActivationState {
 
 impl ActivationState {
     pub fn new(sk: SecretKey, limits: Limits) -> Arc<Self> {
+        Self::with_engine(sk, limits, EngineKind::Paillier)
+    }
+
+    /// [`ActivationState::new`] for an engine; `lattice` also draws the
+    /// RLWE key (production parameters).
+    pub fn with_engine(sk: SecretKey, limits: Limits, engine: EngineKind) -> Arc<Self> {
         let fingerprint = sk.public().fingerprint();
         // The shell's randomness: the OS CSPRNG seeds the noise tables and
         // the core's CSPRNG that draws the epochs.
@@ -193,8 +210,16 @@ impl ActivationState {
             &mut rand_core::OsRng,
         )
         .with_seed_session_limits(limits.seed_sessions);
+        let lattice = (engine == EngineKind::Lattice).then(|| {
+            let engine = LatticeEngine::production();
+            let keys = Arc::new(engine.keys_sharing(server.keys().clone(), &mut rand_core::OsRng));
+            let fingerprint = keys.public_key_info().fingerprint;
+            info!(fingerprint = %fingerprint, params = %PublicKeyInfo::params_id(engine.context()), "drew a fresh RLWE key (lattice engine)");
+            LatticeS2 { engine, keys, fingerprint }
+        });
         Arc::new(ActivationState {
             keys: server.keys().clone(),
+            lattice,
             fingerprint,
             server: Mutex::new(server),
             sessions: Arc::new(Semaphore::new(limits.max_sessions)),
@@ -341,6 +366,18 @@ where
 
 #[tonic::async_trait]
 impl ActivationService for ActivationSvc {
+    async fn get_lattice_key(
+        &self,
+        _: Request<pb::GetLatticeKeyRequest>,
+    ) -> Result<Response<pb::LatticePublicKey>, Status> {
+        match &self.state.lattice {
+            Some(l) => Ok(Response::new(tandem_grpc::lattice_key_to_proto(&l.keys))),
+            None => Err(Status::failed_precondition(
+                "this activation server runs the paillier engine; start it with --engine lattice to serve model servers on --engine lattice",
+            )),
+        }
+    }
+
     async fn get_public_key(
         &self,
         _: Request<pb::GetPublicKeyRequest>,
@@ -501,6 +538,20 @@ async fn preprocess(
             state.fingerprint
         )));
     }
+    if start.first_layer_outputs > 0 {
+        let Some(l) = &state.lattice else {
+            return Err(Status::failed_precondition(
+                "the model server runs the lattice engine, this activation server the paillier engine (start it with --engine lattice)",
+            ));
+        };
+        if start.lattice_key_fingerprint != l.fingerprint {
+            return Err(Status::failed_precondition(format!(
+                "the model server rerandomizes with RLWE key {}, but this activation server's is {} (it draws a new one at every start; the model server must fetch the keys again)",
+                if start.lattice_key_fingerprint.is_empty() { "(none given)" } else { &start.lattice_key_fingerprint },
+                l.fingerprint
+            )));
+        }
+    }
     // Refuse before any work when the session could not be kept.
     let slot = state.reserve()?;
     match start.ring_bits {
@@ -543,13 +594,18 @@ async fn preprocess_ring<R: Ring>(
             seed
         }
     };
-    let keys = state.keys.clone();
-    let ((mut session, masks), _) = blocking(log, move || {
-        let (session, masks) = open_session::<R, _>(keys.clone(), &msg, seed, &mut rand_core::OsRng);
-        Ok((session, tandem_grpc::input_masks_to_proto(keys.public_key(), &masks)))
-    })
-    .await?;
-    reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks))).await?;
+    let mut session = if msg.first_layer_outputs == 0 {
+        let keys = state.keys.clone();
+        let ((session, masks), _) = blocking(log, move || {
+            let (session, masks) = open_session::<R, _>(keys.clone(), &msg, seed, &mut rand_core::OsRng);
+            Ok((session, tandem_grpc::input_masks_to_proto(keys.public_key(), &masks)))
+        })
+        .await?;
+        reply(tx, pre_reply(pb::preprocess_reply::Msg::Masks(masks))).await?;
+        session
+    } else {
+        lattice_first_layer::<R>(state, msg, seed, &mut inbound, tx, log).await?
+    };
     loop {
         match next(&mut inbound, "BlindedRound or BlindedOutput").await?.msg {
             Some(pb::preprocess_msg::Msg::Round(req)) => {
@@ -581,9 +637,53 @@ async fn preprocess_ring<R: Ring>(
             Some(pb::preprocess_msg::Msg::Start(_)) => {
                 return Err(Status::invalid_argument("SessionStart sent twice: one session per stream"))
             }
+            Some(pb::preprocess_msg::Msg::LatticeProducts(_)) => {
+                return Err(Status::invalid_argument(
+                    "LatticeProducts out of order: expected BlindedRound or BlindedOutput",
+                ))
+            }
             None => return Err(Status::invalid_argument("empty message; expected BlindedRound or BlindedOutput")),
         }
     }
+}
+
+/// §4.2b steps 1–4: `r` under RLWE to S1, S1's products back, `[s]` to
+/// S1; then the Paillier rounds go on with the returned state.
+async fn lattice_first_layer<R: Ring>(
+    state: &Arc<ActivationState>,
+    msg: tandem_core::SessionStart,
+    seed: tandem_core::Seed,
+    inbound: &mut Streaming<pb::PreprocessMsg>,
+    tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
+    log: &mut SessionLog,
+) -> Result<tandem_paillier::ActivationPreprocessing<R>, Status> {
+    let Some(l) = &state.lattice else {
+        return Err(Status::failed_precondition("this activation server runs the paillier engine"));
+    };
+    let (ctx, keys) = (l.engine.context().clone(), l.keys.clone());
+    let ((pre, inputs), _) = blocking(log, move || {
+        let (pre, cts) = tandem_lattice_engine::s2_open::<R, _>(&ctx, &keys, &msg, seed, &mut rand_core::OsRng)
+            .map_err(|e| status_from_protocol(&e))?;
+        Ok((pre, tandem_grpc::lattice_inputs_to_proto(&ctx, &cts)))
+    })
+    .await?;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::LatticeInputs(inputs))).await?;
+    let products = match next(inbound, "LatticeProducts").await?.msg {
+        Some(pb::preprocess_msg::Msg::LatticeProducts(p)) => p,
+        _ => return Err(Status::invalid_argument("after LatticeInputs the model server must send LatticeProducts")),
+    };
+    let (ctx, pk) = (l.engine.context().clone(), state.keys.public_key().clone());
+    let ((pre, enc_s), _) = blocking(log, move || {
+        let mut pre = pre;
+        let layout = *pre.awaiting().expect("s2_open leaves the layout");
+        let cts = tandem_grpc::lattice_products_from_proto(&ctx, &layout, &products).or_status()?;
+        let enc_s = pre.on_products(&cts).map_err(|e| status_from_protocol(&e))?;
+        Ok((pre, tandem_grpc::first_products_to_proto(&pk, &enc_s)))
+    })
+    .await?;
+    log.rounds += 1;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::FirstProducts(enc_s))).await?;
+    Ok(pre.into_paillier())
 }
 
 async fn evaluate(
@@ -724,7 +824,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         info!(bits = sk.public().bits(), path = %cfg.key_file.display(), "loaded the Paillier key");
     }
     println!("activation key fingerprint: {fp}");
-    let state = ActivationState::new(
+    let state = ActivationState::with_engine(
         sk,
         Limits {
             max_sessions: cfg.max_sessions,
@@ -738,6 +838,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 lifetime: Duration::from_secs(cfg.seed_session_lifetime_secs.max(1)),
             },
         },
+        cfg.common.engine,
     );
     let listener = TcpListener::bind(cfg.listen).await.with_context(|| format!("cannot listen on {}", cfg.listen))?;
     let addr = listener.local_addr()?;

@@ -139,6 +139,12 @@ pub struct SessionStart {
     /// `m = k` is the full-ring mask). The model's public
     /// [`crate::InputMasking`]; S2 accepts `1..=k`.
     pub input_mask_bits: u32,
+    /// The output count of the model's first linear layer, for an engine
+    /// whose first preprocessing message depends on it (the lattice
+    /// engine's packing layout); 0 when the engine does not use it. S2
+    /// learns that width from the first round's count anyway, unless two
+    /// linear layers follow each other (SECURITY.md's leakage table).
+    pub first_layer_outputs: u32,
 }
 
 /// S1 → S2, online: the ring half of one hidden layer, `e_p = t_j·u_j + μ_j`.

@@ -16,6 +16,7 @@ use tandem_core::InProcess;
 use tandem_model::quantize::{eval_f64, float_head};
 use tandem_model::{Model, ModelError, Output, OutputMode, QuantConfig, QuantizedModel};
 use tandem_onnx::{ImportOptions, ImportReport};
+use tandem_lattice_engine::LatticeEngine;
 use tandem_paillier::{ActivationKeys, PaillierEngine, SecretKey};
 
 #[derive(Parser, Debug, Clone)]
@@ -53,6 +54,11 @@ pub struct Args {
     /// Paillier key size of the activation server.
     #[arg(long, default_value_t = 2048)]
     pub key_bits: u32,
+    /// The preprocessing engine: `paillier`, or `lattice` (the first linear
+    /// layer's product over Ring-LWE, production parameters; docs/PROTOCOL.md
+    /// §4.2b).
+    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "paillier")]
+    pub engine: String,
     /// Write the summary and per-sample records to this JSON file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -94,7 +100,12 @@ fn parse_mode(s: &str) -> std::result::Result<OutputMode, String> {
 /// the root package).
 pub struct Runner {
     pub model: Arc<QuantizedModel>,
-    inner: InProcess<PaillierEngine>,
+    inner: Inner,
+}
+
+enum Inner {
+    Paillier(Box<InProcess<PaillierEngine>>),
+    Lattice(Box<InProcess<LatticeEngine>>),
 }
 
 impl Runner {
@@ -105,6 +116,12 @@ impl Runner {
 
     /// `Some(b)`: every linear layer at exactly `b` signed weight bits.
     pub fn with_weight_bits(model: &Model, sk: SecretKey, weight_bits: Option<u32>) -> tandem_core::Result<Self> {
+        Self::with_engine(model, sk, weight_bits, false)
+    }
+
+    /// `lattice`: the lattice engine (production parameters) instead of
+    /// Paillier.
+    pub fn with_engine(model: &Model, sk: SecretKey, weight_bits: Option<u32>, lattice: bool) -> tandem_core::Result<Self> {
         let q = match weight_bits {
             None => QuantizedModel::new(model, QuantConfig::default())?,
             Some(b) => QuantizedModel::with_fixed_bits(model, QuantConfig { weight_bits: b })?,
@@ -114,12 +131,37 @@ impl Runner {
         let mut seed = [0u8; 32];
         OsRng.fill_bytes(&mut seed);
         let keys = ActivationKeys::new(sk, tandem_paillier::thread_pool(0), &mut OsRng);
-        let inner = InProcess::new(Arc::new(PaillierEngine), keys, model.clone(), &model.name, seed)?;
+        let inner = if lattice {
+            let engine = LatticeEngine::production();
+            let keys = engine.keys(keys, &mut OsRng);
+            Inner::Lattice(Box::new(InProcess::new(Arc::new(engine), keys, model.clone(), &model.name, seed)?))
+        } else {
+            Inner::Paillier(Box::new(InProcess::new(Arc::new(PaillierEngine), keys, model.clone(), &model.name, seed)?))
+        };
         Ok(Runner { model, inner })
     }
 
     pub fn infer(&mut self, x: &[f64], mode: OutputMode) -> tandem_core::Result<Output> {
-        self.inner.infer(x, mode)
+        match &mut self.inner {
+            Inner::Paillier(p) => p.infer(x, mode),
+            Inner::Lattice(l) => l.infer(x, mode),
+        }
+    }
+
+    /// Why the first layer runs on Paillier under the lattice engine
+    /// (`None` when it runs on RLWE, or under the Paillier engine).
+    pub fn lattice_fallback(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Paillier(_) => None,
+            Inner::Lattice(l) => {
+                let why = match (&l.s1_128, &l.s1_256) {
+                    (Some(s), _) => s.first_layer_on_lattice().err().map(str::to_string),
+                    (_, Some(s)) => s.first_layer_on_lattice().err().map(str::to_string),
+                    _ => None,
+                };
+                why
+            }
+        }
     }
 
     pub fn reference(&self, x: &[f64], mode: OutputMode) -> std::result::Result<Output, ModelError> {
@@ -214,6 +256,8 @@ pub struct Summary {
     pub mode: String,
     pub key_bits: u32,
     pub ring_bits: u32,
+    /// `paillier` or `lattice`.
+    pub engine: String,
     pub input_range: (f64, f64),
     pub rows: usize,
     pub evaluated: usize,
@@ -287,6 +331,7 @@ pub fn render(s: &Summary) -> String {
     let line = |o: &mut String, k: &str, v: String| o.push_str(&format!("{k:<36} {v}\n"));
     o.push_str(&format!("tandem-eval: {} on {}\n", s.model, s.data));
     line(&mut o, "mode / key / ring", format!("{} / {}-bit Paillier / Z_2^{}", s.mode, s.key_bits, s.ring_bits));
+    line(&mut o, "engine", s.engine.clone());
     line(&mut o, "input range", format!("[{}, {}]", s.input_range.0, s.input_range.1));
     line(
         &mut o,
@@ -374,7 +419,11 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
     let sk = key()?;
     let keygen_seconds = t.elapsed().as_secs_f64();
     let key_bits = sk.public().bits();
-    let mut runner = Runner::with_weight_bits(&model, sk, args.weight_bits).map_err(|e| anyhow!("{e}"))?;
+    let mut runner =
+        Runner::with_engine(&model, sk, args.weight_bits, args.engine == "lattice").map_err(|e| anyhow!("{e}"))?;
+    if let Some(why) = runner.lattice_fallback() {
+        eprintln!("lattice engine: the first layer runs on Paillier, because {why}");
+    }
     let drift_samples = args.drift_samples.unwrap_or_else(|| tandem_model::drift::default_samples(&runner.model));
     let drift = (drift_samples > 0).then(|| {
         let d = tandem_model::check_quantization_drift(&runner.model, drift_samples, 0, Default::default());
@@ -410,6 +459,7 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
         mode: mode.name().into(),
         key_bits,
         ring_bits: runner.model.ring_bits,
+        engine: args.engine.clone(),
         input_range: model.input_range,
         rows: rows.len(),
         keygen_seconds,

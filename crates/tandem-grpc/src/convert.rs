@@ -341,6 +341,8 @@ pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb:
         seed_session_id,
         seed_counter,
         input_mask_bits: s.input_mask_bits,
+        first_layer_outputs: s.first_layer_outputs,
+        lattice_key_fingerprint: String::new(),
     }
 }
 
@@ -354,6 +356,7 @@ pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -
         input_len: s.input_len,
         ring_bits: s.ring_bits,
         input_mask_bits: s.input_mask_bits,
+        first_layer_outputs: s.first_layer_outputs,
     })
 }
 

@@ -10,6 +10,8 @@
 //! message says which field was wrong and what is accepted.
 
 pub mod convert;
+#[cfg(feature = "lattice")]
+pub mod convert_lattice;
 #[cfg(feature = "paillier")]
 pub mod convert_paillier;
 #[cfg(feature = "server")]
@@ -26,6 +28,8 @@ pub mod v1 {
 }
 
 pub use convert::*;
+#[cfg(feature = "lattice")]
+pub use convert_lattice::*;
 #[cfg(feature = "paillier")]
 pub use convert_paillier::*;
 pub use status::{status_from_protocol, OrStatus};

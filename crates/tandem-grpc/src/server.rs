@@ -40,6 +40,23 @@ pub struct ServerFlags {
         default_value_t = crate::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES
     )]
     pub max_internal_message_bytes: usize,
+    /// The preprocessing engine: `paillier`, or `lattice` (the first linear
+    /// layer's product over Ring-LWE, docs/PROTOCOL.md §4.2b; the other
+    /// steps stay on Paillier). An activation server on `lattice` also
+    /// serves model servers on `paillier`; a model server on `lattice`
+    /// needs an activation server on `lattice`.
+    #[arg(long, env = "TANDEM_ENGINE", value_enum, default_value_t = EngineKind::Paillier)]
+    pub engine: EngineKind,
+}
+
+/// The preprocessing engine a server runs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Paillier for every homomorphic step (docs/PROTOCOL.md §4.2–§4.8).
+    #[default]
+    Paillier,
+    /// The first linear layer's product over Ring-LWE (§4.2b).
+    Lattice,
 }
 
 /// Runs `f` on tokio's blocking pool (the protocol's heavy steps must not

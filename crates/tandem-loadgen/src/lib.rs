@@ -175,6 +175,11 @@ pub struct Cli {
     /// directory holding only --model-file).
     #[arg(long)]
     pub models: Option<PathBuf>,
+    /// --spawn: the preprocessing engine both servers run (`paillier`, or
+    /// `lattice`: the first layer's product over Ring-LWE). Without --spawn
+    /// the servers' own --engine decides.
+    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "paillier")]
+    pub engine: String,
     /// --spawn: Paillier key size of the activation server.
     #[arg(long, default_value_t = 2048)]
     pub key_bits: u32,
@@ -356,8 +361,8 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
             models_dir: spawn_models_dir(&cli, &model_id, model.as_ref(), tmp.path())?,
             key_file: cli.key_file.clone().unwrap_or_else(|| tmp.path().join("activation-key.json")),
             key_bits: cli.key_bits,
-            s1_args: spawn_s1_args(&cli, &model_id),
-            s2_args: cli.s2_args.clone(),
+            s1_args: [vec![format!("--engine={}", cli.engine)], spawn_s1_args(&cli, &model_id)].concat(),
+            s2_args: [vec![format!("--engine={}", cli.engine)], cli.s2_args.clone()].concat(),
             log_dir,
             start_timeout: Duration::from_secs(300),
         };

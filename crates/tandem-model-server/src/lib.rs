@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tandem_grpc::peer::RoleTlsConnector;
+use tandem_grpc::server::EngineKind;
 use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tandem_grpc::v1::model_service_server::{ModelService, ModelServiceServer};
@@ -211,6 +212,8 @@ pub struct Settings {
     /// The pool the Paillier engine's heavy steps run on (one worker per
     /// core): the engine never touches rayon's global pool.
     pub pool: Arc<rayon::ThreadPool>,
+    /// The preprocessing engine (`--engine`).
+    pub engine: EngineKind,
 }
 
 /// Largest header block (gRPC metadata) accepted on a client call: tokens
@@ -235,6 +238,7 @@ impl Settings {
             max_streams_per_connection: cfg.max_streams_per_connection.max(1),
             allowed_modes: models::AllowedModes::default(),
             pool: tandem_paillier::thread_pool(0),
+            engine: cfg.common.engine,
         }
     }
 }
@@ -254,6 +258,7 @@ impl Default for Settings {
             max_streams_per_connection: 64,
             allowed_modes: models::AllowedModes::default(),
             pool: tandem_paillier::thread_pool(0),
+            engine: EngineKind::Paillier,
         }
     }
 }
@@ -303,8 +308,16 @@ impl ModelState {
     ) -> anyhow::Result<Arc<Self>> {
         let (key, epoch) = fetch_key(&s2, retries, settings.deadlines.step).await?;
         info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
+        let lattice = match settings.engine {
+            EngineKind::Lattice => {
+                let l = fetch_lattice_key(&s2, retries, settings.deadlines.step).await?;
+                info!(fingerprint = %l.fingerprint, "activation server RLWE key (lattice engine)");
+                Some(l)
+            }
+            EngineKind::Paillier => None,
+        };
         let max_request_bytes = settings.max_request_bytes.unwrap_or_else(|| models::request_limit(&quantized));
-        let registry = build_registry(quantized.clone(), key, &settings, max_request_bytes).await?;
+        let registry = build_registry(quantized.clone(), key, lattice, &settings, max_request_bytes).await?;
         if registry.models.is_empty() {
             warn!("no model is being served");
         }
@@ -349,6 +362,7 @@ impl ModelState {
         // refetches the model info at once gets the new key and epoch.
         let _guard = self.refreshing.lock().await;
         let old = self.registry().key.fingerprint();
+        let old_lattice = self.registry().lattice.as_ref().map(|l| l.fingerprint.clone());
         let (key, epoch) = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
             Ok(k) => k,
             Err(e) => {
@@ -356,15 +370,32 @@ impl ModelState {
                 return;
             }
         };
+        let lattice = match self.settings.engine {
+            EngineKind::Paillier => None,
+            EngineKind::Lattice => match fetch_lattice_key(&self.s2, 1, self.settings.deadlines.step).await {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    warn!("could not refetch the activation server's RLWE key: {e:#}");
+                    return;
+                }
+            },
+        };
         let old_epoch = std::mem::replace(&mut *self.seed_epoch.write().expect("epoch lock"), epoch);
         if old_epoch != epoch {
             info!(epoch = %epoch.to_hex(), "the activation server started a new seed epoch (restart or replay-log rotation)");
         }
-        if key.fingerprint() == old {
+        let new_lattice = lattice.as_ref().map(|l| l.fingerprint.clone());
+        if key.fingerprint() == old && new_lattice == old_lattice {
             return;
         }
-        warn!(old = %old, new = %key.fingerprint(), "the activation server's key changed; rebuilding the models for the new key (clients must fetch the model info again)");
-        match build_registry(self.quantized.clone(), key, &self.settings, self.max_request_bytes).await {
+        if key.fingerprint() == old {
+            // S2 draws a new RLWE key at every start; the Paillier key and
+            // the model infos clients hold stay valid.
+            info!("the activation server's RLWE key changed (it restarted); rebuilding the models' lattice state");
+        } else {
+            warn!(old = %old, new = %key.fingerprint(), "the activation server's key changed; rebuilding the models for the new key (clients must fetch the model info again)");
+        }
+        match build_registry(self.quantized.clone(), key, lattice, &self.settings, self.max_request_bytes).await {
             Ok(r) => *self.registry.write().expect("registry lock") = Arc::new(r),
             Err(e) => error!("cannot serve the models under the new key: {e:#}"),
         }
@@ -374,14 +405,50 @@ impl ModelState {
 async fn build_registry(
     quantized: Vec<(String, Arc<QuantizedModel>)>,
     key: PublicKey,
+    lattice: Option<models::LatticeKey>,
     settings: &Settings,
     max_request_bytes: usize,
 ) -> anyhow::Result<Registry> {
     let strict = settings.strict;
     let allowed = settings.allowed_modes.clone();
     let pool = settings.pool.clone();
-    tokio::task::spawn_blocking(move || Registry::build(&quantized, &key, strict, max_request_bytes, &allowed, &pool))
-        .await?
+    tokio::task::spawn_blocking(move || {
+        Registry::build(&quantized, &key, strict, max_request_bytes, &allowed, &pool, lattice.as_ref())
+    })
+    .await?
+}
+
+/// `GetLatticeKey` with a deadline, `attempts` times one second apart: S2's
+/// RLWE public key, parsed under this server's (production) parameters.
+pub async fn fetch_lattice_key(
+    s2: &ActivationServiceClient<Channel>,
+    attempts: u32,
+    deadline: Duration,
+) -> anyhow::Result<models::LatticeKey> {
+    let ctx = tandem_lattice_engine::LatticeEngine::production().context().clone();
+    let mut last = String::new();
+    for attempt in 1..=attempts.max(1) {
+        let mut c = s2.clone();
+        let mut req = Request::new(pb::GetLatticeKeyRequest {});
+        req.set_timeout(deadline);
+        match tokio::time::timeout(deadline, c.get_lattice_key(req)).await {
+            Ok(Ok(r)) => {
+                let r = r.into_inner();
+                let pk = tandem_grpc::lattice_key_from_proto(&ctx, &r).map_err(|e| anyhow::anyhow!("{e}"))?;
+                return Ok(models::LatticeKey { ctx, pk, fingerprint: r.fingerprint });
+            }
+            Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition || s.code() == tonic::Code::Unimplemented => {
+                bail!("--engine lattice needs an activation server on --engine lattice: {}", s.message())
+            }
+            Ok(Err(s)) => last = format!("{:?}: {}", s.code(), s.message()),
+            Err(_) => last = format!("no answer within {} s", deadline.as_secs()),
+        }
+        if attempt < attempts {
+            warn!(attempt, attempts, "activation server not reachable yet ({last}); retrying in 1 s");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    bail!("cannot fetch the activation server's RLWE key after {attempts} attempt(s): {last}")
 }
 
 /// `GetPublicKey` with a deadline, `attempts` times one second apart: S2's

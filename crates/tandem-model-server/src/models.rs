@@ -8,14 +8,27 @@ use std::sync::Arc;
 use tandem_core::ModelInfo;
 use tandem_grpc::v1 as pb;
 use tandem_model::{Model, OutputMode, QuantConfig, QuantizedModel};
+use tandem_lattice_engine::tandem_lattice::Context as LatticeContext;
+use tandem_lattice_engine::LatticeModel;
 use tandem_paillier::{ModelServer, PublicKey, U256};
 use tracing::{debug, info, warn};
 
-/// S1's state machine for one model, by ring size.
+/// S1's state machine for one model, by ring size. Under `--engine
+/// paillier` (and for every `k = 256` model) a [`LatticeModel`] without an
+/// RLWE first layer is exactly the Paillier engine.
 #[derive(Clone)]
 pub enum Engine {
-    K128(ModelServer<u128>),
-    K256(ModelServer<U256>),
+    K128(LatticeModel<u128>),
+    K256(LatticeModel<U256>),
+}
+
+/// What the lattice engine needs at S1: the parameters and S2's RLWE
+/// public key (from `GetLatticeKey`).
+#[derive(Clone)]
+pub struct LatticeKey {
+    pub ctx: Arc<LatticeContext>,
+    pub pk: tandem_lattice_engine::tandem_lattice::PublicKey,
+    pub fingerprint: String,
 }
 
 /// One model as served.
@@ -40,6 +53,8 @@ impl Served {
 pub struct Registry {
     pub models: BTreeMap<String, Arc<Served>>,
     pub key: PublicKey,
+    /// S2's RLWE key, under `--engine lattice`.
+    pub lattice: Option<LatticeKey>,
 }
 
 impl Registry {
@@ -65,6 +80,7 @@ impl Registry {
         max_request_bytes: usize,
         allowed: &AllowedModes,
         pool: &Arc<rayon::ThreadPool>,
+        lattice: Option<&LatticeKey>,
     ) -> anyhow::Result<Registry> {
         let mut models = BTreeMap::new();
         for (id, q) in quantized {
@@ -76,9 +92,25 @@ impl Registry {
                     continue;
                 }
             };
-            let engine = match q.ring_bits {
-                128 => ModelServer::<u128>::new(q.clone(), key.clone(), pool.clone()).map(Engine::K128),
-                _ => ModelServer::<U256>::new(q.clone(), key.clone(), pool.clone()).map(Engine::K256),
+            let engine = match (q.ring_bits, lattice) {
+                (128, Some(l)) => {
+                    LatticeModel::<u128>::new(&l.ctx, q.clone(), key.clone(), l.pk.clone(), pool.clone()).map(|m| {
+                        match m.first_layer_on_lattice() {
+                            Ok(()) => info!(model = %id, "lattice engine: the first layer's product runs on RLWE"),
+                            Err(why) => warn!(model = %id, "lattice engine: the first layer runs on Paillier, because {why}"),
+                        }
+                        Engine::K128(m)
+                    })
+                }
+                (128, None) => ModelServer::<u128>::new(q.clone(), key.clone(), pool.clone())
+                    .map(|m| Engine::K128(LatticeModel::paillier_only(m))),
+                (_, l) => {
+                    if l.is_some() {
+                        warn!(model = %id, "lattice engine: the first layer runs on Paillier, because the model's ring is k = 256");
+                    }
+                    ModelServer::<U256>::new(q.clone(), key.clone(), pool.clone())
+                        .map(|m| Engine::K256(LatticeModel::paillier_only(m)))
+                }
             };
             let engine = match engine {
                 Ok(e) => e,
@@ -96,7 +128,7 @@ impl Registry {
             let proto = model_info_proto(&info, &q.float.name, key, max_request_bytes);
             models.insert(id.clone(), Arc::new(Served { id: id.clone(), engine, info, proto }));
         }
-        Ok(Registry { models, key: key.clone() })
+        Ok(Registry { models, key: key.clone(), lattice: lattice.cloned() })
     }
 }
 
@@ -555,7 +587,7 @@ mod tests {
         let allowed = flags.or(loaded.modes);
         let key = tandem_paillier::SecretKey::generate(1024).unwrap();
         let reg =
-            Registry::build(&loaded.models, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1))
+            Registry::build(&loaded.models, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1), None)
                 .unwrap();
         let modes = |id: &str| {
             let p = &reg.get(id).unwrap().proto;
@@ -581,7 +613,7 @@ mod tests {
         let err = format!("{:#}", load_dir(d, QuantConfig::default(), true).err().unwrap());
         assert!(err.contains("expected one line"), "{err}");
         let bad = AllowedModes::from_flags(&["a=sigmoid".to_string()]).unwrap();
-        let err = Registry::build(&loaded.models, key.public(), true, 1 << 20, &bad, &tandem_paillier::thread_pool(1))
+        let err = Registry::build(&loaded.models, key.public(), true, 1 << 20, &bad, &tandem_paillier::thread_pool(1), None)
             .err()
             .unwrap()
             .to_string();
@@ -618,7 +650,7 @@ mod tests {
         let q = quantize_all(vec![("m".into(), mlp(4))], QuantConfig::default(), true).unwrap();
         let mut allowed = AllowedModes::default();
         allowed.set("m", vec![OutputMode::Label, OutputMode::Logits]);
-        let reg = Registry::build(&q, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1)).unwrap();
+        let reg = Registry::build(&q, key.public(), true, 1 << 20, &allowed, &tandem_paillier::thread_pool(1), None).unwrap();
         let served = reg.get("m").unwrap();
         assert!(matches!(served.engine, Engine::K128(_)));
         assert_eq!(served.proto.activation_key.as_ref().unwrap().fingerprint, key.public().fingerprint());

@@ -12,7 +12,8 @@ use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tandem_grpc::{status_from_protocol, wire_len};
 use tandem_model::OutputMode;
-use tandem_paillier::{ModelServer, Preprocessing, PreprocessingStep, SessionReady};
+use tandem_lattice_engine::{LatticeModel, LatticePreprocessing};
+use tandem_paillier::{Preprocessing, PreprocessingStep, SessionReady};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::Channel;
@@ -230,7 +231,7 @@ fn width(step: &PreprocessingStep) -> usize {
 /// The preprocessing phase (docs/PROTOCOL.md §4.0) over one `Preprocess`
 /// stream: every homomorphic step, on the blocking pool.
 pub async fn preprocess<R: Ring>(
-    s1: ModelServer<R>,
+    s1: LatticeModel<R>,
     mut s2: ActivationServiceClient<Channel>,
     mode: OutputMode,
     seed: SeedSource,
@@ -239,35 +240,69 @@ pub async fn preprocess<R: Ring>(
 ) -> Result<Prepared<R>, QueryFailure> {
     let pk = s1.public_key().clone();
     let d = s1.model().input_len();
+    let lattice = s1.lattice_context().cloned().zip(s1.lattice_key_fingerprint().map(str::to_string));
     let (pre, start) = {
         let pk = pk.clone();
+        let fingerprint = lattice.as_ref().map(|l| l.1.clone()).unwrap_or_default();
         blocking(costs, move || {
             // The shell's randomness: the OS CSPRNG seeds the session's own.
             let (pre, start) =
                 s1.start_preprocessing(mode, &seed, &mut OsRng).map_err(|e| status_from_protocol(&e))?;
-            Ok((pre, tandem_grpc::session_start_to_proto(&pk.fingerprint(), &start)))
+            let mut start = tandem_grpc::session_start_to_proto(&pk.fingerprint(), &start);
+            start.lattice_key_fingerprint = fingerprint;
+            Ok((pre, start))
         })
         .await?
     };
     let first = pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::Start(start)) };
     let mut link = open(first, deadlines, costs, "preprocessing", |r| s2.preprocess(r)).await?;
     // The first answer may still be S2 refusing the session start.
-    let masks = match link.recv(deadlines.step, costs, "InputMasks", false).await? {
-        pb::preprocess_reply::Msg::Masks(m) => m,
-        _ => return Err(unexpected("InputMasks")),
+    let expecting = if pre.uses_lattice() { "LatticeInputs" } else { "InputMasks" };
+    let (pre, mut next, mut n) = match (link.recv(deadlines.step, costs, expecting, false).await?, lattice) {
+        (pb::preprocess_reply::Msg::Masks(masks), None) => {
+            costs.rounds += 1;
+            let pk = pk.clone();
+            let mut pre: Preprocessing<R> = pre.into_paillier();
+            blocking(costs, move || {
+                let masks = tandem_grpc::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
+                let next = pre.on_input_masks(masks).map_err(from_s2_data)?;
+                let n = width(&next);
+                Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
+            })
+            .await?
+        }
+        // §4.2b: the first layer's product over RLWE, then [s] under Paillier.
+        (pb::preprocess_reply::Msg::LatticeInputs(inputs), Some((ctx, _))) => {
+            costs.rounds += 1;
+            let mut pre: LatticePreprocessing<R> = pre;
+            let c = ctx.clone();
+            let (p, products) = blocking(costs, move || {
+                let layout = *pre.layout().expect("a lattice session has a layout");
+                let cts = tandem_grpc::lattice_inputs_from_proto(&c, &layout, &inputs).map_err(from_s2_data)?;
+                let out = pre.on_inputs(&cts).map_err(from_s2_data)?;
+                Ok((pre, tandem_grpc::lattice_products_to_proto(&c, &out)))
+            })
+            .await?;
+            pre = p;
+            link.send(pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::LatticeProducts(products)) }, costs).await?;
+            costs.rounds += 1;
+            let enc_s = match link.recv(deadlines.step, costs, "FirstLayerProducts", true).await? {
+                pb::preprocess_reply::Msg::FirstProducts(p) => p,
+                _ => return Err(unexpected("FirstLayerProducts")),
+            };
+            let pk = pk.clone();
+            blocking(costs, move || {
+                let n_out = pre.layout().expect("a lattice session has a layout").n_out;
+                let enc_s = tandem_grpc::first_products_from_proto(&pk, &enc_s, n_out).map_err(from_s2_data)?;
+                let next = pre.on_products(enc_s).map_err(from_s2_data)?;
+                let n = width(&next);
+                Ok((pre.into_paillier(), tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
+            })
+            .await?
+        }
+        _ => return Err(unexpected(expecting)),
     };
-    costs.rounds += 1;
-    let (mut pre, mut next, mut n) = {
-        let pk = pk.clone();
-        let mut pre: Preprocessing<R> = pre;
-        blocking(costs, move || {
-            let masks = tandem_grpc::input_masks_from_proto(&pk, &masks, d).map_err(from_s2_data)?;
-            let next = pre.on_input_masks(masks).map_err(from_s2_data)?;
-            let n = width(&next);
-            Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
-        })
-        .await?
-    };
+    let mut pre = pre;
     loop {
         let finishing = matches!(next.msg, Some(pb::preprocess_msg::Msg::Output(_)));
         link.send(next, costs).await?;
@@ -385,7 +420,7 @@ pub async fn open_seed_session(
 /// A one-shot query: decode and check the client's request, preprocess,
 /// then run the online phase.
 pub async fn run<R: Ring>(
-    s1: ModelServer<R>,
+    s1: LatticeModel<R>,
     s2: ActivationServiceClient<Channel>,
     req: pb::InferRequest,
     mode: OutputMode,

@@ -88,7 +88,32 @@ pub fn open_session<R: Ring, G: RngCore + CryptoRng + ?Sized>(
     (ActivationPreprocessing { keys, session: Some(session), rng: own }, InputMasks { enc_r })
 }
 
+/// Like [`open_session`], for an engine that sends `r` to S1 in its own
+/// encryption (the lattice engine): returns `r` instead of `[r]`.
+pub fn open_session_unencrypted<R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    keys: Arc<ActivationKeys>,
+    msg: &SessionStart,
+    seed: Seed,
+    rng: &mut G,
+) -> (ActivationPreprocessing<R>, Vec<R>) {
+    let r: Vec<R> = seed.input_mask(msg.input_len as usize, msg.input_mask_bits);
+    let mut s = [0u8; 32];
+    rng.fill_bytes(&mut s);
+    let mut own = ChaCha20Rng::from_seed(s);
+    let session = ActivationSession::new(seed, msg.session_id, &mut own);
+    (ActivationPreprocessing { keys, session: Some(session), rng: own }, r)
+}
+
 impl<R: Ring> ActivationPreprocessing<R> {
+    /// Paillier-encrypts `values` toward S1 with S2's DJN noise (sound
+    /// toward S1, which does not know the factors), on S2's pool.
+    pub fn encrypt_toward_s1(&mut self, values: &[BigInt]) -> Vec<Ciphertext> {
+        let pk = self.keys.public_key();
+        let rngs = crate::split_rng(&mut self.rng, values.len());
+        let keys = &self.keys;
+        keys.pool.install(|| values.par_iter().zip(rngs).map(|(v, mut g)| keys.noise.encrypt(pk, v, &mut g)).collect())
+    }
+
     fn session(&mut self) -> Result<&mut ActivationSession<R>> {
         self.session.as_mut().ok_or(ProtocolError::OutOfOrder { got: "a preprocessing message after the output round" })
     }

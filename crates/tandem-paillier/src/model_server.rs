@@ -50,8 +50,23 @@ impl<R: Ring> ModelServer<R> {
     /// Checks the ring and the homomorphic bit budget for S2's key; heavy
     /// steps will run on `pool`.
     pub fn new(model: Arc<QuantizedModel>, pk: PublicKey, pool: Arc<rayon::ThreadPool>) -> Result<Self> {
+        Self::with_first_product(model, pk, pool, None)
+    }
+
+    /// [`ModelServer::new`] for an engine that supplies the first linear
+    /// layer's `[g]` itself ([`Preprocessing::on_first_product`]), with
+    /// `|g| < 2^{first_g_bits}`; `None` is [`ModelServer::new`].
+    pub fn with_first_product(
+        model: Arc<QuantizedModel>,
+        pk: PublicKey,
+        pool: Arc<rayon::ThreadPool>,
+        first_g_bits: Option<u32>,
+    ) -> Result<Self> {
         let online = Arc::new(OnlineModel::<R>::new(model.clone())?);
-        let plan = Plan::new(&model, pk.bits())?;
+        if first_g_bits.is_some() && !matches!(model.layers.first(), Some(QLayer::Linear(_))) {
+            return Err(ProtocolError::Malformed("the first layer's product needs a linear first layer".into()));
+        }
+        let plan = Plan::with_first_product(&model, pk.bits(), first_g_bits)?;
         let matvec = model
             .layers
             .iter()
@@ -120,6 +135,7 @@ impl<R: Ring> ModelServer<R> {
             input_len: sh.online.model().input_len() as u32,
             ring_bits: R::BITS,
             input_mask_bits: sh.plan.input_masking.mask_bits,
+            first_layer_outputs: 0,
         };
         let p = Preprocessing {
             shared: sh.clone(),
@@ -183,6 +199,32 @@ impl<R: Ring> Preprocessing<R> {
             });
         }
         self.d = msg.enc_r;
+        let pool = self.shared.pool.clone();
+        pool.install(|| self.advance())
+    }
+
+    /// The first linear layer's `[g]` computed by another engine (the
+    /// lattice engine's `W·r + μ'`, decrypted by S2 and re-encrypted under
+    /// Paillier as `[s_j]`): `[g_j] = [s_j]·[−μ'_j]`, so `g_j ≡ (W·r)_j
+    /// (mod 2^k)`. Replaces [`Preprocessing::on_input_masks`]; the
+    /// [`ModelServer`] must have been built with
+    /// [`ModelServer::with_first_product`].
+    pub fn on_first_product(&mut self, enc_s: Vec<Ciphertext>, neg_mu: &[BigInt]) -> Result<PreprocessingStep> {
+        if !matches!(self.stage, PreprocessingStage::AwaitMasks) {
+            return Err(ProtocolError::OutOfOrder { got: "first-layer products" });
+        }
+        let n = match self.shared.online.model().layers.first() {
+            Some(QLayer::Linear(l)) => l.out_dim,
+            _ => return Err(ProtocolError::OutOfOrder { got: "first-layer products for a model without one" }),
+        };
+        for (field, got) in [("first-layer product ciphertexts", enc_s.len()), ("first-layer masks", neg_mu.len())] {
+            if got != n {
+                return Err(ProtocolError::LengthMismatch { field, expected: n, got });
+            }
+        }
+        let pk = &self.shared.pk;
+        self.d = self.shared.pool.install(|| enc_s.par_iter().zip(neg_mu).map(|(c, m)| pk.add_plain(c, m)).collect());
+        self.next_layer = 1;
         let pool = self.shared.pool.clone();
         pool.install(|| self.advance())
     }

@@ -48,6 +48,14 @@ pub fn output_t_bits(mode: OutputMode, outputs: usize) -> u32 {
 
 impl Plan {
     pub fn new(model: &QuantizedModel, key_bits: u32) -> Result<Plan> {
+        Self::with_first_product(model, key_bits, None)
+    }
+
+    /// [`Plan::new`] for an engine that computes the first linear layer's
+    /// `g` itself and hands S1 `[g]` with `|g| < 2^{first_g_bits}` (the
+    /// lattice engine: `g = s − μ'` with `s, μ' ∈ [0, 2^128)`), instead of
+    /// `W·[r]` bounded by the compact mask's width.
+    pub fn with_first_product(model: &QuantizedModel, key_bits: u32, first_g_bits: Option<u32>) -> Result<Plan> {
         let k = model.ring_bits;
         let input_masking = InputMasking::of_model(model);
         // D = r ∈ [0, 2^m): the compact mask's width, not k, bounds the
@@ -59,7 +67,10 @@ impl Plan {
         for (idx, layer) in model.layers.iter().enumerate() {
             match layer {
                 QLayer::Linear(l) => {
-                    g_bits = d_bits + bits_u64(l.max_row_l1);
+                    g_bits = match first_g_bits {
+                        Some(b) if idx == 0 => b,
+                        _ => d_bits + bits_u64(l.max_row_l1),
+                    };
                     d_bits = g_bits;
                 }
                 QLayer::Activation { kind, source, .. } => {
