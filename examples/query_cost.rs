@@ -4,7 +4,10 @@
 //!
 //! DIMS defaults to 784,128,128,10 (a ReLU MLP with random weights: the cost
 //! does not depend on the weights' values), KEY_BITS to 2048, QUERIES to 3.
-//! Prints the wall time of every role call and the median total.
+//! DIMS may instead be an ONNX file with its `.input-range` sidecar (e.g.
+//! `models/mnist_vgg.onnx`): that model, on a random input in its range.
+//! Prints the wall time of every role call and the median total, and the
+//! process CPU time of all queries.
 
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -20,10 +23,14 @@ use tandem_paillier::{ActivationKeys, ModelServer, PreprocessingStep, SecretKey}
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dims: Vec<usize> = args
-        .get(1)
-        .map(|s| s.split(',').map(|d| d.parse().expect("DIMS like 784,128,10")).collect())
-        .unwrap_or_else(|| vec![784, 128, 128, 10]);
+    let onnx = args.get(1).filter(|s| s.ends_with(".onnx")).map(std::path::PathBuf::from);
+    let dims: Vec<usize> = match &onnx {
+        Some(_) => Vec::new(),
+        None => args
+            .get(1)
+            .map(|s| s.split(',').map(|d| d.parse().expect("DIMS like 784,128,10")).collect())
+            .unwrap_or_else(|| vec![784, 128, 128, 10]),
+    };
     let bits: u32 = args.get(2).map(|s| s.parse().expect("KEY_BITS")).unwrap_or(2048);
     let queries: usize = args.get(3).map(|s| s.parse().expect("QUERIES")).unwrap_or(3);
 
@@ -31,8 +38,17 @@ fn main() {
     let sk = SecretKey::generate(bits).expect("key size");
     println!("key generation ({bits} bits): {:?}", t.elapsed());
     let mut rng = StdRng::seed_from_u64(1);
-    let m = random_mlp(&mut rng, &dims, &[ActivationKind::Relu], 0.1, OutputMode::Label);
+    let m = match &onnx {
+        Some(path) => {
+            let range = tandem_onnx::read_input_range_sidecar(path).expect("readable sidecar");
+            let opts = tandem_onnx::ImportOptions { input_range: range, ..Default::default() };
+            tandem_onnx::import_file(path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        }
+        None => random_mlp(&mut rng, &dims, &[ActivationKind::Relu], 0.1, OutputMode::Label),
+    };
     let q = Arc::new(QuantizedModel::new(&m, QuantConfig::default()).expect("fits the budget"));
+    let rounds = q.layers.iter().filter(|l| matches!(l, tandem_model::QLayer::Activation { .. })).count();
+    println!("model: {} input values, {rounds} hidden rounds", q.input_len());
     assert_eq!(q.ring_bits, 128);
     let t = Instant::now();
     let pool = tandem_paillier::thread_pool(0);
@@ -60,7 +76,7 @@ fn main() {
         let tandem_core::SeedSource::Encrypted { enc_seed, epoch } = &ss.seed else { unreachable!("a one-shot query") };
         let seed = tandem_paillier::PaillierEngine.s2_decrypt_secret(&keys, enc_seed).unwrap().seed(epoch);
         let (mut sess, masks) = open_session::<u128, _>(keys.clone(), &ss, seed, &mut OsRng);
-        time(format!("S2 decrypt seed, encrypt {} r_i", dims[0]), &mut steps, t);
+        time(format!("S2 decrypt seed, encrypt {} r_i", q.input_len()), &mut steps, t);
         let t = Instant::now();
         let mut step = pre.on_input_masks(masks).unwrap();
         time("S1 layer 1: W·[D], blind, pack".into(), &mut steps, t);
@@ -108,4 +124,10 @@ fn main() {
     }
     totals.sort();
     println!("median of {queries}: {:?}", totals[queries / 2]);
+    // Whole process (key generation and setup included), all threads.
+    if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+        let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        println!("process CPU (user + system, all threads, setup included): {:.2} s", (ticks(11) + ticks(12)) as f64 / 100.0);
+    }
 }

@@ -296,3 +296,37 @@ fn readme_op_list_names_every_accepted_op() {
         tandem_onnx::ONNX_OPS.iter().chain(tandem_onnx::ONNX_ML_OPS).copied().filter(|op| !word(op)).collect();
     assert!(missing.is_empty(), "README.md's op list does not name {missing:?}");
 }
+
+/// The VGG-shaped Keras MNIST CNN (issue 18 item 3; `scripts/make_models.py
+/// --only mnist_vgg`, Keras + tf2onnx): it imports with both max pools
+/// (each ReLU before a pool folded into it), the float model matches
+/// onnxruntime on 200 test rows, the integer reference agrees with
+/// onnxruntime's labels on ≥ 99 % of them, and private inference equals
+/// the reference bit for bit on 3 rows in label mode and 1 in logits mode.
+#[test]
+fn mnist_vgg_imports_and_private_equals_reference() {
+    let Some((model, meta, split)) = bundled("mnist_vgg") else {
+        panic!("models/mnist_vgg.onnx and data/mnist_vgg/meta.json are shipped");
+    };
+    let imp = import_bundled(&model, &meta);
+    let layers: Vec<String> = imp.model.layers.iter().map(|l| l.describe()).collect();
+    assert_eq!(layers.iter().filter(|l| l.starts_with("maxpool2d 2x2 stride 2x2")).count(), 2, "{layers:?}");
+    let mut h = Harness::new(&imp.model, test_key_1024()).unwrap();
+    let rows: Vec<usize> = (0..split.x.len()).step_by(5).take(200).collect();
+    let (mut agree, mut max_diff) = (0, 0f64);
+    for &i in &rows {
+        let got = float_onnx_view(&imp, &split.x[i]);
+        max_diff = got.iter().zip(&split.ort_out[i]).fold(max_diff, |m, (a, b)| m.max((a - b).abs()));
+        agree += usize::from(h.reference(&split.x[i], OutputMode::Label).label() == split.ort_label[i]);
+    }
+    eprintln!("mnist_vgg: reference vs onnxruntime labels agree on {agree}/{}, float max |diff| {max_diff:.2e}", rows.len());
+    assert!(max_diff < 1e-4, "float vs onnxruntime: max |diff| {max_diff}");
+    assert!(agree * 100 >= rows.len() * 99, "reference/onnxruntime label agreement {agree}/{}", rows.len());
+    for (k, &i) in rows.iter().take(3).enumerate() {
+        let modes: &[OutputMode] = if k == 0 { &[OutputMode::Label, OutputMode::Logits] } else { &[OutputMode::Label] };
+        for &mode in modes {
+            let got = h.infer(&split.x[i], mode).unwrap();
+            assert_eq!(got, h.reference(&split.x[i], mode), "row {i}, {mode}: private != reference");
+        }
+    }
+}
