@@ -14,10 +14,10 @@ use rand::SeedableRng;
 use rand_core::OsRng;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tandem_core::PreprocessingEngine;
 use tandem_core::{Client, ModelInfo};
 use tandem_model::testing::{random_input, random_mlp};
 use tandem_model::{ActivationKind, OutputMode, QuantConfig, QuantizedModel};
-use tandem_core::PreprocessingEngine;
 use tandem_paillier::activation_server::open_session;
 use tandem_paillier::{ActivationKeys, ModelServer, PreprocessingStep, SecretKey};
 
@@ -128,6 +128,9 @@ fn main() {
     if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
         let f: Vec<&str> = stat.rsplit(')').next().unwrap_or("").split_whitespace().collect();
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        println!("process CPU (user + system, all threads, setup included): {:.2} s", (ticks(11) + ticks(12)) as f64 / 100.0);
+        println!(
+            "process CPU (user + system, all threads, setup included): {:.2} s",
+            (ticks(11) + ticks(12)) as f64 / 100.0
+        );
     }
 }
