@@ -49,23 +49,30 @@ fn main() {
     let q = Arc::new(QuantizedModel::new(&m, QuantConfig::default()).expect("fits the budget"));
     let rounds = q.layers.iter().filter(|l| matches!(l, tandem_model::QLayer::Activation { .. })).count();
     println!("model: {} input values, {rounds} hidden rounds", q.input_len());
-    assert_eq!(q.ring_bits, 128);
+    let x = random_input(&mut rng, &m);
+    // The ring the bit budget chose (a deep CNN needs k = 256).
+    match q.ring_bits {
+        128 => run::<u128>(q, sk, x, queries),
+        _ => run::<tandem_core::ring::U256>(q, sk, x, queries),
+    }
+}
+
+fn run<R: tandem_core::Ring>(q: Arc<QuantizedModel>, sk: SecretKey, x: Vec<f64>, queries: usize) {
     let t = Instant::now();
     let pool = tandem_paillier::thread_pool(0);
     let keys = Arc::new(ActivationKeys::new(sk, pool.clone(), &mut OsRng));
     let pk = keys.public_key().clone();
-    let s1 = ModelServer::<u128>::new(q.clone(), pk.clone(), pool).unwrap();
+    let s1 = ModelServer::<R>::new(q.clone(), pk.clone(), pool).unwrap();
     println!("server setup (noise tables): {:?}", t.elapsed());
     let info = ModelInfo::of("bench", &q);
     let client = Client::new(pk.to_pure(), tandem_core::SeedEpoch([0; 16]));
-    let x = random_input(&mut rng, &m);
     let mut totals = Vec::new();
     for i in 0..queries {
         let mut steps: Vec<(String, Duration)> = Vec::new();
         let time = |name: String, steps: &mut Vec<(String, Duration)>, t: Instant| steps.push((name, t.elapsed()));
         let start = Instant::now();
         let t = Instant::now();
-        let (pending, req) = client.prepare::<u128, _>(&info, &x, OutputMode::Label, &mut OsRng).unwrap();
+        let (pending, req) = client.prepare::<R, _>(&info, &x, OutputMode::Label, &mut OsRng).unwrap();
         time("C  prepare (quantize, PRG, encrypt seed)".into(), &mut steps, t);
         // Preprocessing: everything homomorphic, before the input is needed.
         let t = Instant::now();
@@ -75,7 +82,7 @@ fn main() {
         // (No replay log here: this measures the Paillier work only.)
         let tandem_core::SeedSource::Encrypted { enc_seed, epoch } = &ss.seed else { unreachable!("a one-shot query") };
         let seed = tandem_paillier::PaillierEngine.s2_decrypt_secret(&keys, enc_seed).unwrap().seed(epoch);
-        let (mut sess, masks) = open_session::<u128, _>(keys.clone(), &ss, seed, &mut OsRng);
+        let (mut sess, masks) = open_session::<R, _>(keys.clone(), &ss, seed, &mut OsRng);
         time(format!("S2 decrypt seed, encrypt {} r_i", q.input_len()), &mut steps, t);
         let t = Instant::now();
         let mut step = pre.on_input_masks(masks).unwrap();
