@@ -96,6 +96,84 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// MaxPool (PROTOCOL §4.9): conv → activation before or after (a ReLU
+    /// is folded into the pool's tree), or none → maxpool (kernel 2–3, any
+    /// stride, −∞ padding, asymmetric too) → dense; kept operands cross
+    /// every round. Every mode, one-shot and on a ticket.
+    #[test]
+    fn maxpool_equals_reference(
+        seed in any::<u64>(),
+        act in 0u8..5,
+        outputs in 1usize..4,
+    ) {
+        use tandem_model::testing::{random_maxpool_cnn, PoolAct};
+        let act = match act {
+            0 => PoolAct::Before(ActivationKind::Relu),
+            1 => PoolAct::After(ActivationKind::Relu),
+            2 => PoolAct::None,
+            3 => PoolAct::Before(ActivationKind::Sigmoid),
+            _ => PoolAct::After(ActivationKind::Tanh),
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let m = random_maxpool_cnn(&mut rng, act, outputs, OutputMode::Label);
+        let mut h = Harness::new(&m, test_key_1024()).unwrap();
+        let x = random_input(&mut rng, &m);
+        check_all_modes(&mut h, &x)?;
+    }
+}
+
+/// Max pools in a row and in the 256-bit ring: two pooling stages (the
+/// VGG shape, conv → ReLU → pool twice) with ties in every window (a
+/// constant image makes all operands equal), then random inputs.
+#[test]
+fn stacked_maxpools_with_ties_equal_reference() {
+    let mut rng = StdRng::seed_from_u64(18);
+    let conv = |rng: &mut StdRng, c: usize, o: usize| Layer::Conv2d {
+        in_channels: c,
+        out_channels: o,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        padding_end: [1, 1],
+        weights: (0..o * c * 9).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+        bias: (0..o).map(|_| rng.gen_range(-0.5..0.5)).collect(),
+    };
+    let pool = Layer::MaxPool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0], padding_end: [0, 0] };
+    let m = Model {
+        name: "vgg-ish".into(),
+        input_shape: Shape::Image(1, 8, 8),
+        input_range: (0.0, 1.0),
+        default_mode: OutputMode::Label,
+        layers: vec![
+            conv(&mut rng, 1, 2),
+            Layer::Activation(ActivationKind::Relu),
+            pool.clone(),
+            conv(&mut rng, 2, 2),
+            Layer::Activation(ActivationKind::Relu),
+            pool,
+            Layer::Flatten,
+            Layer::Dense {
+                inputs: 8,
+                outputs: 3,
+                weights: (0..24).map(|_| rng.gen_range(-1.0..1.0)).collect(),
+                bias: vec![0.0; 3],
+            },
+        ],
+    };
+    for ring in [None, Some(256)] {
+        let mut h = Harness::with_config(&m, test_key_1024(), QuantConfig::default(), ring).unwrap();
+        let inputs = [vec![0.5; 64], vec![0.0; 64], random_input(&mut rng, &m)];
+        for x in &inputs {
+            for mode in h.model.modes() {
+                assert_eq!(h.infer(x, mode).unwrap(), h.reference(x, mode), "{mode}, ring {ring:?}");
+            }
+        }
+    }
+}
+
 /// A deep ReLU network with a wide input range overflows k = 128 and must
 /// run (exactly) in k = 256.
 #[test]

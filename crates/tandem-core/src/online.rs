@@ -243,6 +243,16 @@ impl<R: Ring> OutputSecrets<R> {
     }
 }
 
+/// How many leading values an activation layer keeps across its round
+/// (PROTOCOL §4.9; 0 for every layer but a lowered max pool's). The round's
+/// neurons are the values after them.
+pub fn round_keep(layer: &QLayer) -> usize {
+    match layer {
+        QLayer::Activation { keep, .. } => *keep,
+        QLayer::Linear(_) => 0,
+    }
+}
+
 fn random_perm<G: RngCore + ?Sized>(rng: &mut G, n: usize) -> Vec<u32> {
     let mut p: Vec<u32> = (0..n as u32).collect();
     for i in (1..n).rev() {
@@ -380,10 +390,15 @@ impl<R: Ring> OnlineQuery<R> {
         let OnlineStage::AwaitValues { u } = std::mem::replace(&mut self.stage, OnlineStage::Done) else {
             unreachable!("checked above")
         };
-        let mut y = vec![R::zero(); n];
+        // Kept values (§4.9) pass through: y_j = u_j for j < keep.
+        let keep = round_keep(&self.model.model.layers[self.next_layer]);
+        let (kept, u) = u.split_at(keep);
+        let mut y = kept.to_vec();
+        y.resize(keep + n, R::zero());
+        let y_act = &mut y[keep..];
         for (p, &h) in msg.h.iter().enumerate() {
             let j = sec.perm[p] as usize;
-            y[j] = match (sec.kind, sec.negative[j]) {
+            y_act[j] = match (sec.kind, sec.negative[j]) {
                 (ActivationKind::Relu, false) => sec.m_inv[j].mul(h),
                 (ActivationKind::Relu, true) => u[j].add(sec.m_inv[j].mul(h)),
                 (ActivationKind::Sigmoid, true) => R::from_u64(1 << F_ACT).sub(h),
@@ -424,13 +439,15 @@ impl<R: Ring> OnlineQuery<R> {
                         .collect();
                     self.next_layer += 1;
                 }
-                QLayer::Activation { .. } => {
+                layer @ QLayer::Activation { .. } => {
                     let sec = &self.rounds[self.round];
                     let u = std::mem::take(&mut self.y);
+                    // Only the activated values go to S2; kept ones stay (§4.9).
+                    let act = &u[round_keep(layer)..];
                     let e = sec
                         .perm
                         .iter()
-                        .map(|&j| sec.t[j as usize].mul(u[j as usize]).add(sec.mu[j as usize]))
+                        .map(|&j| sec.t[j as usize].mul(act[j as usize]).add(sec.mu[j as usize]))
                         .collect();
                     self.stage = OnlineStage::AwaitValues { u };
                     return OnlineStep::Round(MaskedRound { e });

@@ -236,7 +236,8 @@ fn column_errors(q: &QuantizedModel, limit: f64) -> (Option<ColumnError>, usize,
     let mut worst: Option<ColumnError> = None;
     let (mut beyond, mut negligible) = (0, 0);
     let linear = q.layers.iter().filter_map(|l| match l {
-        crate::quantize::QLayer::Linear(l) => Some(l),
+        // A max pool's steps have no float weights to compare.
+        crate::quantize::QLayer::Linear(l) if !l.max_pool_step => Some(l),
         _ => None,
     });
     let mut floats = q.float.layers.iter().enumerate().filter(|(_, l)| l.is_linear());

@@ -20,7 +20,7 @@ pub const MAGIC: &[u8; 8] = b"TANDEMMD";
 pub const VERSION: u32 = 1;
 /// Headers above this size are refused before any allocation.
 pub const MAX_HEADER_BYTES: u64 = 16 << 20;
-pub const SUPPORTED_LAYERS: &str = "dense, conv2d, avgpool2d, flatten, permute, relu, sigmoid, tanh";
+pub const SUPPORTED_LAYERS: &str = "dense, conv2d, avgpool2d, maxpool2d, flatten, permute, relu, sigmoid, tanh";
 
 #[derive(Serialize, Deserialize)]
 struct Header {
@@ -69,6 +69,10 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelError> {
                 "perm": put(&perm.iter().map(|&p| p as f32).collect::<Vec<_>>()),
             }),
             Layer::AvgPool2d { kernel, stride } => json!({"type": "avgpool2d", "kernel": kernel, "stride": stride}),
+            Layer::MaxPool2d { kernel, stride, padding, padding_end } => json!({
+                "type": "maxpool2d", "kernel": kernel, "stride": stride,
+                "padding": padding, "padding_end": padding_end,
+            }),
             Layer::Flatten => json!({"type": "flatten"}),
             Layer::Activation(k) => json!({"type": k.name()}),
         })
@@ -179,6 +183,12 @@ fn parse_layer(index: usize, v: &Value, blob: &[f32]) -> Result<Layer, ModelErro
             Layer::Permute { perm, out }
         }
         "avgpool2d" => Layer::AvgPool2d { kernel: pair("kernel")?, stride: pair("stride")? },
+        "maxpool2d" => Layer::MaxPool2d {
+            kernel: pair("kernel")?,
+            stride: pair("stride")?,
+            padding: pair("padding")?,
+            padding_end: pair("padding_end")?,
+        },
         "flatten" => Layer::Flatten,
         "relu" => Layer::Activation(ActivationKind::Relu),
         "sigmoid" => Layer::Activation(ActivationKind::Sigmoid),

@@ -140,6 +140,17 @@ pub enum Layer {
         kernel: [usize; 2],
         stride: [usize; 2],
     },
+    /// Maximum over `kernel` windows (ONNX `MaxPool`, 2-D, dilation 1).
+    /// Padding (`padding` top/left, `padding_end` bottom/right) is `−∞`:
+    /// a window takes the max of its in-image values only. Exact in the
+    /// protocol as a tree of `max(a, b) = a + ReLU(b − a)` rounds
+    /// (PROTOCOL §4.9).
+    MaxPool2d {
+        kernel: [usize; 2],
+        stride: [usize; 2],
+        padding: [usize; 2],
+        padding_end: [usize; 2],
+    },
     /// Image → vector (CHW order); a no-op on the data.
     Flatten,
     /// A fixed permutation of the flattened values: `out[k] = in[perm[k]]`,
@@ -171,9 +182,51 @@ impl Layer {
             Layer::AvgPool2d { kernel, stride } => {
                 format!("avgpool2d {}x{} stride {}x{}", kernel[0], kernel[1], stride[0], stride[1])
             }
+            Layer::MaxPool2d { kernel, stride, padding, padding_end } => {
+                let mut d = format!("maxpool2d {}x{} stride {}x{}", kernel[0], kernel[1], stride[0], stride[1]);
+                if padding != &[0, 0] || padding_end != padding {
+                    d += &format!(
+                        " padding {}x{} (bottom/right {}x{})",
+                        padding[0], padding[1], padding_end[0], padding_end[1]
+                    );
+                }
+                d
+            }
             Layer::Flatten => "flatten".into(),
             Layer::Activation(k) => k.name().into(),
         }
+    }
+
+    /// The windows of a [`Layer::MaxPool2d`] on a `c×h×w` image, in output
+    /// (CHW) order: each the flattened input indices of its in-image cells
+    /// (padding cells are `−∞` and dropped; never empty for a layer
+    /// [`Layer::output_shape`] accepted). Shared by the float evaluation and
+    /// the quantizer so both take the same maxima.
+    pub fn max_windows(&self, input: Shape) -> Vec<Vec<usize>> {
+        let (Layer::MaxPool2d { kernel, stride, padding, .. }, Ok(Shape::Image(_, oh, ow)), Shape::Image(c, h, w)) =
+            (self, self.output_shape(input), input)
+        else {
+            return Vec::new();
+        };
+        let mut out = Vec::with_capacity(c * oh * ow);
+        for ch in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut win = Vec::with_capacity(kernel[0] * kernel[1]);
+                    for ky in 0..kernel[0] {
+                        for kx in 0..kernel[1] {
+                            let iy = (oy * stride[0] + ky) as isize - padding[0] as isize;
+                            let ix = (ox * stride[1] + kx) as isize - padding[1] as isize;
+                            if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
+                                win.push((ch * h + iy as usize) * w + ix as usize);
+                            }
+                        }
+                    }
+                    out.push(win);
+                }
+            }
+        }
+        out
     }
 
     /// Output shape for `input`, or why the layer cannot take it.
@@ -236,7 +289,25 @@ impl Layer {
                 }
                 Ok(Shape::Image(c, (h - kernel[0]) / stride[0] + 1, (w - kernel[1]) / stride[1] + 1))
             }
-            (Layer::Conv2d { .. } | Layer::AvgPool2d { .. }, Shape::Vector(_)) => {
+            (Layer::MaxPool2d { kernel, stride, padding, padding_end }, Shape::Image(c, h, w)) => {
+                if kernel.contains(&0) || stride.contains(&0) {
+                    return Err("kernel and stride must be positive".into());
+                }
+                // Every window must hold an in-image cell (padding is −∞).
+                if padding[0] >= kernel[0]
+                    || padding[1] >= kernel[1]
+                    || padding_end[0] >= kernel[0]
+                    || padding_end[1] >= kernel[1]
+                {
+                    return Err("padding must be smaller than the kernel".into());
+                }
+                let (hp, wp) = (h + padding[0] + padding_end[0], w + padding[1] + padding_end[1]);
+                if hp < kernel[0] || wp < kernel[1] {
+                    return Err(format!("kernel larger than the padded {hp}x{wp} input"));
+                }
+                Ok(Shape::Image(c, (hp - kernel[0]) / stride[0] + 1, (wp - kernel[1]) / stride[1] + 1))
+            }
+            (Layer::Conv2d { .. } | Layer::AvgPool2d { .. } | Layer::MaxPool2d { .. }, Shape::Vector(_)) => {
                 Err("needs an image input [channels, height, width]".into())
             }
             (Layer::Flatten, s) => Ok(Shape::Vector(s.len())),
@@ -318,7 +389,9 @@ impl Model {
                 Layer::Conv2d { in_channels, kernel, .. } => {
                     s.len().saturating_mul(in_channels * kernel[0] * kernel[1])
                 }
-                Layer::AvgPool2d { kernel, .. } => s.len().saturating_mul(kernel[0].saturating_mul(kernel[1])),
+                Layer::AvgPool2d { kernel, .. } | Layer::MaxPool2d { kernel, .. } => {
+                    s.len().saturating_mul(kernel[0].saturating_mul(kernel[1]))
+                }
                 _ => 0,
             };
             if macs > MAX_MACS {
@@ -338,12 +411,14 @@ impl Model {
             if let Layer::Activation(_) = l {
                 if !prev_linear {
                     return Err(ModelError::Invalid(format!(
-                        "layer {i} ({}) must follow a linear layer (dense, conv2d, avgpool2d)",
+                        "layer {i} ({}) must follow a linear layer (dense, conv2d, avgpool2d) or maxpool2d",
                         l.describe()
                     )));
                 }
                 prev_linear = false;
-            } else if l.is_linear() {
+            } else if l.is_linear() || matches!(l, Layer::MaxPool2d { .. }) {
+                // A max pool ends in a linear step (`a + ReLU(b − a)` is
+                // summed by S1), so an activation may follow it.
                 prev_linear = true;
             }
             shapes.push(s);

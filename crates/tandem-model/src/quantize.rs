@@ -49,6 +49,9 @@ pub struct QLinear {
     pub out_scale: u32,
     /// `max_j Σ_i |W_ji|` — bounds `|W·D|` by `2^{bits(l1)}·max|D|`.
     pub max_row_l1: u64,
+    /// A step of a lowered max pool (weights ±1, no float counterpart),
+    /// not one of the float model's linear layers.
+    pub max_pool_step: bool,
 }
 
 impl QLinear {
@@ -71,10 +74,19 @@ impl QLinear {
 pub enum QLayer {
     Linear(QLinear),
     /// Applied to the previous linear layer's output, whose scale is `scale`.
+    ///
+    /// Values `0..keep` are **kept**: they pass through unchanged, S2 never
+    /// sees them, and S1 carries them (`y_j = u_j`, `[D_j] = [g_j]`) across
+    /// the round (PROTOCOL §4.9); the activation applies to values
+    /// `keep..`, which are the round's neurons `0..n − keep`. Only a
+    /// lowered max pool keeps values (with ReLU): its next linear step sums
+    /// `a + ReLU(b − a)` from a kept `a` and an activated difference.
+    /// Every engine must honour it; `keep = 0` is a plain activation.
     Activation {
         kind: ActivationKind,
         scale: u32,
         source: String,
+        keep: usize,
     },
 }
 
@@ -284,6 +296,98 @@ fn quantize_weight(w: f32, f_w: u32) -> i64 {
     round_half_away(libm::scalbn(w as f64, f_w as i32)) as i64
 }
 
+/// A max pool lowered to exact ReLU rounds (PROTOCOL §4.9).
+///
+/// Each window's operands start as its input values (plus the constant 0
+/// when a ReLU beside the pool is folded in: `ReLU(max W) = max(W ∪ {0})`).
+/// A round pairs the operands of every window, `(a, b)`, in order, an odd
+/// one out waiting: a linear step computes the kept `a`s (and waiting
+/// operands) first and the differences `b − a` after them, and a ReLU keeps
+/// the former and activates the latter, so `max(a, b) = a + ReLU(b − a)` is
+/// a sum of two values of the next state. Operands are linear forms over the
+/// current state (`(index, ±1)` terms; the constant 0 is the empty form and
+/// is never kept), so that sum is simply the next step's row. After
+/// `⌈log2(operands)⌉` rounds every window has one form; a last linear step
+/// outputs them. All weights are integers at scale 0: the pool is exact at
+/// `scale`, the scale of its input.
+fn max_pool_steps(source: &str, in_dim: usize, windows: &[Vec<usize>], with_zero: bool, scale: u32) -> Vec<QLayer> {
+    type Form = Vec<(u32, i64)>;
+    let step = |what: String, in_dim: usize, rows: Vec<Form>| {
+        QLayer::Linear(QLinear {
+            source: format!("{source} {what}"),
+            in_dim,
+            out_dim: rows.len(),
+            max_row_l1: row_l1(&rows),
+            bias: vec![BigInt::zero(); rows.len()],
+            rows,
+            f_w: 0,
+            in_scale: scale,
+            out_scale: scale,
+            max_pool_step: true,
+        })
+    };
+    let mut ops: Vec<Vec<Form>> = windows
+        .iter()
+        .map(|w| {
+            let mut v: Vec<Form> = w.iter().map(|&i| vec![(i as u32, 1)]).collect();
+            if with_zero {
+                v.push(Vec::new());
+            }
+            v
+        })
+        .collect();
+    let mut dim = in_dim;
+    let mut out = Vec::new();
+    let mut round = 0;
+    while ops.iter().any(|w| w.len() > 1) {
+        round += 1;
+        let (mut kept, mut diffs): (Vec<Form>, Vec<Form>) = (Vec::new(), Vec::new());
+        // Per new operand: (index into kept, index into diffs).
+        let mut next: Vec<Vec<(Option<usize>, Option<usize>)>> = Vec::with_capacity(ops.len());
+        for w in &ops {
+            let mut nw = Vec::with_capacity(w.len().div_ceil(2));
+            for pair in w.chunks(2) {
+                let a = (!pair[0].is_empty()).then(|| {
+                    kept.push(pair[0].clone());
+                    kept.len() - 1
+                });
+                let d = pair.get(1).map(|b| {
+                    let mut f = b.clone();
+                    f.extend(pair[0].iter().map(|&(i, c)| (i, -c)));
+                    diffs.push(f);
+                    diffs.len() - 1
+                });
+                nw.push((a, d));
+            }
+            next.push(nw);
+        }
+        let keep = kept.len();
+        let rows: Vec<Form> = kept.into_iter().chain(diffs).collect();
+        let n = rows.len();
+        out.push(step(format!("step {round}"), dim, rows));
+        out.push(QLayer::Activation {
+            kind: ActivationKind::Relu,
+            scale,
+            source: format!("{source} round {round}"),
+            keep,
+        });
+        ops = next
+            .into_iter()
+            .map(|w| {
+                w.into_iter()
+                    .map(|(a, d)| {
+                        a.map(|a| (a as u32, 1)).into_iter().chain(d.map(|d| ((keep + d) as u32, 1))).collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        dim = n;
+    }
+    let rows: Vec<Form> = ops.into_iter().map(|mut w| w.pop().unwrap_or_default()).collect();
+    out.push(step("max".into(), dim, rows));
+    out
+}
+
 fn row_l1(rows: &[Vec<(u32, i64)>]) -> u64 {
     // Saturating: weights of huge magnitude quantize to ±2^63 and must fail
     // the bit budget, not overflow here (found by tests/hostile_formats.rs).
@@ -448,6 +552,17 @@ impl QuantizedModel {
                     let bias = vec![0f32; rows.len()];
                     layers.push(Self::linear(source, shape.len(), rows, &bias, f_w, scale));
                 }
+                Layer::MaxPool2d { .. } => {
+                    let relu_at = |i: Option<usize>| {
+                        matches!(i.and_then(|i| model.layers.get(i)), Some(Layer::Activation(ActivationKind::Relu)))
+                    };
+                    let with_zero = relu_at(idx.checked_sub(1)) || relu_at(Some(idx + 1));
+                    let mut windows = layer.max_windows(shape);
+                    if let Some(cols) = pending_cols.take() {
+                        windows.iter_mut().flatten().for_each(|i| *i = cols[*i]);
+                    }
+                    layers.extend(max_pool_steps(&source, shape.len(), &windows, with_zero, scale));
+                }
                 Layer::Flatten => {}
                 Layer::Permute { perm, .. } => {
                     // Exact: reorder the rows of the last linear layer (an
@@ -472,7 +587,16 @@ impl QuantizedModel {
                     }
                 }
                 Layer::Activation(kind) => {
-                    layers.push(QLayer::Activation { kind: *kind, scale, source });
+                    // ReLU next to a max pool is folded into the pool's tree
+                    // (max(0, window)), which saves its round (§4.9).
+                    let beside_pool =
+                        |i: Option<usize>| matches!(i.and_then(|i| model.layers.get(i)), Some(Layer::MaxPool2d { .. }));
+                    if *kind == ActivationKind::Relu && (beside_pool(idx.checked_sub(1)) || beside_pool(Some(idx + 1)))
+                    {
+                        shape = out_shape;
+                        continue;
+                    }
+                    layers.push(QLayer::Activation { kind: *kind, scale, source, keep: 0 });
                     if *kind != ActivationKind::Relu {
                         scale = F_ACT;
                     }
@@ -544,6 +668,7 @@ impl QuantizedModel {
             f_w,
             in_scale,
             out_scale,
+            max_pool_step: false,
         })
     }
 
@@ -622,8 +747,12 @@ impl QuantizedModel {
                     }
                     out.push(LayerBits { layer: l.source.clone(), value_bits: bits, needed_bits: needed });
                 }
-                QLayer::Activation { kind, source, .. } => {
-                    let bits = max_abs(&lo_v, &hi_v);
+                QLayer::Activation { kind, source, keep, .. } => {
+                    // Kept values pass through (S2 never sees them): only
+                    // the activated ones enter this step's requirement.
+                    let keep = (*keep).min(lo_v.len());
+                    let (lo_v, hi_v) = (&mut lo_v[keep..], &mut hi_v[keep..]);
+                    let bits = max_abs(lo_v, hi_v);
                     let needed = match kind {
                         ActivationKind::Relu => bits + TAU + 1,
                         _ => bits + 1,
@@ -661,13 +790,20 @@ impl QuantizedModel {
 
     /// Plain integer evaluation up to the last linear layer: the logits.
     pub fn reference_logits(&self, x_int: &[i64]) -> Vec<BigInt> {
-        let mut a: Vec<BigInt> = x_int.iter().map(|&v| BigInt::from(v)).collect();
+        self.reference_logits_from(x_int.iter().map(|&v| BigInt::from(v)).collect())
+    }
+
+    /// [`QuantizedModel::reference_logits`] from integer values `a` at the
+    /// model's input (tests run single layers through it).
+    pub fn reference_logits_from(&self, mut a: Vec<BigInt>) -> Vec<BigInt> {
         for layer in &self.layers {
             a = match layer {
                 QLayer::Linear(l) => l.apply(&a),
-                QLayer::Activation { kind, scale, .. } => a
+                QLayer::Activation { kind, scale, keep, .. } => a
                     .iter()
-                    .map(|v| match kind {
+                    .enumerate()
+                    .map(|(i, v)| match kind {
+                        _ if i < *keep => v.clone(),
                         ActivationKind::Relu => {
                             if v.is_negative() {
                                 BigInt::zero()
@@ -798,6 +934,11 @@ pub fn eval_f64(model: &Model, x: &[f64]) -> Vec<f64> {
                 }
                 out
             }
+            Layer::MaxPool2d { .. } => layer
+                .max_windows(shape)
+                .iter()
+                .map(|w| w.iter().map(|&i| a[i]).fold(f64::NEG_INFINITY, f64::max))
+                .collect(),
             Layer::Flatten => a,
             Layer::Permute { perm, .. } => perm.iter().map(|&p| a[p]).collect(),
             Layer::Activation(k) => a

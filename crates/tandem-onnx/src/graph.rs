@@ -130,6 +130,8 @@ pub const ONNX_OPS: &[&str] = &[
     "Conv",
     "AveragePool",
     "GlobalAveragePool",
+    "MaxPool",
+    "GlobalMaxPool",
     "BatchNormalization",
     "Flatten",
     "Reshape",
@@ -160,7 +162,8 @@ pub const ONNX_ML_OPS: &[&str] = &["Scaler", "ZipMap", "ArrayFeatureExtractor"];
 /// What the importer supports, for refusal messages.
 pub const SUPPORTED_OPS: &str = "Gemm, MatMul, Add/Sub/Mul/Div by a constant, Conv (group 1, dilation 1, \
 any strides, explicit pads or auto_pad VALID/SAME_UPPER/SAME_LOWER smaller than the kernel), \
-AveragePool/GlobalAveragePool (no padding), BatchNormalization (folded into the adjacent linear layer), \
+AveragePool/GlobalAveragePool (no padding), MaxPool (2-D, dilation 1, any strides, explicit pads or \
+auto_pad smaller than the kernel, no Indices output)/GlobalMaxPool, BatchNormalization (folded into the adjacent linear layer), \
 Flatten, Reshape, Squeeze, Unsqueeze, Transpose (keeping the batch dimension first; e.g. Keras/tf2onnx \
 NHWC <-> NCHW, folded into the adjacent linear layer), Relu, Sigmoid, Tanh, the output heads \
 Softmax/LogSoftmax/ArgMax/Sigmoid (one output)/skl2onnx's [1-p, p] Concat, and the plumbing ops \
@@ -467,13 +470,6 @@ impl<'a> Ctx<'a> {
                 })
             }
         };
-        if matches!(domain, "" | "ai.onnx") && matches!(n.op(), "MaxPool" | "GlobalMaxPool") {
-            return Err(n.err(format!(
-                "max pooling is not supported yet (an exact private max needs comparison rounds with the \
-                 activation server; planned). Pool with AveragePool/GlobalAveragePool instead (e.g. Keras \
-                 AveragePooling2D, torch.nn.AvgPool2d) and retrain. tandem imports: {SUPPORTED_OPS}"
-            )));
-        }
         match domain {
             "" | "ai.onnx" => check_op(ONNX_OPS.contains(&n.op()))?,
             "ai.onnx.ml" => check_op(ONNX_ML_OPS.contains(&n.op()))?,
@@ -707,6 +703,14 @@ impl<'a> Ctx<'a> {
             "AveragePool" | "GlobalAveragePool" => {
                 let mut a = self.act_of(n, input(&mut ins, 0)?)?;
                 self.avgpool(n, &mut a)?;
+                one(Val::Act(a))
+            }
+            "MaxPool" | "GlobalMaxPool" => {
+                if n.node.output.get(1).is_some_and(|o| !o.is_empty()) {
+                    return Err(n.err("its Indices output is used; tandem computes the max values only"));
+                }
+                let mut a = self.act_of(n, input(&mut ins, 0)?)?;
+                self.maxpool(n, &mut a)?;
                 one(Val::Act(a))
             }
             "Relu" | "Sigmoid" | "Tanh" => {
@@ -1409,6 +1413,71 @@ impl<'a> Ctx<'a> {
             });
         } else {
             self.push(n, a, Layer::AvgPool2d { kernel, stride })?;
+        }
+        a.dims = a.ir.dims();
+        Ok(())
+    }
+
+    /// MaxPool/GlobalMaxPool → [`Layer::MaxPool2d`] (padding is `−∞`, as in
+    /// ONNX: a window takes the max of its in-image cells).
+    fn maxpool(&mut self, n: &N, a: &mut Act) -> Result<(), ImportError> {
+        self.no_head(n, a)?;
+        let Shape::Image(c, h, w) = a.ir else {
+            return Err(
+                n.err(format!("needs an image [N, C, H, W]; the tensor has per-sample shape {}", fmt_dims(&a.dims)))
+            );
+        };
+        let layer = if n.op() == "GlobalMaxPool" {
+            Layer::MaxPool2d { kernel: [h, w], stride: [1, 1], padding: [0, 0], padding_end: [0, 0] }
+        } else {
+            let k = n.ints("kernel_shape").ok_or_else(|| n.err("kernel_shape is missing"))?;
+            if k.len() != 2 || k.iter().any(|&x| !(1..=1 << 20).contains(&x)) {
+                return Err(n.err(format!("kernel_shape = {k:?}; tandem supports 2-D pooling")));
+            }
+            let s = n.ints("strides").unwrap_or_else(|| vec![1, 1]);
+            if s.len() != 2 || s.iter().any(|&x| !(1..=1 << 20).contains(&x)) {
+                return Err(n.err(format!("strides = {s:?}")));
+            }
+            if let Some(d) = n.ints("dilations") {
+                if d.iter().any(|&x| x != 1) {
+                    return Err(n.err(format!("dilations = {d:?}; tandem supports dilation 1 only")));
+                }
+            }
+            let (k, s) = ([k[0] as usize, k[1] as usize], [s[0] as usize, s[1] as usize]);
+            let [pt, pl, pb, pr] = conv_pads(n, [h, w], k, s)?;
+            if pt >= k[0] || pb >= k[0] || pl >= k[1] || pr >= k[1] {
+                return Err(n.err(format!(
+                    "pads [{pt}, {pl}, {pb}, {pr}] are not smaller than the {}x{} kernel; tandem accepts padding below the kernel size",
+                    k[0], k[1]
+                )));
+            }
+            if n.int("ceil_mode", 0) != 0 {
+                let (hp, wp) = (h + pt + pb, w + pl + pr);
+                let exact = hp >= k[0] && wp >= k[1] && (hp - k[0]) % s[0] == 0 && (wp - k[1]) % s[1] == 0;
+                if !exact {
+                    return Err(n.err("ceil_mode = 1 adds partial windows here; tandem pools full windows only"));
+                }
+            }
+            Layer::MaxPool2d { kernel: k, stride: s, padding: [pt, pl], padding_end: [pb, pr] }
+        };
+        match a.pending.take() {
+            None => self.push(n, a, layer)?,
+            Some(p) => {
+                // max(s·x + t) = s·max(x) + t per channel, for s > 0 only.
+                let (sc, t) = p.per_channel(c).filter(|(sc, _)| sc.iter().all(|&v| v > 0.0)).ok_or_else(|| {
+                    n.err(format!(
+                        "the elementwise op(s) {} are not a positive per-channel scale and shift, so they cannot be moved past the max",
+                        p.origin
+                    ))
+                })?;
+                self.push(n, a, layer)?;
+                let per = a.ir.len() / c;
+                a.pending = Some(Affine {
+                    scale: sc.iter().flat_map(|&v| std::iter::repeat_n(v, per)).collect(),
+                    shift: t.iter().flat_map(|&v| std::iter::repeat_n(v, per)).collect(),
+                    origin: p.origin,
+                });
+            }
         }
         a.dims = a.ir.dims();
         Ok(())

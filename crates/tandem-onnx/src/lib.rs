@@ -20,7 +20,8 @@
 //!   the next layer's columns); a transpose that only moves size-1 axes is
 //!   a relabelling. Elementwise constants between transposes (tf2onnx's
 //!   BatchNormalization as Mul/Add in NHWC) are carried through them.
-//!   `MaxPool` is refused with a message naming AveragePool.
+//! * `MaxPool`/`GlobalMaxPool` → an IR `maxpool2d` (padding is −∞), exact
+//!   in the protocol as ReLU rounds (docs/PROTOCOL.md §4.9).
 //! * Folded into the adjacent linear layer: `BatchNormalization` (inference
 //!   mode), `Add`/`Sub`/`Mul`/`Div`/`Neg` with a constant, `ai.onnx.ml.Scaler`
 //!   — after a linear layer they fold into it; before one (e.g. input

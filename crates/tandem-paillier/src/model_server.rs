@@ -270,11 +270,13 @@ impl<R: Ring> Preprocessing<R> {
                 })
                 .collect()
         });
-        let mut d = vec![Ciphertext::clone(&msg.enc_rho[0]); n];
+        // self.d holds the kept values' [D_j] = [g_j] (§4.9); the
+        // activated ones follow them.
+        let keep = self.d.len();
+        self.d.resize(keep + n, Ciphertext::clone(&msg.enc_rho[0]));
         for (j, c) in new_d {
-            d[j] = c;
+            self.d[keep + j] = c;
         }
-        self.d = d;
         self.next_layer += 1;
         let pool = self.shared.pool.clone();
         pool.install(|| self.advance())
@@ -310,8 +312,9 @@ impl<R: Ring> Preprocessing<R> {
                     self.d = plan.apply(&sh.pk, &self.d);
                     self.next_layer += 1;
                 }
-                QLayer::Activation { kind, scale, .. } => {
-                    return Ok(PreprocessingStep::Round(self.hidden_round(*kind, *scale)));
+                layer @ QLayer::Activation { kind, scale, .. } => {
+                    let keep = tandem_core::online::round_keep(layer);
+                    return Ok(PreprocessingStep::Round(self.hidden_round(*kind, *scale, keep)));
                 }
             }
         }
@@ -319,15 +322,19 @@ impl<R: Ring> Preprocessing<R> {
     }
 
     /// §4.5: draw one hidden layer's blinding and send `C` to S2.
-    fn hidden_round(&mut self, kind: ActivationKind, scale: u32) -> BlindedRound {
+    /// The first `keep` values skip the round (§4.9): their `[D]` stays in
+    /// `self.d` until S2's `[ρ]` arrive.
+    fn hidden_round(&mut self, kind: ActivationKind, scale: u32, keep: usize) -> BlindedRound {
         let sh = self.shared.clone();
         let packing = sh.plan.hidden_packing[self.rounds.len()];
+        let g = self.d.split_off(keep);
+        let kept = std::mem::replace(&mut self.d, g);
         let n = self.d.len();
         let b = HiddenSecrets::<R>::draw(kind, n, packing.offset_bits + tandem_model::KAPPA, &mut self.rng);
         let mu: Vec<BigInt> = b.mu.iter().map(bigint_from_biguint).collect();
         let t = b.t;
         let packed = self.blind(b.secrets.perm(), &mu, &packing, |j| bigint_from_i64(t[j]));
-        let g = std::mem::take(&mut self.d);
+        let g = std::mem::replace(&mut self.d, kept);
         self.rounds.push(b.secrets);
         self.stage = PreprocessingStage::AwaitRho { g };
         BlindedRound { kind, scale, count: n as u32, packing, packed }

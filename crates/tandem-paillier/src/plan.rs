@@ -85,7 +85,8 @@ impl Plan {
                     hidden_packing.push(packing);
                     rounds.push(RoundPlan { layer: Some(idx), source: source.clone(), g_bits });
                     // New D: m⁻¹·ρ < 2^{2k} (σ = +1) or g + m⁻¹·ρ (σ = −1) for ReLU;
-                    // ±ρ with ρ < 2^k for sigmoid/tanh.
+                    // ±ρ with ρ < 2^k for sigmoid/tanh. Values a max pool keeps
+                    // across the round (§4.9, ReLU only) keep D = g < 2^{g_bits}.
                     d_bits = match kind {
                         ActivationKind::Relu => g_bits.max(2 * k) + 1,
                         _ => k,
