@@ -73,6 +73,32 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// MaxPool (PROTOCOL §4.9) on the lattice engine: the kept operands of
+    /// the first round may be the RLWE layer's own outputs (`[D] = [g]` with
+    /// `g = s − μ'`), so the pool's rounds must carry them exactly too.
+    #[test]
+    fn lattice_maxpool_equals_reference(
+        seed in any::<u64>(),
+        act in 0u8..3,
+        outputs in 1usize..4,
+    ) {
+        use tandem_model::testing::{random_maxpool_cnn, PoolAct};
+        let act = match act {
+            0 => PoolAct::Before(ActivationKind::Relu),
+            1 => PoolAct::After(ActivationKind::Relu),
+            _ => PoolAct::None,
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let m = random_maxpool_cnn(&mut rng, act, outputs, OutputMode::Label);
+        let mut h = Harness::lattice(&m, test_key_1024()).unwrap();
+        let x = random_input(&mut rng, &m);
+        check_all_modes(&mut h, &x)?;
+    }
+}
+
 /// A model in the 256-bit ring cannot take its first product from the
 /// 2^128 plaintext space: the engine runs it on Paillier, says why, and
 /// stays exact.
