@@ -255,8 +255,8 @@ fn read_modes_sidecar(model_file: &Path) -> anyhow::Result<Option<Vec<OutputMode
 }
 
 /// Largest `InferRequest` a client needs for these models: the masked
-/// input (`d` values of `⌈(m+1)/8⌉` bytes, or `k/8` with the full-ring
-/// mask, §4.1) plus room for the encrypted seed (up to a
+/// input (`d` values of `m + 1` bits packed, `⌈d(m+1)/8⌉` bytes, or `k/8`
+/// bytes a value with the full-ring mask, §4.1) plus room for the encrypted seed (up to a
 /// 4096-bit key), the ids and the protobuf framing. The default
 /// `--max-request-bytes`, so a peer cannot make S1 buffer more than a real
 /// request ever takes.
@@ -265,7 +265,7 @@ pub fn request_limit(quantized: &[(String, Arc<QuantizedModel>)]) -> usize {
     const FLOOR: usize = 16 << 10;
     let input = quantized
         .iter()
-        .map(|(_, q)| q.input_len().saturating_mul(tandem_core::InputMasking::of_model(q).value_bytes()))
+        .map(|(_, q)| tandem_core::InputMasking::of_model(q).encoded_len(q.input_len()).unwrap_or(usize::MAX))
         .max();
     (input.unwrap_or(0) + OVERHEAD).max(FLOOR)
 }
@@ -604,10 +604,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let big = random_mlp(&mut rng, &[3000, 4, 2], &[ActivationKind::Relu], 1.0, OutputMode::Label);
         let q = quantize_all(vec![("s".into(), mlp(1)), ("big".into(), big)], QuantConfig::default(), true).unwrap();
-        // [−1, 1] at f_in = 16 with 3000 features: m = 17 + 41 + 12 = 70,
-        // so 9 bytes a feature (§4.1), not k/8 = 16.
-        assert_eq!(tandem_core::InputMasking::of_model(&q[1].1).value_bytes(), 9);
-        assert_eq!(request_limit(&q), 3000 * 9 + 1232);
+        // [−1, 1] at f_in = 16 with 3000 features: m = 17 + 1 + 40 = 58,
+        // so 59 bits a feature packed (§4.1), not k/8 = 16 bytes.
+        assert_eq!(tandem_core::InputMasking::of_model(&q[1].1).value_bits(), 59);
+        assert_eq!(request_limit(&q), (3000 * 59usize).div_ceil(8) + 1232);
         // Small models still get a floor, far below the old 32 MiB.
         assert_eq!(request_limit(&q[..1]), 16 << 10);
     }
