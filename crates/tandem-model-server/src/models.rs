@@ -281,13 +281,15 @@ pub fn load_model_file(path: &Path) -> anyhow::Result<Option<Model>> {
 
 /// Imports an ONNX model. The input range (PROTOCOL §7 budgets for it)
 /// comes from a sidecar file `<model>.onnx.input-range` holding `lo,hi`
-/// or, failing that, from the file's `tandem.input_range` metadata.
+/// or, failing that, from the file's `tandem.input_range` metadata; the
+/// input precision likewise (`input_frac_bits = N` in the sidecar, or
+/// metadata `tandem.input_frac_bits`; default 16).
 ///
 /// Only a missing range gets the hint about the sidecar: an unsupported op
 /// or a bad file is reported as the importer words it, with the file name.
 fn import_onnx(path: &Path) -> anyhow::Result<Model> {
-    let range = tandem_onnx::read_input_range_sidecar(path).map_err(anyhow::Error::msg)?;
-    let opts = tandem_onnx::ImportOptions { input_range: range, ..Default::default() };
+    let sidecar = tandem_onnx::read_input_sidecar(path).map_err(anyhow::Error::msg)?;
+    let opts = tandem_onnx::InputSidecar::fill(sidecar, Default::default());
     tandem_onnx::import_file(path, &opts).map_err(|e| match e {
         tandem_onnx::ImportError::MissingInputRange => anyhow::anyhow!(
             "{}: the ONNX model does not declare its input range; write \"lo,hi\" (every input feature lies in \

@@ -14,6 +14,6 @@ pub use drift::{check_quantization_drift, DriftBound, DriftReport};
 pub use error::ModelError;
 pub use ir::{ActivationKind, Layer, Model, OutputMode, Shape};
 pub use quantize::{
-    max_abs_input, quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA, MAX_ADAPTIVE_WEIGHT_BITS,
-    TAU,
+    max_abs_input, quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA,
+    MAX_ADAPTIVE_WEIGHT_BITS, MAX_F_IN, TAU,
 };
