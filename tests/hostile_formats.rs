@@ -1327,7 +1327,10 @@ fn regression_model_info_sizes_are_bounded() {
     // than SECURITY.md states: refused, as is a wrong offset.
     m.input_mask_bits = 57;
     let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
-    assert!(e.contains("publishes input_offset 65536 and input_mask_bits 57") && e.contains("imply 65536 and 58"), "{e}");
+    assert!(
+        e.contains("publishes input_offset 65536 and input_mask_bits 57") && e.contains("imply 65536 and 58"),
+        "{e}"
+    );
     (m.input_mask_bits, m.input_offset) = (58, 0);
     assert!(tandem_client::remote_model(&m, None).is_err());
     m.input_offset = 1 << 16;
