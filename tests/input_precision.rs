@@ -127,7 +127,12 @@ fn mnist_at_8_fraction_bits_predicts_the_same_labels_as_at_16() {
             let (l16, l8) = (o16.to_f64(), o8.to_f64());
             max_diff = l16.iter().zip(&l8).map(|(a, b)| (a - b).abs()).fold(max_diff, f64::max);
         }
-        let drift = tandem_model::check_quantization_drift(&q8, tandem_model::drift::default_samples(&q8), 0, Default::default());
+        let drift = tandem_model::check_quantization_drift(
+            &q8,
+            tandem_model::drift::default_samples(&q8),
+            0,
+            Default::default(),
+        );
         println!(
             "| {name} | {} | {:.2}% ({right16}/{}) | {:.2}% ({right8}/{}) | {} {differ:?} | {max_diff:.3e} | {} |",
             rows.len(),
