@@ -963,8 +963,9 @@ async fn tickets_are_single_use_bounded_and_exact() {
     assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
     let mut r = masked(&remote.key);
     let top = r.masked_input.len() - 1;
+    // The last byte's high bits are padding in the packed encoding.
     r.masked_input[top] = 0xff;
-    assert_status(raw.infer(r).await, Code::InvalidArgument, "is not below 2^");
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "padding bits after the last value are not zero");
     let mut r = masked(&remote.key);
     r.ticket_id = vec![1, 2, 3];
     assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; a session id is exactly 16");
