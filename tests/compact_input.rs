@@ -34,8 +34,8 @@ fn bundled() -> Vec<(String, QuantizedModel)> {
         "wine_pipeline",
     ] {
         let path = dir.join(format!("{name}.onnx"));
-        let range = tandem_onnx::read_input_range_sidecar(&path).unwrap();
-        let opts = tandem_onnx::ImportOptions { input_range: range, ..Default::default() };
+        let sidecar = tandem_onnx::read_input_sidecar(&path).unwrap();
+        let opts = tandem_onnx::InputSidecar::fill(sidecar, Default::default());
         let m = tandem_onnx::import_file(&path, &opts).unwrap_or_else(|e| panic!("{name}: {e}"));
         out.push((name.to_string(), QuantizedModel::new(&m, QuantConfig::default()).unwrap()));
     }
@@ -70,7 +70,7 @@ fn request_bytes(info: &ModelInfo, model: &QuantizedModel) -> (usize, usize) {
 
 #[test]
 fn bundled_models_send_compact_inputs_and_get_narrower_first_slots() {
-    println!("| model | d | k | B | m | bytes/feature | masked input before → after | InferRequest before → after | first-layer slot bits | slots/ct | cts |");
+    println!("| model | d | f_in | k | B | m | bits/feature | masked input before → after | InferRequest before → after | first-layer slot bits | slots/ct | cts |");
     println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (name, q) in bundled() {
         let info = ModelInfo::of(&name, &q);
@@ -79,9 +79,16 @@ fn bundled_models_send_compact_inputs_and_get_narrower_first_slots() {
         let k = q.ring_bits;
         // Every bundled model fits the compact mask with k = 128.
         assert!(m.is_compact() && k == 128, "{name}: {m:?}");
-        assert_eq!(m.value_bytes(), (m.mask_bits as usize + 1).div_ceil(8), "{name}");
+        // m = b + 1 + 40 whatever d is; m + 1 bits a feature, packed.
+        let b = 64 - m.offset.leading_zeros();
+        assert_eq!((m.mask_bits, m.value_bits()), (b + 41, b + 42), "{name}");
+        let packed = m.encoded_len(d).unwrap();
+        assert_eq!(packed, (d * (b as usize + 42)).div_ceil(8), "{name}");
         let (before, after) = request_bytes(&info, &q);
-        assert_eq!(before - after, d * (16 - m.value_bytes()), "{name}: only the masked input shrinks");
+        // Only the masked input shrinks (and with it, maybe, the varint
+        // holding its length).
+        let field = |n: usize| n + prost::encoding::encoded_len_varint(n as u64);
+        assert_eq!(before - after, field(d * 16) - field(packed), "{name}: only the masked input shrinks");
 
         // The plan bounds the first layer's [D] = [r] by 2^m, not 2^k: its
         // slots are k − m bits narrower than with the full-ring mask.
@@ -118,19 +125,20 @@ fn bundled_models_send_compact_inputs_and_get_narrower_first_slots() {
             None => ("(no hidden layer)".into(), ("".into(), "".into())),
         };
         println!(
-            "| {name} | {d} | {k} | {} | {} | {} | {} → {} | {before} → {after} | {slots} | {} | {} |",
+            "| {name} | {d} | {} | {k} | {} | {} | {} | {} → {packed} | {before} → {after} | {slots} | {} | {} |",
+            q.f_in,
             m.offset,
             m.mask_bits,
-            m.value_bytes(),
+            m.value_bits(),
             d * 16,
-            d * m.value_bytes(),
             cts.0,
             cts.1
         );
-        if name == "mnist_mlp" {
-            // B = 2^16, m = 17 + 41 + ⌈log2 784⌉ = 68: 9 bytes a feature.
-            assert_eq!((d, m.offset, m.mask_bits, m.value_bytes()), (784, 1 << 16, 68, 9));
-            assert_eq!((d * 16, d * m.value_bytes()), (12544, 7056));
+        if name.starts_with("mnist") {
+            // f_in = 8 (the sidecar): B = 2^8, m = 9 + 1 + 40 = 50, 51 bits
+            // a feature: 784 of them in 4,998 bytes.
+            assert_eq!((d, q.f_in, m.offset, m.mask_bits, m.value_bits()), (784, 8, 1 << 8, 50, 51), "{name}");
+            assert_eq!((d * 16, packed), (12544, 4998));
         }
     }
 }

@@ -225,6 +225,7 @@ fn label_ties_break_like_the_reference() {
         name: "tie".into(),
         input_shape: Shape::Vector(2),
         input_range: (-1.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Label,
         layers: vec![Layer::Dense { inputs: 2, outputs: 3, weights: w, bias: vec![0.0, 0.0, -5.0] }],
     };

@@ -812,8 +812,8 @@ fn check_client_request(req: &pb::InferRequest, d: usize) {
     let len = prost::Message::encoded_len(req);
     bounded("client request", message_heap_bound(len), || {
         let _ = tandem_grpc::mode_from_proto(req.mode);
-        // A compact mask (9 bytes a value) and the full-ring one, in each ring.
-        let compact = |k| tandem_core::InputMasking::new((0.0, 1.0), 16, d, k);
+        // A compact mask (59 bits a value, packed) and the full-ring one, in each ring.
+        let compact = |k| tandem_core::InputMasking::new((0.0, 1.0), 16, k);
         let full = |k| tandem_core::InputMasking { offset: 0, mask_bits: k, ring_bits: k };
         for mode in [OutputMode::Label, OutputMode::Logits] {
             for masking in [compact(128), full(128)] {
@@ -910,8 +910,7 @@ fn model_info() -> impl Strategy<Value = pb::ModelInfo> {
             // Mostly the mask the range implies, so the checks after it
             // are reached; otherwise anything.
             if honest {
-                let d = m.input_shape.iter().try_fold(1usize, |a, &x| a.checked_mul(x as usize)).unwrap_or(1);
-                let k = tandem_core::InputMasking::new((m.input_min, m.input_max), m.f_in, d, m.ring_bits);
+                let k = tandem_core::InputMasking::new((m.input_min, m.input_max), m.f_in, m.ring_bits);
                 (m.input_offset, m.input_mask_bits) = (k.offset, k.mask_bits);
             } else {
                 (m.input_offset, m.input_mask_bits) = (offset, bits);
@@ -1319,18 +1318,21 @@ fn regression_model_info_sizes_are_bounded() {
             seed_epoch: vec![0; 16],
             ..tandem_grpc::public_key_to_proto(pk())
         }),
-        // [0, 1] at f_in = 16, d = 3: B = 2^16, m = 17 + 41 + 2.
+        // [0, 1] at f_in = 16: B = 2^16, m = 17 + 1 + 40.
         input_offset: 1 << 16,
-        input_mask_bits: 60,
+        input_mask_bits: 58,
         ..Default::default()
     };
     assert!(tandem_client::remote_model(&m, None).is_ok());
     // A narrower mask than the range implies would hide the input less
     // than SECURITY.md states: refused, as is a wrong offset.
-    m.input_mask_bits = 59;
+    m.input_mask_bits = 57;
     let e = tandem_client::remote_model(&m, None).unwrap_err().to_string();
-    assert!(e.contains("publishes input_offset 65536 and input_mask_bits 59") && e.contains("imply 65536 and 60"), "{e}");
-    (m.input_mask_bits, m.input_offset) = (60, 0);
+    assert!(
+        e.contains("publishes input_offset 65536 and input_mask_bits 57") && e.contains("imply 65536 and 58"),
+        "{e}"
+    );
+    (m.input_mask_bits, m.input_offset) = (58, 0);
     assert!(tandem_client::remote_model(&m, None).is_err());
     m.input_offset = 1 << 16;
     m.output_len = u32::MAX;

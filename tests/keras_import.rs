@@ -185,6 +185,7 @@ fn random_keras_model(seed: u64, act: ActivationKind, outputs: usize, mode: Outp
         name: "keras-like".into(),
         input_shape: Shape::Image(h, w, c),
         input_range: (-1.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: mode,
         layers,
     }

@@ -215,10 +215,14 @@ fn bundled(name: &str) -> Option<(PathBuf, Value, Split)> {
     Some((model, meta, Split { x, ort_label, ort_out }))
 }
 
+/// The range from the meta file, the input precision from the model's
+/// sidecar (MNIST declares 8 fraction bits): the model as it is served.
 fn import_bundled(model: &Path, meta: &Value) -> Imported {
     let r = meta["input_range"].as_array().unwrap();
-    let opts =
-        ImportOptions { input_range: Some((r[0].as_f64().unwrap(), r[1].as_f64().unwrap())), ..Default::default() };
+    let opts = tandem_onnx::InputSidecar::fill(
+        tandem_onnx::read_input_sidecar(model).unwrap(),
+        ImportOptions { input_range: Some((r[0].as_f64().unwrap(), r[1].as_f64().unwrap())), ..Default::default() },
+    );
     import_file_with_report(model, &opts).unwrap_or_else(|e| panic!("{}: {e}", model.display()))
 }
 

@@ -27,7 +27,7 @@ fn sklearn_scaler_on_the_client_with_clipping() {
     let floats = |k: &str| -> Vec<f64> { meta[k].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect() };
     let (mean, std) = (floats("standardize_mean"), floats("standardize_std"));
     let model_path = root().join("models/breast_cancer_mlp.onnx");
-    let (lo, hi) = tandem_onnx::read_input_range_sidecar(&model_path).unwrap().expect("the sidecar");
+    let (lo, hi) = tandem_onnx::read_input_sidecar(&model_path).unwrap().expect("the sidecar").range;
     assert_eq!((lo, hi), (-5.0, 5.0));
     let (raw_header, raw) = read_csv(&root().join("data/breast_cancer_pipeline/test.csv"));
     let (_, scaled) = read_csv(&root().join("data/breast_cancer_mlp/test.csv"));
@@ -88,7 +88,8 @@ fn sklearn_scaler_on_the_client_with_clipping() {
 fn pytorch_external_weights_are_refused_with_the_fix() {
     let path = root().join("models/pima_mlp.onnx");
     let bytes = std::fs::read(&path).unwrap();
-    let opts = ImportOptions { input_range: tandem_onnx::read_input_range_sidecar(&path).unwrap(), ..Default::default() };
+    let opts =
+        tandem_onnx::InputSidecar::fill(tandem_onnx::read_input_sidecar(&path).unwrap(), ImportOptions::default());
     tandem_onnx::import_bytes(&bytes, &opts).expect("the bundled dynamo=False export imports");
     let mut m = onnx::ModelProto::decode(&bytes[..]).unwrap();
     let g = m.graph.as_mut().unwrap();
@@ -97,10 +98,8 @@ fn pytorch_external_weights_are_refused_with_the_fix() {
     w.raw_data = None;
     w.float_data.clear();
     w.data_location = Some(1); // EXTERNAL
-    w.external_data = vec![onnx::StringStringEntryProto {
-        key: Some("location".into()),
-        value: Some("pima_mlp.onnx.data".into()),
-    }];
+    w.external_data =
+        vec![onnx::StringStringEntryProto { key: Some("location".into()), value: Some("pima_mlp.onnx.data".into()) }];
     let e = tandem_onnx::import_bytes(&m.encode_to_vec(), &opts).unwrap_err().to_string();
     assert!(e.contains(&name) && e.contains("external file") && e.contains("save_as_external_data=False"), "{e}");
 }

@@ -280,27 +280,32 @@ async fn bad_requests_get_clear_statuses() {
     let err = c.infer_with(&remote, &x[..5], None).await.unwrap_err();
     assert!(err.to_string().contains("input has 5 values; this model takes exactly 6"), "{err}");
     // The compact masked input (§4.1): [-1, 1] at f_in = 16 is B = 2^16
-    // (b = 17), d = 6 gives m = 17 + 41 + 3 = 61, so 62-bit values in 8
-    // bytes each.
-    assert_eq!((remote.info.input_offset, remote.info.input_mask_bits), (1 << 16, 61));
+    // (b = 17), so m = 17 + 1 + 40 = 58 and the six 59-bit values are
+    // packed into ⌈354/8⌉ = 45 bytes, the last one's top 6 bits padding.
+    assert_eq!((remote.info.input_offset, remote.info.input_mask_bits), (1 << 16, 58));
     let mut req = valid_request(&remote, &x, OutputMode::Label);
-    assert_eq!(req.masked_input.len(), 6 * 8);
-    req.masked_input.truncate(5 * 8);
+    assert_eq!(req.masked_input.len(), 45);
+    req.masked_input.truncate(44);
     assert_status(
         raw.infer(req).await,
         Code::InvalidArgument,
-        "masked_input has 40 bytes; expected 6 values of 8 bytes = 48 bytes (each is x_int + B + r < 2^62 with \
-         B = 65536 and m = 61, little-endian)",
+        "masked_input has 44 bytes; expected 45 bytes: 6 values of 59 bits packed (each is x_int + B + r < 2^59 \
+         with B = 65536 and m = 58, least significant bit first",
     );
     // Full-ring values (k/8 bytes) are no longer what this model takes.
     let mut req = valid_request(&remote, &x, OutputMode::Label);
     req.masked_input.resize(6 * 16, 0);
-    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input has 96 bytes; expected 6 values of 8");
-    // A value at or above 2^62: a hostile or broken client's, refused
-    // before any work (it would be another input, or wrap the ring).
+    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input has 96 bytes; expected 45 bytes");
+    // A set padding bit: a hostile or broken client's, refused before any
+    // work (the encoding has one string per input, so nothing else can hide
+    // there).
     let mut req = valid_request(&remote, &x, OutputMode::Label);
-    req.masked_input[3 * 8 + 7] |= 0x40;
-    assert_status(raw.infer(req).await, Code::InvalidArgument, "masked_input: value 3 is not below 2^62");
+    req.masked_input[44] |= 0x80;
+    assert_status(
+        raw.infer(req).await,
+        Code::InvalidArgument,
+        "masked_input: the 6 padding bits after the last value are not zero",
+    );
 
     // Values outside the declared range (only the client can see them).
     let mut bad = x.clone();
@@ -958,8 +963,9 @@ async fn tickets_are_single_use_bounded_and_exact() {
     assert_status(raw.infer(r).await, Code::InvalidArgument, "masked_input");
     let mut r = masked(&remote.key);
     let top = r.masked_input.len() - 1;
+    // The last byte's high bits are padding in the packed encoding.
     r.masked_input[top] = 0xff;
-    assert_status(raw.infer(r).await, Code::InvalidArgument, "is not below 2^");
+    assert_status(raw.infer(r).await, Code::InvalidArgument, "padding bits after the last value are not zero");
     let mut r = masked(&remote.key);
     r.ticket_id = vec![1, 2, 3];
     assert_status(raw.infer(r).await, Code::InvalidArgument, "ticket_id has 3 bytes; a session id is exactly 16");

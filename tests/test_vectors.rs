@@ -59,39 +59,49 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
     let mut first32 = [0u8; 32];
     rand_chacha::ChaCha20Rng::from_seed(mask_key).fill_bytes(&mut first32);
     assert_eq!(r256[0].to_le_bytes_vec(), first32.to_vec());
-    // The compact mask of the MNIST MLP ([0, 1], f_in = 16, d = 784):
-    // B = 2^16, m = 17 + 41 + 10 = 68. r_i is the next ⌈68/8⌉ = 9 stream
-    // bytes, little-endian, with the bits above 68 (the top 4 of the 9th
-    // byte) cleared; the client sends u_i = x_int + B + r_i in ⌈69/8⌉ = 9
-    // bytes, little-endian.
-    let mut first27 = [0u8; 27];
-    rand_chacha::ChaCha20Rng::from_seed(mask_key).fill_bytes(&mut first27);
-    let r68: Vec<[u8; 9]> = first27
-        .chunks(9)
+    // The compact mask of the MNIST models ([0, 1], f_in = 8): B = 2^8,
+    // b = 9, m = 9 + 1 + 40 = 50. r_i is the next ⌈50/8⌉ = 7 stream bytes,
+    // little-endian, with the bits above 50 (the top 6 of the 7th byte)
+    // cleared.
+    let mut first21 = [0u8; 21];
+    rand_chacha::ChaCha20Rng::from_seed(mask_key).fill_bytes(&mut first21);
+    let r50: Vec<u64> = first21
+        .chunks(7)
         .map(|c| {
-            let mut r: [u8; 9] = c.try_into().unwrap();
-            r[8] &= 0x0f;
-            r
+            let mut le = [0u8; 8];
+            le[..7].copy_from_slice(c);
+            le[6] &= 0x03;
+            u64::from_le_bytes(le)
         })
         .collect();
-    let x_int = [0u128, 1 << 15, 1 << 16]; // x = 0, 0.5, 1
-    let u68: Vec<u8> = r68
-        .iter()
-        .zip(x_int)
-        .flat_map(|(r, x)| {
-            let mut le = [0u8; 16];
-            le[..9].copy_from_slice(r);
-            (u128::from_le_bytes(le) + x + (1 << 16)).to_le_bytes()[..9].to_vec()
-        })
-        .collect();
-    let r68 = r68.concat();
-    // … and the code: the same r, and the same bytes on the wire.
-    let mnist = tandem_core::InputMasking::new((0.0, 1.0), 16, 784, 128);
-    assert_eq!((mnist.offset, mnist.mask_bits, mnist.value_bytes()), (1 << 16, 68, 9));
-    let r_code: Vec<u128> = code.input_mask(3, 68);
-    assert_eq!(r_code.iter().flat_map(|r| r.to_le_bytes()[..9].to_vec()).collect::<Vec<u8>>(), r68);
-    let y: Vec<u128> = r_code.iter().zip(x_int).map(|(r, x)| r + x).collect();
-    assert_eq!(mnist.encode(&y).unwrap(), u68);
+    // The client sends u_i = x_int + B + r_i (x = 0, 0.5, 1: x_int = 0,
+    // 2^7, 2^8) as 51-bit values packed into one bit string: value i's
+    // bit j is bit 51·i + j of the string, bit t of the string is bit
+    // t mod 8 of byte ⌊t/8⌋; 153 bits in 20 bytes, the top 7 bits of the
+    // last byte zero. Written out bit by bit, as the spec words it.
+    let x_int = [0u64, 1 << 7, 1 << 8];
+    let u: Vec<u64> = r50.iter().zip(x_int).map(|(r, x)| r + x + (1 << 8)).collect();
+    let mut u50 = vec![0u8; (3 * 51usize).div_ceil(8)];
+    for (i, v) in u.iter().enumerate() {
+        assert!(*v < 1 << 51);
+        for j in 0..51 {
+            if v >> j & 1 == 1 {
+                let t = 51 * i + j;
+                u50[t / 8] |= 1 << (t % 8);
+            }
+        }
+    }
+    assert_eq!((u50.len(), u50[19] >> 1), (20, 0), "153 bits: 20 bytes, 7 padding bits");
+    let r50_wire: Vec<u8> = r50.iter().flat_map(|r| r.to_le_bytes()[..7].to_vec()).collect();
+    // … and the code: the same r, and the same bytes on the wire, which S1
+    // decodes back to ỹ = x_int + r.
+    let mnist = tandem_core::InputMasking::new((0.0, 1.0), 8, 128);
+    assert_eq!((mnist.offset, mnist.mask_bits, mnist.value_bits()), (1 << 8, 50, 51));
+    let r_code: Vec<u128> = code.input_mask(3, 50);
+    assert_eq!(r_code, r50.iter().map(|&r| r as u128).collect::<Vec<_>>());
+    let y: Vec<u128> = r_code.iter().zip(x_int).map(|(r, x)| r + x as u128).collect();
+    assert_eq!(mnist.encode(&y).unwrap(), u50);
+    assert_eq!(mnist.decode::<u128>(&u50, 3, "masked_input").unwrap(), y);
     // §6: the result key; a seal made from the spec opens with the code.
     let result_key = hkdf(None, &seed, b"tandem/v1/result");
     let (sid, nonce, msg) = ([7u8; 16], [0u8; 12], b"label 3".as_slice());
@@ -127,8 +137,8 @@ fn the_documented_vectors_follow_from_the_spec_and_the_code() {
         ("v:input_mask_key", hex::encode(mask_key)),
         ("v:r_k128", hex::encode(&r128_wire)),
         ("v:r0_k256", hex::encode(first32)),
-        ("v:r_m68", hex::encode(&r68)),
-        ("v:u_m68", hex::encode(&u68)),
+        ("v:r_m50", hex::encode(&r50_wire)),
+        ("v:u_m50", hex::encode(&u50)),
         ("v:result_key", hex::encode(result_key)),
         ("v:sealed", hex::encode(&sealed)),
         ("v:fingerprint", fingerprint),

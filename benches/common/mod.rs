@@ -112,8 +112,8 @@ pub fn ratio(a: Duration, b: Duration) -> f64 {
 }
 
 /// Bytes the client sends in a tandem query: the masked input as encoded
-/// on the wire (`d` values of `⌈(m+1)/8⌉` bytes with the compact mask,
-/// docs/PROTOCOL.md §4.1) and the seed: `[seed]` (one ciphertext, 2|N|/8
+/// on the wire (`d` values of `m + 1` bits packed, `⌈d(m+1)/8⌉` bytes, with
+/// the compact mask, docs/PROTOCOL.md §4.1) and the seed: `[seed]` (one ciphertext, 2|N|/8
 /// bytes) with its 16-byte epoch, or a seed session's 16-byte id and 8-byte
 /// counter. The model id and the mode are not counted (the baseline needs
 /// them too), nor any framing.

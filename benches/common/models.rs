@@ -66,7 +66,13 @@ fn load_onnx(meta_path: &str, dims: &[usize], mode: OutputMode) -> Result<Loaded
         Some(v) if v.len() == 2 && v.iter().all(Option::is_some) => (v[0].unwrap(), v[1].unwrap()),
         _ => return Err(format!("{}: no input_range [lo, hi]", meta_path)),
     };
-    let opts = tandem_onnx::ImportOptions { input_range: Some(range), ..Default::default() };
+    // The input precision the model server would serve it with: the
+    // model's sidecar (the range is the meta file's).
+    let sidecar = tandem_onnx::read_input_sidecar(&root.join(&onnx))?;
+    let opts = tandem_onnx::InputSidecar::fill(
+        sidecar,
+        tandem_onnx::ImportOptions { input_range: Some(range), ..Default::default() },
+    );
     let m = tandem_onnx::import_file(root.join(&onnx), &opts).map_err(|e| format!("import {onnx}: {e}"))?;
     let q = QuantizedModel::new(&m, QuantConfig::default()).map_err(|e| format!("quantize {onnx}: {e}"))?;
     if relu_mlp_dims(&q).as_deref() != Some(dims) {
@@ -85,7 +91,11 @@ fn load_onnx(meta_path: &str, dims: &[usize], mode: OutputMode) -> Result<Loaded
     if rows.is_empty() || rows.iter().any(|r| r.len() != d || q.quantize_input(r).is_err()) {
         return Err(format!("{test_csv}: rows do not fit the model's input"));
     }
-    let source = format!("trained weights ({onnx}), {} test rows ({test_csv}), input range {range:?}", rows.len());
+    let source = format!(
+        "trained weights ({onnx}), {} test rows ({test_csv}), input range {range:?}, f_in = {}",
+        rows.len(),
+        q.f_in
+    );
     Ok(Loaded { m, q: Arc::new(q), rows, source })
 }
 

@@ -134,6 +134,7 @@ pub fn train(seed: u64) -> (Model, f64) {
         name: "strokes-5x5-mlp".into(),
         input_shape: Shape::Vector(SIDE * SIDE),
         input_range: (0.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Label,
         layers,
     };

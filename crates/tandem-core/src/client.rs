@@ -363,7 +363,7 @@ mod tests {
             modes: vec![OutputMode::Label, OutputMode::Probabilities, OutputMode::Logits, OutputMode::Sigmoid],
             default_mode: OutputMode::Label,
             input_offset: 1 << 16,
-            input_mask_bits: 17 + 41 + 1,
+            input_mask_bits: 17 + 1 + 40,
         }
     }
 

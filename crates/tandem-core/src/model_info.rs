@@ -55,17 +55,17 @@ impl ModelInfo {
             input_mask_bits: masking.mask_bits,
         }
     }
-    /// The input mask, recomputed from the public range, `f_in`, `d` and
-    /// `k` ([`InputMasking::new`]) and checked against the published
+    /// The input mask, recomputed from the public range, `f_in` and `k`
+    /// ([`InputMasking::new`]) and checked against the published
     /// `input_offset` and `input_mask_bits`: a client never masks with
     /// parameters the model's range does not imply (a smaller `m` would hide
     /// less than SECURITY.md states).
     pub fn masking(&self) -> Result<InputMasking> {
-        let m = InputMasking::new(self.input_range, self.f_in, self.input_len(), self.ring_bits);
+        let m = InputMasking::new(self.input_range, self.f_in, self.ring_bits);
         if (m.offset, m.mask_bits) != (self.input_offset, self.input_mask_bits) {
             return Err(ProtocolError::PeerMisbehaved(format!(
-                "the model info publishes input_offset {} and input_mask_bits {}, but its input range, f_in, \
-                 input shape and ring imply {} and {} (docs/PROTOCOL.md §4.1)",
+                "the model info publishes input_offset {} and input_mask_bits {}, but its input range, f_in \
+                 and ring imply {} and {} (docs/PROTOCOL.md §4.1)",
                 self.input_offset, self.input_mask_bits, m.offset, m.mask_bits
             )));
         }

@@ -185,17 +185,18 @@ pub fn load_model(path: &Path, input_range: Option<(f64, f64)>, output: Option<S
         }
         return Ok(Loaded { model, report: None });
     }
-    // The sidecar the model server reads, so that both see the same range.
-    let input_range = match input_range {
-        Some(r) => Some(r),
-        None => tandem_onnx::read_input_range_sidecar(path).map_err(|e| anyhow!(e))?,
-    };
-    let opts = ImportOptions {
-        input_range,
-        name: path.file_stem().map(|s| s.to_string_lossy().into_owned()),
-        output,
-        default_mode: None,
-    };
+    // The sidecar the model server reads, so that both see the same range
+    // and input precision; --input-range overrides the range only.
+    let opts = tandem_onnx::InputSidecar::fill(
+        tandem_onnx::read_input_sidecar(path).map_err(|e| anyhow!(e))?,
+        ImportOptions {
+            input_range,
+            input_frac_bits: None,
+            name: path.file_stem().map(|s| s.to_string_lossy().into_owned()),
+            output,
+            default_mode: None,
+        },
+    );
     let imp = tandem_onnx::import_bytes_with_report(&bytes, &opts).map_err(|e| anyhow!("{}: {e}", path.display()))?;
     Ok(Loaded { model: imp.model, report: Some(imp.report) })
 }

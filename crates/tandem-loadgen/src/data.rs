@@ -28,12 +28,12 @@ pub fn load_model(path: &Path, input_range: Option<(f64, f64)>) -> Result<Model,
         }
         return Ok(m);
     }
-    // The sidecar the model server reads, unless --input-range overrides it.
-    let input_range = match input_range {
-        Some(r) => Some(r),
-        None => tandem_onnx::read_input_range_sidecar(path)?,
-    };
-    let opts = tandem_onnx::ImportOptions { input_range, ..Default::default() };
+    // The sidecar the model server reads (range and input precision),
+    // unless --input-range overrides the range.
+    let opts = tandem_onnx::InputSidecar::fill(
+        tandem_onnx::read_input_sidecar(path)?,
+        tandem_onnx::ImportOptions { input_range, ..Default::default() },
+    );
     // Only a missing range gets the hint: an unsupported op is not about it.
     tandem_onnx::import_bytes(&bytes, &opts).map_err(|e| match e {
         tandem_onnx::ImportError::MissingInputRange => format!(

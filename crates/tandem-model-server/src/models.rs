@@ -287,8 +287,8 @@ fn read_modes_sidecar(model_file: &Path) -> anyhow::Result<Option<Vec<OutputMode
 }
 
 /// Largest `InferRequest` a client needs for these models: the masked
-/// input (`d` values of `⌈(m+1)/8⌉` bytes, or `k/8` with the full-ring
-/// mask, §4.1) plus room for the encrypted seed (up to a
+/// input (`d` values of `m + 1` bits packed, `⌈d(m+1)/8⌉` bytes, or `k/8`
+/// bytes a value with the full-ring mask, §4.1) plus room for the encrypted seed (up to a
 /// 4096-bit key), the ids and the protobuf framing. The default
 /// `--max-request-bytes`, so a peer cannot make S1 buffer more than a real
 /// request ever takes.
@@ -297,7 +297,7 @@ pub fn request_limit(quantized: &[(String, Arc<QuantizedModel>)]) -> usize {
     const FLOOR: usize = 16 << 10;
     let input = quantized
         .iter()
-        .map(|(_, q)| q.input_len().saturating_mul(tandem_core::InputMasking::of_model(q).value_bytes()))
+        .map(|(_, q)| tandem_core::InputMasking::of_model(q).encoded_len(q.input_len()).unwrap_or(usize::MAX))
         .max();
     (input.unwrap_or(0) + OVERHEAD).max(FLOOR)
 }
@@ -313,13 +313,15 @@ pub fn load_model_file(path: &Path) -> anyhow::Result<Option<Model>> {
 
 /// Imports an ONNX model. The input range (PROTOCOL §7 budgets for it)
 /// comes from a sidecar file `<model>.onnx.input-range` holding `lo,hi`
-/// or, failing that, from the file's `tandem.input_range` metadata.
+/// or, failing that, from the file's `tandem.input_range` metadata; the
+/// input precision likewise (`input_frac_bits = N` in the sidecar, or
+/// metadata `tandem.input_frac_bits`; default 16).
 ///
 /// Only a missing range gets the hint about the sidecar: an unsupported op
 /// or a bad file is reported as the importer words it, with the file name.
 fn import_onnx(path: &Path) -> anyhow::Result<Model> {
-    let range = tandem_onnx::read_input_range_sidecar(path).map_err(anyhow::Error::msg)?;
-    let opts = tandem_onnx::ImportOptions { input_range: range, ..Default::default() };
+    let sidecar = tandem_onnx::read_input_sidecar(path).map_err(anyhow::Error::msg)?;
+    let opts = tandem_onnx::InputSidecar::fill(sidecar, Default::default());
     tandem_onnx::import_file(path, &opts).map_err(|e| match e {
         tandem_onnx::ImportError::MissingInputRange => anyhow::anyhow!(
             "{}: the ONNX model does not declare its input range; write \"lo,hi\" (every input feature lies in \
@@ -636,10 +638,10 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(9);
         let big = random_mlp(&mut rng, &[3000, 4, 2], &[ActivationKind::Relu], 1.0, OutputMode::Label);
         let q = quantize_all(vec![("s".into(), mlp(1)), ("big".into(), big)], QuantConfig::default(), true).unwrap();
-        // [−1, 1] at f_in = 16 with 3000 features: m = 17 + 41 + 12 = 70,
-        // so 9 bytes a feature (§4.1), not k/8 = 16.
-        assert_eq!(tandem_core::InputMasking::of_model(&q[1].1).value_bytes(), 9);
-        assert_eq!(request_limit(&q), 3000 * 9 + 1232);
+        // [−1, 1] at f_in = 16 with 3000 features: m = 17 + 1 + 40 = 58,
+        // so 59 bits a feature packed (§4.1), not k/8 = 16 bytes.
+        assert_eq!(tandem_core::InputMasking::of_model(&q[1].1).value_bits(), 59);
+        assert_eq!(request_limit(&q), (3000 * 59usize).div_ceil(8) + 1232);
         // Small models still get a floor, far below the old 32 MiB.
         assert_eq!(request_limit(&q[..1]), 16 << 10);
     }

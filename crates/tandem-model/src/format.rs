@@ -27,8 +27,21 @@ struct Header {
     name: String,
     input_shape: Vec<usize>,
     input_range: [f64; 2],
+    /// Absent (files written before it, or at the default) means
+    /// [`crate::F_IN`]; only a declared precision is written, so a model at
+    /// the default serializes exactly as before.
+    #[serde(default = "default_f_in", skip_serializing_if = "is_default_f_in")]
+    input_frac_bits: u32,
     default_mode: OutputMode,
     layers: Vec<Value>,
+}
+
+fn default_f_in() -> u32 {
+    crate::F_IN
+}
+
+fn is_default_f_in(f: &u32) -> bool {
+    *f == crate::F_IN
 }
 
 fn err(msg: impl Into<String>) -> ModelError {
@@ -81,6 +94,7 @@ pub fn to_bytes(model: &Model) -> Result<Vec<u8>, ModelError> {
         name: model.name.clone(),
         input_shape: model.input_shape.dims(),
         input_range: [model.input_range.0, model.input_range.1],
+        input_frac_bits: model.input_frac_bits,
         default_mode: model.default_mode,
         layers,
     };
@@ -121,6 +135,7 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelError> {
         name: header.name,
         input_shape: Shape::from_dims(&header.input_shape)?,
         input_range: (header.input_range[0], header.input_range[1]),
+        input_frac_bits: header.input_frac_bits,
         default_mode: header.default_mode,
         layers,
     };

@@ -347,6 +347,11 @@ pub struct Model {
     /// Every input feature must lie in `[lo, hi]`; the bit budget (§7) is
     /// computed for this range.
     pub input_range: (f64, f64),
+    /// `f_in`: inputs are quantized as `round(x·2^{f_in})`. The owner may
+    /// declare fewer than [`crate::F_IN`] when the data has less precision
+    /// (8-bit pixels): the client's masked input is then `F_IN − f_in` bits
+    /// narrower per feature (PROTOCOL §4.1). At most [`crate::MAX_F_IN`].
+    pub input_frac_bits: u32,
     pub default_mode: OutputMode,
     pub layers: Vec<Layer>,
 }
@@ -359,6 +364,13 @@ impl Model {
         let (lo, hi) = self.input_range;
         if !(lo.is_finite() && hi.is_finite() && lo <= hi) {
             return Err(ModelError::Invalid(format!("input range [{lo}, {hi}] is not a finite interval")));
+        }
+        if self.input_frac_bits > crate::MAX_F_IN {
+            return Err(ModelError::Invalid(format!(
+                "input precision of {} fraction bits; at most {} are accepted",
+                self.input_frac_bits,
+                crate::MAX_F_IN
+            )));
         }
         let dims_ok = self.input_shape.dims().iter().try_fold(1usize, |acc, &d| acc.checked_mul(d));
         match dims_ok {

@@ -15,5 +15,5 @@ pub use error::ModelError;
 pub use ir::{ActivationKind, Layer, Model, OutputMode, Shape};
 pub use quantize::{
     max_abs_input, quantize_input, Output, QLayer, QLinear, QuantConfig, QuantizedModel, F_ACT, F_IN, KAPPA,
-    MAX_ADAPTIVE_WEIGHT_BITS, TAU,
+    MAX_ADAPTIVE_WEIGHT_BITS, MAX_F_IN, TAU,
 };

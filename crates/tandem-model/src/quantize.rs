@@ -8,8 +8,13 @@ use num_bigint::BigInt;
 use num_traits::{FromPrimitive, Signed, Zero};
 use serde::{Deserialize, Serialize};
 
-/// Input features: `x_int = round(x·2^{f_in})`.
+/// Input features: `x_int = round(x·2^{f_in})`; the default `f_in`, used
+/// unless the model declares its own ([`Model::input_frac_bits`]).
 pub const F_IN: u32 = 16;
+/// The largest `f_in` a model may declare: 32 fraction bits are already far
+/// beyond any float input's useful precision after clipping to a range, and
+/// keep `x_int` an `i64` for every range the budget analysis accepts.
+pub const MAX_F_IN: u32 = 32;
 /// Sigmoid/tanh/softmax outputs are at scale `f_act`.
 pub const F_ACT: u32 = 16;
 /// ReLU blinding magnitudes are below `2^τ`.
@@ -463,7 +468,7 @@ impl QuantizedModel {
     fn build(model: &Model, bits: &[u32]) -> Result<Self, ModelError> {
         let shapes = model.shapes()?;
         let mut layers: Vec<QLayer> = Vec::new();
-        let mut scale = F_IN;
+        let mut scale = model.input_frac_bits;
         let mut shape = model.input_shape;
         // A permutation met before any linear layer, for the next one's columns.
         let mut pending_cols: Option<Vec<usize>> = None;
@@ -624,7 +629,7 @@ impl QuantizedModel {
             input_range: model.input_range,
             default_mode: model.default_mode,
             output_len: shape.len(),
-            f_in: F_IN,
+            f_in: model.input_frac_bits,
             f_act: F_ACT,
             ring_bits: 0,
             layers,
@@ -706,8 +711,8 @@ impl QuantizedModel {
     /// arithmetic on exact integers.
     fn analyze_budget(&self) -> Vec<LayerBits> {
         let (lo, hi) = self.input_range;
-        let qlo = bigint_from_f64(round_half_away(libm::scalbn(lo, F_IN as i32)));
-        let qhi = bigint_from_f64(round_half_away(libm::scalbn(hi, F_IN as i32)));
+        let qlo = bigint_from_f64(round_half_away(libm::scalbn(lo, self.f_in as i32)));
+        let qhi = bigint_from_f64(round_half_away(libm::scalbn(hi, self.f_in as i32)));
         let mut lo_v = vec![qlo; self.input_len()];
         let mut hi_v = vec![qhi; self.input_len()];
         let mut out = Vec::new();

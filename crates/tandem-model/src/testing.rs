@@ -29,6 +29,7 @@ pub fn random_mlp<R: Rng>(
         name: "random-mlp".into(),
         input_shape: Shape::Vector(dims[0]),
         input_range: (-1.0, 1.0),
+        input_frac_bits: crate::F_IN,
         default_mode,
         layers,
     }
@@ -58,6 +59,7 @@ pub fn random_cnn<R: Rng>(rng: &mut R, act: ActivationKind, outputs: usize, defa
         name: "random-cnn".into(),
         input_shape: Shape::Image(c, h, w),
         input_range: (0.0, 1.0),
+        input_frac_bits: crate::F_IN,
         default_mode,
         layers: vec![
             conv,

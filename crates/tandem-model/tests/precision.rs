@@ -25,6 +25,7 @@ fn folded_scaler_model(seed: u64) -> Model {
         name: "folded".into(),
         input_shape: Shape::Vector(d),
         input_range: (0.0, 1000.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Label,
         layers: vec![
             Layer::Dense { inputs: d, outputs: h, weights: w1, bias: vec![0.1; h] },
@@ -91,6 +92,7 @@ fn permute_and_asymmetric_padding_round_trip_and_validate() {
         name: "p".into(),
         input_shape: Shape::Image(3, 2, 2), // read as NHWC h=3, w=2, c=2
         input_range: (-1.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Logits,
         layers: vec![
             Layer::Permute { perm: vec![0, 2, 4, 6, 8, 10, 1, 3, 5, 7, 9, 11], out: Shape::Image(2, 3, 2) },
@@ -155,6 +157,7 @@ fn random_permuted_model(seed: u64) -> (Model, Vec<f64>) {
         name: "perm".into(),
         input_shape: Shape::Vector(n),
         input_range: (-1.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Logits,
         layers: vec![
             Layer::Permute { perm, out: Shape::Image(c, h, w) },

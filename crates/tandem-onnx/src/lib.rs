@@ -62,6 +62,16 @@
 //! budget is computed for it). It comes from [`ImportOptions::input_range`],
 //! else from the model's `metadata_props` key `tandem.input_range` =
 //! `"lo,hi"`; without either the import fails and says so.
+//!
+//! # Input precision
+//!
+//! Inputs are quantized as `round(x·2^{f_in})` with `f_in` =
+//! `tandem_model::F_IN` (16) unless the owner declares fewer fraction bits:
+//! [`ImportOptions::input_frac_bits`], else the metadata key
+//! `tandem.input_frac_bits`. Data with less precision than 16 bits (8-bit
+//! pixels) loses nothing at a lower `f_in`, and every feature the client
+//! sends is that many bits narrower (docs/PROTOCOL.md §4.1). The sidecar
+//! file ([`read_input_sidecar`]) can declare both.
 
 // `is_multiple_of` needs Rust 1.87; the workspace declares an older MSRV.
 #![allow(clippy::manual_is_multiple_of)]
@@ -84,6 +94,10 @@ pub use graph::{ONNX_ML_OPS, ONNX_OPS, SUPPORTED_OPS};
 
 /// The metadata key holding the input range, `"lo,hi"`.
 pub const INPUT_RANGE_KEY: &str = "tandem.input_range";
+/// The metadata key holding the input precision `f_in`, e.g. `"8"`.
+pub const INPUT_FRAC_BITS_KEY: &str = "tandem.input_frac_bits";
+/// The sidecar line declaring the input precision: `input_frac_bits = 8`.
+pub const SIDECAR_FRAC_BITS: &str = "input_frac_bits";
 
 /// Options of an import.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -91,6 +105,10 @@ pub struct ImportOptions {
     /// Every input feature lies in `[lo, hi]`. Overrides the model's
     /// `tandem.input_range` metadata.
     pub input_range: Option<(f64, f64)>,
+    /// `f_in`: inputs are quantized as `round(x·2^{f_in})`. Overrides the
+    /// model's `tandem.input_frac_bits` metadata; default
+    /// `tandem_model::F_IN`.
+    pub input_frac_bits: Option<u32>,
     /// The model's name; default: the file stem, else the graph name.
     pub name: Option<String>,
     /// The graph output (or any tensor) to follow; default: the only output,
@@ -158,6 +176,8 @@ pub struct ImportReport {
     pub ignored_nodes: usize,
     /// Where the input range came from.
     pub input_range_source: String,
+    /// `f_in` and where it came from (`"default"` when nothing declared it).
+    pub input_frac_bits: (u32, String),
     /// Foldings and reinterpretations, one line each.
     pub notes: Vec<String>,
 }
@@ -209,6 +229,8 @@ pub enum ImportError {
     MissingInputRange,
     #[error("input range: {0}")]
     BadInputRange(String),
+    #[error("input precision: {0}")]
+    BadInputPrecision(String),
     #[error("the imported model is not valid for tandem: {0}")]
     Model(#[from] ModelError),
 }
@@ -245,19 +267,71 @@ pub fn input_range_sidecar(model: &Path) -> std::path::PathBuf {
     p.into()
 }
 
-/// The input range in `model`'s sidecar file ([`input_range_sidecar`]), if
-/// there is one: one line `lo,hi`. The model server and `tandem-eval` both
-/// read it, so a model evaluated with `tandem-eval` is served with the same
-/// range. A sidecar that exists but cannot be read or parsed is an error
-/// naming the file.
-pub fn read_input_range_sidecar(model: &Path) -> Result<Option<(f64, f64)>, String> {
+/// What a model's sidecar file ([`input_range_sidecar`]) declares about
+/// its input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct InputSidecar {
+    /// Every input feature lies in `[lo, hi]`.
+    pub range: (f64, f64),
+    /// `f_in`, if the owner declared it (`input_frac_bits = N`).
+    pub input_frac_bits: Option<u32>,
+}
+
+impl InputSidecar {
+    /// `opts` with this sidecar's declarations, where `opts` has none of
+    /// its own (a command-line `--input-range` wins over the file).
+    pub fn fill(sidecar: Option<Self>, mut opts: ImportOptions) -> ImportOptions {
+        if let Some(s) = sidecar {
+            opts.input_range = opts.input_range.or(Some(s.range));
+            opts.input_frac_bits = opts.input_frac_bits.or(s.input_frac_bits);
+        }
+        opts
+    }
+}
+
+/// The sidecar of `model` ([`input_range_sidecar`]), if there is one:
+/// a first line `lo,hi`, then optionally `input_frac_bits = N` (the input
+/// precision `f_in`, 0 to `tandem_model::MAX_F_IN`). Blank lines and lines
+/// starting with `#` are ignored. The model server, `tandem-eval` and
+/// `tandem-loadgen` all read it, so a model evaluated with `tandem-eval` is
+/// served with the same range and precision. A sidecar that exists but
+/// cannot be read or parsed is an error naming the file.
+pub fn read_input_sidecar(model: &Path) -> Result<Option<InputSidecar>, String> {
     let sidecar = input_range_sidecar(model);
     match std::fs::read_to_string(&sidecar) {
-        Ok(text) => parse_range(text.trim())
-            .map(Some)
-            .map_err(|e| format!("{}: {e} (expected one line \"lo,hi\", e.g. 0,1)", sidecar.display())),
+        Ok(text) => parse_input_sidecar(&text).map(Some).map_err(|e| format!("{}: {e}", sidecar.display())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(format!("cannot read {}: {e}", sidecar.display())),
+    }
+}
+
+/// Parses a sidecar's text ([`read_input_sidecar`]).
+pub fn parse_input_sidecar(text: &str) -> Result<InputSidecar, String> {
+    const FORMAT: &str = "expected a line \"lo,hi\", e.g. 0,1, optionally followed by \"input_frac_bits = N\"";
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let range = parse_range(lines.next().unwrap_or("")).map_err(|e| format!("{e} ({FORMAT})"))?;
+    let mut input_frac_bits = None;
+    for line in lines {
+        let (key, value) = line.split_once('=').map(|(k, v)| (k.trim(), v.trim())).unwrap_or((line, ""));
+        if key != SIDECAR_FRAC_BITS {
+            return Err(format!("unknown line {line:?} ({FORMAT})"));
+        }
+        if input_frac_bits.is_some() {
+            return Err(format!("{SIDECAR_FRAC_BITS} is declared twice"));
+        }
+        input_frac_bits = Some(parse_frac_bits(value)?);
+    }
+    Ok(InputSidecar { range, input_frac_bits })
+}
+
+/// Parses an input precision: an integer from 0 to `tandem_model::MAX_F_IN`.
+pub fn parse_frac_bits(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(f) if f <= tandem_model::MAX_F_IN => Ok(f),
+        _ => Err(format!(
+            "{SIDECAR_FRAC_BITS} {s:?} is not an integer from 0 to {} (fraction bits of the quantized input)",
+            tandem_model::MAX_F_IN
+        )),
     }
 }
 
@@ -309,6 +383,18 @@ pub fn import_bytes_with_report(bytes: &[u8], opts: &ImportOptions) -> Result<Im
         },
     };
 
+    let input_frac_bits = match opts.input_frac_bits {
+        Some(f) => (parse_frac_bits(&f.to_string()).map_err(ImportError::BadInputPrecision)?, "options".to_string()),
+        None => match m.metadata_props.iter().find(|p| p.key() == INPUT_FRAC_BITS_KEY) {
+            Some(p) => (
+                parse_frac_bits(p.value())
+                    .map_err(|e| ImportError::BadInputPrecision(format!("metadata {INPUT_FRAC_BITS_KEY}: {e}")))?,
+                format!("metadata {INPUT_FRAC_BITS_KEY}"),
+            ),
+            None => (tandem_model::F_IN, "default".to_string()),
+        },
+    };
+
     let mut ctx = Ctx::new(graph, opset, graph::work_budget(bytes.len()))?;
     let (output_name, tensor) = choose_output(&ctx, graph, opts)?;
     let val = ctx.eval(&tensor, "the followed graph output")?;
@@ -322,7 +408,7 @@ pub fn import_bytes_with_report(bytes: &[u8], opts: &ImportOptions) -> Result<Im
         .clone()
         .or_else(|| Some(graph.name().to_string()).filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "onnx-model".into());
-    let model = Model { name, input_shape, input_range, default_mode, layers };
+    let model = Model { name, input_shape, input_range, input_frac_bits: input_frac_bits.0, default_mode, layers };
     model.shapes()?;
     let ignored_outputs = graph.output.iter().map(|o| o.name().to_string()).filter(|o| *o != output_name).collect();
     let report = ImportReport {
@@ -335,6 +421,7 @@ pub fn import_bytes_with_report(bytes: &[u8], opts: &ImportOptions) -> Result<Im
         ignored_outputs,
         ignored_nodes: graph.node.len() - ctx.used_nodes.len(),
         input_range_source,
+        input_frac_bits,
         notes: std::mem::take(&mut ctx.notes),
     };
     Ok(Imported { model, report })
