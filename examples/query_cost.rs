@@ -40,8 +40,9 @@ fn main() {
     let mut rng = StdRng::seed_from_u64(1);
     let m = match &onnx {
         Some(path) => {
-            let range = tandem_onnx::read_input_range_sidecar(path).expect("readable sidecar");
-            let opts = tandem_onnx::ImportOptions { input_range: range, ..Default::default() };
+            // The sidecar the servers read: range and input precision.
+            let sidecar = tandem_onnx::read_input_sidecar(path).expect("readable sidecar");
+            let opts = tandem_onnx::InputSidecar::fill(sidecar, Default::default());
             tandem_onnx::import_file(path, &opts).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         }
         None => random_mlp(&mut rng, &dims, &[ActivationKind::Relu], 0.1, OutputMode::Label),

@@ -146,6 +146,7 @@ fn stacked_maxpools_with_ties_equal_reference() {
         name: "vgg-ish".into(),
         input_shape: Shape::Image(1, 8, 8),
         input_range: (0.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Label,
         layers: vec![
             conv(&mut rng, 1, 2),

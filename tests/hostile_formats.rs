@@ -1035,7 +1035,7 @@ proptest! {
             let _ = tandem_grpc::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
             let _ = tandem_grpc::blinded_output_from_proto(pk, &out);
-            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), input_mask_bits: n as u32, seed_session_id: session_id.clone(), seed_counter: input_len.into(), first_layer_outputs: 0 };
+            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), input_mask_bits: n as u32, seed_session_id: session_id.clone(), seed_counter: input_len.into(), first_layer_outputs: 0, lattice_key_fingerprint: String::new() };
             let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &start);
             let _ = tandem_grpc::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
             let _ = tandem_grpc::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
@@ -1063,6 +1063,11 @@ proptest! {
                     Some(preprocess_msg::Msg::Start(s)) => { let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &s); }
                     Some(preprocess_msg::Msg::Round(r)) => { let _ = tandem_grpc::blinded_round_from_proto(pk, &r); }
                     Some(preprocess_msg::Msg::Output(o)) => { let _ = tandem_grpc::blinded_output_from_proto(pk, &o); }
+                    Some(preprocess_msg::Msg::LatticeProducts(p)) => {
+                        let ctx = tandem::test_lattice_engine().context().clone();
+                        let layout = tandem_lattice_engine::tandem_lattice::Layout::new(&ctx, 9, 4).unwrap();
+                        let _ = tandem_grpc::lattice_products_from_proto(&ctx, &layout, &p);
+                    }
                     None => {}
                 }
             }
@@ -1075,8 +1080,16 @@ proptest! {
                 }
             }
             if let Ok(m) = <pb::PreprocessReply as prost::Message>::decode(&bytes[..]) {
-                if let Some(pb::preprocess_reply::Msg::Rho(r)) = m.msg {
-                    let _ = tandem_grpc::rho_masks_from_proto(pk, &r, 3);
+                if let Some(pb::preprocess_reply::Msg::Rho(r)) = &m.msg {
+                    let _ = tandem_grpc::rho_masks_from_proto(pk, r, 3);
+                }
+                if let Some(pb::preprocess_reply::Msg::LatticeInputs(i)) = &m.msg {
+                    let ctx = tandem::test_lattice_engine().context().clone();
+                    let layout = tandem_lattice_engine::tandem_lattice::Layout::new(&ctx, 9, 4).unwrap();
+                    let _ = tandem_grpc::lattice_inputs_from_proto(&ctx, &layout, i);
+                }
+                if let Some(pb::preprocess_reply::Msg::FirstProducts(f)) = &m.msg {
+                    let _ = tandem_grpc::first_products_from_proto(pk, f, 3);
                 }
             }
             let _ = <pb::EvaluateReply as prost::Message>::decode(&bytes[..]);

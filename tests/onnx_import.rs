@@ -350,8 +350,8 @@ fn mnist_vgg_whole_split_accuracy() {
     let label_col = header.iter().position(|h| h == "label").unwrap();
     let n = split.x.len();
     let (mut float_ok, mut ref_ok, mut ort_ok, mut agree) = (0, 0, 0, 0);
-    for i in 0..n {
-        let truth = rows[i][label_col] as usize;
+    for (i, row) in rows.iter().enumerate().take(n) {
+        let truth = row[label_col] as usize;
         let r = q.reference(&q.quantize_input(&split.x[i]).unwrap(), OutputMode::Label).unwrap().label();
         float_ok += usize::from(label_of(&imp.model, &split.x[i]) == truth);
         ref_ok += usize::from(r == truth);

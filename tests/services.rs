@@ -1301,6 +1301,12 @@ impl tandem_grpc::v1::activation_service_server::ActivationService for DeafActiv
     ) -> Result<tonic::Response<pb::PaillierPublicKey>, tonic::Status> {
         Ok(tonic::Response::new(self.key.clone()))
     }
+    async fn get_lattice_key(
+        &self,
+        _: tonic::Request<pb::GetLatticeKeyRequest>,
+    ) -> Result<tonic::Response<pb::LatticePublicKey>, tonic::Status> {
+        Err(tonic::Status::failed_precondition("this deaf server runs the paillier engine"))
+    }
     async fn get_status(
         &self,
         _: tonic::Request<pb::GetStatusRequest>,

@@ -136,6 +136,7 @@ pub fn random_maxpool_cnn<R: Rng>(rng: &mut R, act: PoolAct, outputs: usize, def
         name: "random-maxpool-cnn".into(),
         input_shape: Shape::Image(c, h, w),
         input_range: (0.0, 1.0),
+        input_frac_bits: crate::F_IN,
         default_mode,
         layers,
     }

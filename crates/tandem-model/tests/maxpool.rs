@@ -100,6 +100,7 @@ fn rounds_are_log2_of_the_window() {
             name: "p".into(),
             input_shape: Shape::Image(1, side, side),
             input_range: (-1.0, 1.0),
+            input_frac_bits: tandem_model::F_IN,
             default_mode: OutputMode::Label,
             layers,
         };
@@ -123,6 +124,7 @@ fn float_max_pool_takes_in_image_cells_only() {
         name: "p".into(),
         input_shape: Shape::Image(1, 2, 3),
         input_range: (-1.0, 1.0),
+        input_frac_bits: tandem_model::F_IN,
         default_mode: OutputMode::Label,
         layers: vec![
             Layer::MaxPool2d { kernel: [2, 2], stride: [2, 2], padding: [1, 1], padding_end: [1, 1] },
