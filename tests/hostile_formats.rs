@@ -1035,7 +1035,7 @@ proptest! {
             let _ = tandem_grpc::blinded_round_from_proto(pk, &round);
             let out = pb::BlindedOutput { mode: kind, scale, count, packing, packed };
             let _ = tandem_grpc::blinded_output_from_proto(pk, &out);
-            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), input_mask_bits: n as u32, seed_session_id: session_id.clone(), seed_counter: input_len.into(), first_layer_outputs: 0, lattice_key_fingerprint: String::new() };
+            let start = pb::SessionStart { session_id: session_id.clone(), enc_seed: cts.clone(), input_len, ring_bits: count, key_fingerprint: String::new(), seed_epoch: session_id.clone(), input_mask_bits: n as u32, seed_session_id: session_id.clone(), seed_counter: input_len.into(), first_layer_outputs: 0, lattice_key_fingerprint: String::new(), ot_setup_id: Vec::new() };
             let _ = tandem_grpc::session_start_from_proto(pk.ciphertext_bytes(), &start);
             let _ = tandem_grpc::input_masks_from_proto(pk, &pb::InputMasks { enc_r: cts.clone() }, n);
             let _ = tandem_grpc::rho_masks_from_proto(pk, &pb::RhoMasks { enc_rho: cts.clone() }, n);
@@ -1132,6 +1132,7 @@ fn activation_session_with_hostile_messages() {
                 ring_bits: 128,
                 input_mask_bits: 68,
                 first_layer_outputs: 0,
+                ot_setup: None,
             };
             let (mut pre, _) = s2.start_session::<u128>(&start, std::time::Duration::ZERO).expect("a valid start");
             let mut session: Option<tandem_core::ActivationSession<u128>> = None;

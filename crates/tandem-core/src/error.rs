@@ -62,6 +62,10 @@ pub enum ProtocolError {
     /// before anything else; the client opens a new session.
     #[error("unknown seed session: it expired or the activation server restarted; open a new seed session (or send enc_seed)")]
     UnknownSeedSession,
+    /// The lattice engine's OT setup named in a session start is not one S2
+    /// holds (S2 restarted or dropped it); S1 runs a new setup.
+    #[error("unknown OT setup: the activation server restarted or dropped it; the model server runs a new setup (SetupOt) and retries")]
+    UnknownOtSetup,
     /// S2 holds its limit of seed sessions.
     #[error("the activation server holds its limit of {limit} seed sessions; send enc_seed for this query, or retry later")]
     SeedSessionsFull {

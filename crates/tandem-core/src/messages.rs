@@ -145,6 +145,10 @@ pub struct SessionStart {
     /// learns that width from the first round's count anyway, unless two
     /// linear layers follow each other (SECURITY.md's leakage table).
     pub first_layer_outputs: u32,
+    /// The lattice engine's OT setup this session's multiplications run
+    /// on (PROTOCOL §4.2c; public, names S2's half of the base OTs); `None`
+    /// for every session that does not run every step on the lattice engine.
+    pub ot_setup: Option<[u8; 16]>,
 }
 
 /// S1 → S2, online: the ring half of one hidden layer, `e_p = t_j·u_j + μ_j`.

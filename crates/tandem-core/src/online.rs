@@ -82,6 +82,11 @@ pub struct HiddenSecrets<R> {
     m_inv: Vec<R>,
     /// `μ_j mod 2^k`.
     mu: Vec<R>,
+    /// By position: what S1 adds to `h_p` before it multiplies by `m⁻¹`.
+    /// Zero under Paillier; the lattice engine's OT multiplication leaves
+    /// S1 its share `x_p` of `m_j·λ_p` here (PROTOCOL §4.2c), so that
+    /// `m⁻¹·(h_p + x_p) = a_j + λ_p`.
+    offset: Option<Vec<R>>,
 }
 
 /// A freshly drawn hidden round: the secrets S1 keeps, plus the integers
@@ -118,6 +123,7 @@ impl<R: Ring> HiddenSecrets<R> {
             t: t.iter().map(|&t| R::from_i64(t)).collect(),
             m_inv: m.iter().map(|&m| R::from_u64(m).inv_odd().expect("m is odd")).collect(),
             mu: mu.iter().map(ring_from_biguint::<R>).collect(),
+            offset: None,
         };
         HiddenBlinding { secrets, t, mu }
     }
@@ -136,6 +142,19 @@ impl<R: Ring> HiddenSecrets<R> {
     /// `m_j⁻¹ mod 2^k`.
     pub fn m_inv(&self, j: usize) -> R {
         self.m_inv[j]
+    }
+    /// `μ_j mod 2^k`.
+    pub fn mu(&self, j: usize) -> R {
+        self.mu[j]
+    }
+    /// Sets the per-position offsets S1 adds to `h` before unblinding (the
+    /// lattice engine's OT shares; PROTOCOL §4.2c).
+    pub fn set_offset(&mut self, offset: Vec<R>) -> Result<()> {
+        if offset.len() != self.perm.len() {
+            return Err(ProtocolError::LengthMismatch { field: "offsets", expected: self.perm.len(), got: offset.len() });
+        }
+        self.offset = Some(offset);
+        Ok(())
     }
     /// Number of neurons.
     pub fn len(&self) -> usize {
@@ -398,6 +417,10 @@ impl<R: Ring> OnlineQuery<R> {
         let y_act = &mut y[keep..];
         for (p, &h) in msg.h.iter().enumerate() {
             let j = sec.perm[p] as usize;
+            let h = match &sec.offset {
+                Some(off) => h.add(off[p]),
+                None => h,
+            };
             y_act[j] = match (sec.kind, sec.negative[j]) {
                 (ActivationKind::Relu, false) => sec.m_inv[j].mul(h),
                 (ActivationKind::Relu, true) => u[j].add(sec.m_inv[j].mul(h)),

@@ -343,6 +343,7 @@ pub fn session_start_to_proto(key_fingerprint: &str, s: &m::SessionStart) -> pb:
         input_mask_bits: s.input_mask_bits,
         first_layer_outputs: s.first_layer_outputs,
         lattice_key_fingerprint: String::new(),
+        ot_setup_id: s.ot_setup.map(|id| id.to_vec()).unwrap_or_default(),
     }
 }
 
@@ -357,6 +358,11 @@ pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -
         ring_bits: s.ring_bits,
         input_mask_bits: s.input_mask_bits,
         first_layer_outputs: s.first_layer_outputs,
+        ot_setup: if s.ot_setup_id.is_empty() {
+            None
+        } else {
+            Some(session_id_from_bytes(&s.ot_setup_id, "ot_setup_id")?)
+        },
     })
 }
 

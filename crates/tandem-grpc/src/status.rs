@@ -31,6 +31,7 @@ pub fn code_of(e: &ProtocolError) -> Code {
         ProtocolError::ReplayedSeed => Code::AlreadyExists,
         ProtocolError::UnknownEpoch => Code::FailedPrecondition,
         ProtocolError::UnknownSeedSession => Code::FailedPrecondition,
+        ProtocolError::UnknownOtSetup => Code::FailedPrecondition,
         ProtocolError::SeedSessionsFull { .. } => Code::ResourceExhausted,
         ProtocolError::KeyTooSmall { .. } => Code::FailedPrecondition,
         ProtocolError::TicketRefused(TicketRefusal::OtherOwner) => Code::PermissionDenied,

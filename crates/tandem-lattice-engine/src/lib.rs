@@ -35,7 +35,7 @@ use std::sync::Arc;
 use tandem_core::engine::{PreprocessingEngine, S1Step, S2Start, S2Step};
 use tandem_core::online::OnlineModel;
 use tandem_core::{
-    DecryptedSecret, EncryptedSeed, ProtocolError, Result, Ring, Seed, SeedSource, SessionStart,
+    ActivationSession, DecryptedSecret, EncryptedSeed, ProtocolError, Result, Ring, Seed, SeedSource, SessionStart,
 };
 use tandem_lattice::{Context, EncodedWeights, Layout, Params};
 use tandem_model::{OutputMode, QLayer, QuantizedModel};
@@ -44,7 +44,17 @@ use tandem_paillier::model_server::{ModelServer, Preprocessing};
 use tandem_paillier::{ActivationKeys, BigInt, PaillierEngine, PreprocessingReply, PreprocessingStep};
 use zeroize::Zeroizing;
 
+mod full;
+pub use full::{output_bits, FullReply, FullS1, FullS2, FullStep, Next, OTS_PER_RELU};
 pub use tandem_lattice;
+pub use tandem_ot;
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use tandem_ot::{OtReceiverKey, OtSenderKey, SetupReply, SetupRequest};
+
+/// How many OT setups S2 keeps (one per model server it serves; the oldest
+/// goes first, and a model server whose setup went runs a new one).
+pub const MAX_OT_SETUPS: usize = 64;
 
 /// `|g| < 2^FIRST_G_BITS` for `g = s − μ'` with `s, μ' ∈ [0, 2^128)`.
 const FIRST_G_BITS: u32 = 128;
@@ -86,9 +96,18 @@ impl LatticeEngine {
     /// [`LatticeEngine::keys`] for Paillier keys already shared (S2's shell
     /// holds them for its Paillier path too).
     pub fn keys_sharing<G: RngCore + CryptoRng>(&self, paillier: Arc<ActivationKeys>, rng: &mut G) -> LatticeKeys {
-        let sk = tandem_lattice::SecretKey::generate(&self.ctx, rng);
+        let sk = Arc::new(tandem_lattice::SecretKey::generate(&self.ctx, rng));
         let pk = sk.public_key(rng);
-        LatticeKeys { paillier, sk, pk }
+        let mut local_seed = Zeroizing::new([0u8; 32]);
+        rng.fill_bytes(&mut local_seed[..]);
+        LatticeKeys {
+            paillier,
+            sk,
+            pk,
+            ot: Mutex::new(VecDeque::new()),
+            local_seed,
+            local_ot: Mutex::new(None),
+        }
     }
 }
 
@@ -141,9 +160,17 @@ fn lattice_error(e: tandem_lattice::LatticeError) -> ProtocolError {
 /// S2's key material under the lattice engine.
 pub struct LatticeKeys {
     paillier: Arc<ActivationKeys>,
-    sk: tandem_lattice::SecretKey,
+    sk: Arc<tandem_lattice::SecretKey>,
     pk: tandem_lattice::PublicKey,
+    /// S2's halves of the OT setups it holds, oldest first.
+    ot: Mutex<VecDeque<Arc<OtSenderKey>>>,
+    /// Seeds the in-process S1's OT setup ([`LatticeKeys::local_ot`]).
+    local_seed: Zeroizing<[u8; 32]>,
+    local_ot: Mutex<Option<LocalOt>>,
 }
+
+/// S1's half of an OT setup with its id.
+pub type LocalOt = ([u8; 16], Arc<OtReceiverKey>);
 
 impl LatticeKeys {
     /// The RLWE public key S1 rerandomizes with (published to S1).
@@ -157,6 +184,51 @@ impl LatticeKeys {
     /// The published form of the RLWE public key.
     pub fn public_key_info(&self) -> PublicKeyInfo {
         PublicKeyInfo::of(&self.pk)
+    }
+
+    /// S2's half of a new OT setup (`SetupOt`): answers S1's request and
+    /// keeps the result, dropping the oldest beyond [`MAX_OT_SETUPS`].
+    pub fn setup_ot<G: RngCore + CryptoRng + ?Sized>(&self, req: &SetupRequest, rng: &mut G) -> Result<SetupReply> {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let mut g = ChaCha20Rng::from_seed(seed);
+        let (key, reply) =
+            tandem_ot::s2_setup(req, &mut g).map_err(|e| ProtocolError::Malformed(format!("OT setup: {e}")))?;
+        let mut table = self.ot.lock().unwrap_or_else(|p| p.into_inner());
+        if table.len() >= MAX_OT_SETUPS {
+            table.pop_front();
+        }
+        table.push_back(Arc::new(key));
+        Ok(reply)
+    }
+
+    /// S2's half of the OT setup `id`, if S2 holds it.
+    pub fn ot_setup(&self, id: &[u8; 16]) -> Option<Arc<OtSenderKey>> {
+        let table = self.ot.lock().unwrap_or_else(|p| p.into_inner());
+        table.iter().find(|k| k.id() == *id).cloned()
+    }
+
+    /// An OT setup run with this S2 in process (the in-process driver's
+    /// and the tests' S1; the servers run [`LatticeKeys::setup_ot`] over
+    /// `SetupOt`). Made once, from randomness drawn when the keys were.
+    pub fn local_ot(&self) -> Result<LocalOt> {
+        let mut local = self.local_ot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(l) = &*local {
+            if self.ot_setup(&l.0).is_some() {
+                return Ok(l.clone());
+            }
+        }
+        let mut g = ChaCha20Rng::from_seed(*self.local_seed);
+        let mut fresh = [0u8; 32];
+        g.fill_bytes(&mut fresh);
+        let mut g = ChaCha20Rng::from_seed(fresh);
+        let (pending, req) = tandem_ot::s1_setup_request(&mut g);
+        let reply = self.setup_ot(&req, &mut g)?;
+        let key = tandem_ot::s1_setup_finish(pending, &reply)
+            .map_err(|e| ProtocolError::Malformed(format!("OT setup: {e}")))?;
+        let l = (key.id(), Arc::new(key));
+        *local = Some(l.clone());
+        Ok(l)
     }
 }
 
@@ -175,11 +247,20 @@ pub struct LatticeModel<R: Ring> {
     paillier: ModelServer<R>,
     first: Option<Arc<FirstLayer>>,
     fallback: Option<String>,
+    /// Every layer on RLWE and OT (§4.2c), when the model and S2 allow it.
+    full: Option<Arc<full::FullModel>>,
+    full_fallback: Option<String>,
 }
 
 impl<R: Ring> Clone for LatticeModel<R> {
     fn clone(&self) -> Self {
-        LatticeModel { paillier: self.paillier.clone(), first: self.first.clone(), fallback: self.fallback.clone() }
+        LatticeModel {
+            paillier: self.paillier.clone(),
+            first: self.first.clone(),
+            fallback: self.fallback.clone(),
+            full: self.full.clone(),
+            full_fallback: self.full_fallback.clone(),
+        }
     }
 }
 
@@ -200,6 +281,40 @@ impl<R: Ring> LatticeModel<R> {
         lattice_pk: tandem_lattice::PublicKey,
         pool: Arc<rayon::ThreadPool>,
     ) -> Result<Self> {
+        Self::with_ot(ctx, model, paillier_pk, lattice_pk, None, pool)
+    }
+
+    /// [`LatticeModel::new`] with S1's half of an OT setup: then every
+    /// layer runs on RLWE and OT (§4.2c) when the model allows it
+    /// ([`LatticeModel::all_layers_on_lattice`] says why not otherwise).
+    pub fn with_ot(
+        ctx: &Arc<Context>,
+        model: Arc<QuantizedModel>,
+        paillier_pk: tandem_paillier::PublicKey,
+        lattice_pk: tandem_lattice::PublicKey,
+        ot: Option<LocalOt>,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
+        let (full, full_fallback) = match (ot, full::check_model(ctx, &model, R::BITS)) {
+            (Some((ot_id, ot)), Ok(())) => {
+                (Some(Arc::new(full::FullModel { ctx: ctx.clone(), pk: lattice_pk.clone(), ot_id, ot })), None)
+            }
+            (None, _) => (None, Some("no OT setup with the activation server".to_string())),
+            (_, Err(why)) => (None, Some(why)),
+        };
+        let mut m = Self::first_only(ctx, model, paillier_pk, lattice_pk, pool)?;
+        m.full = full;
+        m.full_fallback = full_fallback;
+        Ok(m)
+    }
+
+    fn first_only(
+        ctx: &Arc<Context>,
+        model: Arc<QuantizedModel>,
+        paillier_pk: tandem_paillier::PublicKey,
+        lattice_pk: tandem_lattice::PublicKey,
+        pool: Arc<rayon::ThreadPool>,
+    ) -> Result<Self> {
         match first_layer(ctx, &model, R::BITS) {
             Ok(weights) => Ok(LatticeModel {
                 paillier: ModelServer::with_first_product(model, paillier_pk, pool, Some(FIRST_G_BITS))?,
@@ -210,13 +325,32 @@ impl<R: Ring> LatticeModel<R> {
                     weights,
                 })),
                 fallback: None,
+                full: None,
+                full_fallback: None,
             }),
             Err(why) => Ok(LatticeModel {
                 paillier: ModelServer::new(model, paillier_pk, pool)?,
                 first: None,
-                fallback: Some(why),
+                fallback: Some(why.clone()),
+                full: None,
+                full_fallback: Some(why),
             }),
         }
+    }
+
+    /// `Ok` if every layer runs on RLWE and OT (§4.2c, no Paillier between
+    /// the servers); otherwise why not (the session then takes §4.2b).
+    pub fn all_layers_on_lattice(&self) -> std::result::Result<(), &str> {
+        match (&self.full, &self.full_fallback) {
+            (Some(_), _) => Ok(()),
+            (None, Some(why)) => Err(why),
+            (None, None) => Err("no OT setup with the activation server"),
+        }
+    }
+
+    /// The OT setup this model's sessions name, on the full lattice path.
+    pub fn ot_setup_id(&self) -> Option<[u8; 16]> {
+        self.full.as_ref().map(|f| f.ot_id)
     }
 
     /// `None` if the first linear layer's product runs on RLWE; otherwise
@@ -246,7 +380,13 @@ impl<R: Ring> LatticeModel<R> {
     /// S1 under the Paillier engine, wrapped: every session takes §4.2's
     /// `[r]` path (what `model-server --engine paillier` serves).
     pub fn paillier_only(paillier: ModelServer<R>) -> Self {
-        LatticeModel { paillier, first: None, fallback: Some("the engine is paillier".into()) }
+        LatticeModel {
+            paillier,
+            first: None,
+            fallback: Some("the engine is paillier".into()),
+            full: None,
+            full_fallback: Some("the engine is paillier".into()),
+        }
     }
 
     /// Opens a session (the trait's `s1_start`): the Paillier session start
@@ -258,12 +398,26 @@ impl<R: Ring> LatticeModel<R> {
         rng: &mut G,
     ) -> Result<(LatticePreprocessing<R>, SessionStart)> {
         let (paillier, mut start) = self.paillier.start_preprocessing(mode, seed, rng)?;
+        if let Some(f) = &self.full {
+            let QLayer::Linear(l) = &self.paillier.model().layers[0] else {
+                unreachable!("check_model requires a linear first layer")
+            };
+            start.first_layer_outputs = l.out_dim as u32;
+            start.ot_setup = Some(f.ot_id);
+            let full = FullS1::start(f.clone(), self.paillier.online_model().clone(), mode, start.session_id, rng)?;
+            let mut s = [0u8; 32];
+            rng.fill_bytes(&mut s);
+            let prep =
+                LatticePreprocessing { paillier, first: None, mu: None, rng: ChaCha20Rng::from_seed(s), full: Some(full) };
+            return Ok((prep, start));
+        }
         if let Some(first) = &self.first {
             start.first_layer_outputs = first.weights.layout().n_out as u32;
         }
         let mut s = [0u8; 32];
         rng.fill_bytes(&mut s);
-        let prep = LatticePreprocessing { paillier, first: self.first.clone(), mu: None, rng: ChaCha20Rng::from_seed(s) };
+        let prep =
+            LatticePreprocessing { paillier, first: self.first.clone(), mu: None, rng: ChaCha20Rng::from_seed(s), full: None };
         Ok((prep, start))
     }
 }
@@ -273,6 +427,16 @@ impl<R: Ring> LatticePreprocessing<R> {
     /// start with [`LatticeReply::Inputs`], else with Paillier's `[r]`).
     pub fn uses_lattice(&self) -> bool {
         self.first.is_some()
+    }
+
+    /// Whether every layer of this session runs on RLWE and OT (§4.2c).
+    pub fn uses_full_lattice(&self) -> bool {
+        self.full.is_some()
+    }
+
+    /// The full-lattice state machine, when the session runs on it.
+    pub fn full(&mut self) -> Option<&mut FullS1<R>> {
+        self.full.as_mut()
     }
 
     /// The RLWE layout of the first layer, if it runs on RLWE.
@@ -369,6 +533,8 @@ pub enum LatticeStep {
     Products(Vec<tandem_lattice::Ciphertext>),
     /// The Paillier engine's rounds, unchanged.
     Paillier(PreprocessingStep),
+    /// A step of the full lattice path (§4.2c).
+    Full(FullStep),
 }
 
 /// S2 → S1 under the lattice engine.
@@ -381,6 +547,10 @@ pub enum LatticeReply {
     Products(Vec<tandem_paillier::Ciphertext>),
     /// The Paillier engine's replies, unchanged.
     Paillier(PreprocessingReply),
+    /// A reply on the full lattice path (§4.2c).
+    Full(FullReply),
+    /// S2 stored its half of a full-lattice session.
+    FullReady,
 }
 
 // Counts only: the ciphertexts are large and say nothing to a reader.
@@ -389,6 +559,7 @@ impl fmt::Debug for LatticeStep {
         match self {
             LatticeStep::Products(c) => write!(f, "LatticeStep::Products({} RLWE ciphertexts)", c.len()),
             LatticeStep::Paillier(p) => write!(f, "LatticeStep::Paillier({p:?})"),
+            LatticeStep::Full(p) => write!(f, "LatticeStep::Full({p:?})"),
         }
     }
 }
@@ -398,6 +569,8 @@ impl fmt::Debug for LatticeReply {
             LatticeReply::Inputs(c) => write!(f, "LatticeReply::Inputs({} seeded RLWE ciphertexts)", c.len()),
             LatticeReply::Products(c) => write!(f, "LatticeReply::Products({} Paillier ciphertexts)", c.len()),
             LatticeReply::Paillier(p) => write!(f, "LatticeReply::Paillier({p:?})"),
+            LatticeReply::Full(p) => write!(f, "LatticeReply::Full({p:?})"),
+            LatticeReply::FullReady => write!(f, "LatticeReply::FullReady"),
         }
     }
 }
@@ -409,14 +582,61 @@ pub struct LatticePreprocessing<R: Ring> {
     /// `μ'`, drawn when S2's `[r]` arrives, used once when `[s]` does.
     mu: Option<Zeroizing<Vec<u128>>>,
     rng: ChaCha20Rng,
+    full: Option<FullS1<R>>,
 }
 
 /// S2's preprocessing of one session.
 pub struct LatticeActivationPreprocessing<R: Ring> {
-    paillier: ActivationPreprocessing<R>,
+    paillier: Option<ActivationPreprocessing<R>>,
     keys: Arc<LatticeKeys>,
     /// The first layer's layout while S2 waits for its products.
     awaiting: Option<Layout>,
+    full: Option<(FullS2<R>, tandem_core::SessionId)>,
+}
+
+/// S2 opens a session on the full lattice path (§4.2c): the public checks
+/// (`k = 128`, the OT setup held, a layout for the first layer), then `r`
+/// from the seed, RLWE-encrypted under S2's secret key.
+pub fn s2_open_full<R: Ring, G: RngCore + CryptoRng + ?Sized>(
+    keys: &Arc<LatticeKeys>,
+    msg: &SessionStart,
+    seed: Seed,
+    rng: &mut G,
+) -> Result<(LatticeActivationPreprocessing<R>, Vec<tandem_lattice::SeededCiphertext>)> {
+    let Some(id) = msg.ot_setup else {
+        return Err(ProtocolError::Malformed("a full-lattice session needs an OT setup id".into()));
+    };
+    let ot = keys.ot_setup(&id).ok_or(ProtocolError::UnknownOtSetup)?;
+    let (full, cts) = full::s2_open::<R, G>(keys.sk.clone(), ot, msg, seed, rng)?;
+    Ok((
+        LatticeActivationPreprocessing { paillier: None, keys: keys.clone(), awaiting: None, full: Some((full, msg.session_id)) },
+        cts,
+    ))
+}
+
+impl<R: Ring> LatticeActivationPreprocessing<R> {
+    /// Whether the session runs on the full lattice path.
+    pub fn uses_full_lattice(&self) -> bool {
+        self.full.is_some()
+    }
+
+    /// One step of S1's on the full lattice path: `Ok(Err(session))` when
+    /// S2's half is complete.
+    pub fn on_full_step(&mut self, step: FullStep) -> Result<std::result::Result<FullReply, Box<ActivationSession<R>>>> {
+        let Some((full, sid)) = self.full.as_mut() else {
+            return Err(ProtocolError::OutOfOrder { got: "a full-lattice step in a session that is not one" });
+        };
+        let sid = *sid;
+        Ok(match full.on_step(step, &sid)? {
+            full::S2Answer::Reply(r) => Ok(r),
+            full::S2Answer::Ready(s) => Err(s),
+        })
+    }
+
+    /// The layout S2 expects the next products for (full lattice path).
+    pub fn full_awaiting(&self) -> Option<Layout> {
+        self.full.as_ref().and_then(|(f, _)| f.awaiting_layout())
+    }
 }
 
 /// S2 opens a session whose first layer runs on RLWE (steps 1–2 of
@@ -444,6 +664,7 @@ pub fn s2_open<R: Ring, G: RngCore + CryptoRng + ?Sized>(
         )));
     }
     let (paillier, r) = open_session_unencrypted::<R, G>(keys.paillier.clone(), msg, seed, rng);
+    let paillier = Some(paillier);
     let r: Zeroizing<Vec<u128>> = Zeroizing::new(r.into_iter().map(u128_of).collect());
     let mut g = {
         let mut s = [0u8; 32];
@@ -451,7 +672,7 @@ pub fn s2_open<R: Ring, G: RngCore + CryptoRng + ?Sized>(
         ChaCha20Rng::from_seed(s)
     };
     let cts = tandem_lattice::encrypt_vector(&keys.sk, &layout, &r, &mut g).map_err(lattice_error)?;
-    Ok((LatticeActivationPreprocessing { paillier, keys: keys.clone(), awaiting: Some(layout) }, cts))
+    Ok((LatticeActivationPreprocessing { paillier, keys: keys.clone(), awaiting: Some(layout), full: None }, cts))
 }
 
 impl<R: Ring> LatticeActivationPreprocessing<R> {
@@ -465,7 +686,8 @@ impl<R: Ring> LatticeActivationPreprocessing<R> {
         let s: Zeroizing<Vec<u128>> =
             Zeroizing::new(tandem_lattice::decrypt_outputs(&self.keys.sk, &layout, cts).map_err(lattice_error)?);
         let values: Vec<BigInt> = s.iter().map(|&v| bigint_of(v)).collect();
-        Ok(self.paillier.encrypt_toward_s1(&values))
+        let paillier = self.paillier.as_mut().ok_or(ProtocolError::OutOfOrder { got: "RLWE first-layer products" })?;
+        Ok(paillier.encrypt_toward_s1(&values))
     }
 
     /// The layout S2 expects products for, while it waits for them.
@@ -475,7 +697,7 @@ impl<R: Ring> LatticeActivationPreprocessing<R> {
 
     /// The Paillier state machine, for the rounds after the first layer.
     pub fn into_paillier(self) -> ActivationPreprocessing<R> {
-        self.paillier
+        self.paillier.expect("a session opened by s2_open")
     }
 }
 
@@ -501,7 +723,8 @@ impl PreprocessingEngine for LatticeEngine {
 
     fn s1_model<R: Ring>(&self, keys: &LatticeKeys, model: Arc<QuantizedModel>) -> Result<LatticeModel<R>> {
         let p = &keys.paillier;
-        LatticeModel::new(&self.ctx, model, p.public_key().clone(), keys.pk.clone(), p.pool().clone())
+        let ot = if R::BITS == 128 { Some(keys.local_ot()?) } else { None };
+        LatticeModel::with_ot(&self.ctx, model, p.public_key().clone(), keys.pk.clone(), ot, p.pool().clone())
     }
 
     fn seed_key(&self, keys: &LatticeKeys) -> tandem_core::paillier_pk::PublicKey {
@@ -527,11 +750,23 @@ impl PreprocessingEngine for LatticeEngine {
         prep: &mut LatticePreprocessing<R>,
         msg: LatticeReply,
     ) -> Result<S1Step<LatticeStep, R>> {
+        if let Some(full) = prep.full.as_mut() {
+            return match msg {
+                LatticeReply::Inputs(cts) => Ok(S1Step::Send(LatticeStep::Full(full.on_inputs(&cts)?))),
+                LatticeReply::Full(r) if full.awaits_round() => Ok(S1Step::Send(LatticeStep::Full(full.on_round(r)?))),
+                LatticeReply::Full(r) if full.awaits_output() => Ok(S1Step::Send(LatticeStep::Full(full.on_output(r)?))),
+                LatticeReply::FullReady => Ok(S1Step::Ready(full.on_ready()?)),
+                _ => Err(ProtocolError::OutOfOrder { got: "a reply that does not fit the full-lattice session's state" }),
+            };
+        }
         match msg {
             LatticeReply::Inputs(cts) => Ok(S1Step::Send(LatticeStep::Products(prep.on_inputs(&cts)?))),
             LatticeReply::Products(enc_s) => Ok(S1Step::Send(LatticeStep::Paillier(prep.on_products(enc_s)?))),
             LatticeReply::Paillier(PreprocessingReply::InputMasks(_)) if prep.first.is_some() => {
                 Err(ProtocolError::OutOfOrder { got: "Paillier input masks where RLWE ones were expected" })
+            }
+            LatticeReply::Full(_) | LatticeReply::FullReady => {
+                Err(ProtocolError::OutOfOrder { got: "a full-lattice reply in a session that is not one" })
             }
             LatticeReply::Paillier(reply) => Ok(match PaillierEngine.s1_step(&mut prep.paillier, reply)? {
                 S1Step::Send(m) => S1Step::Send(LatticeStep::Paillier(m)),
@@ -551,9 +786,13 @@ impl PreprocessingEngine for LatticeEngine {
         seed: Seed,
         rng: &mut G,
     ) -> Result<S2Start<Self, R>> {
+        if msg.ot_setup.is_some() {
+            let (prep, cts) = s2_open_full::<R, G>(keys, msg, seed, rng)?;
+            return Ok((prep, LatticeReply::Inputs(cts)));
+        }
         if msg.first_layer_outputs == 0 {
             let (paillier, reply) = PaillierEngine.s2_start::<R, G>(&keys.paillier, msg, seed, rng)?;
-            let prep = LatticeActivationPreprocessing { paillier, keys: keys.clone(), awaiting: None };
+            let prep = LatticeActivationPreprocessing { paillier: Some(paillier), keys: keys.clone(), awaiting: None, full: None };
             return Ok((prep, LatticeReply::Paillier(reply)));
         }
         let (prep, cts) = s2_open::<R, G>(&self.ctx, keys, msg, seed, rng)?;
@@ -565,12 +804,24 @@ impl PreprocessingEngine for LatticeEngine {
         prep: &mut LatticeActivationPreprocessing<R>,
         msg: LatticeStep,
     ) -> Result<S2Step<LatticeReply, R>> {
+        if prep.full.is_some() {
+            let LatticeStep::Full(step) = msg else {
+                return Err(ProtocolError::OutOfOrder { got: "a step that is not a full-lattice one in a full-lattice session" });
+            };
+            return Ok(match prep.on_full_step(step)? {
+                Ok(reply) => S2Step::Send(LatticeReply::Full(reply)),
+                Err(session) => S2Step::Ready(LatticeReply::FullReady, session),
+            });
+        }
         match msg {
             LatticeStep::Products(cts) => Ok(S2Step::Send(LatticeReply::Products(prep.on_products(&cts)?))),
             LatticeStep::Paillier(_) if prep.awaiting.is_some() => {
                 Err(ProtocolError::OutOfOrder { got: "a Paillier round before the RLWE products" })
             }
-            LatticeStep::Paillier(step) => Ok(match PaillierEngine.s2_step(&mut prep.paillier, step)? {
+            LatticeStep::Full(_) => Err(ProtocolError::OutOfOrder { got: "a full-lattice step in a session that is not one" }),
+            LatticeStep::Paillier(step) => Ok(match PaillierEngine
+                .s2_step(prep.paillier.as_mut().ok_or(ProtocolError::OutOfOrder { got: "a Paillier round" })?, step)?
+            {
                 S2Step::Send(m) => S2Step::Send(LatticeReply::Paillier(m)),
                 S2Step::Ready(m, s) => S2Step::Ready(LatticeReply::Paillier(m), s),
             }),

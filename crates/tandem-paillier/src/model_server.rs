@@ -136,6 +136,7 @@ impl<R: Ring> ModelServer<R> {
             ring_bits: R::BITS,
             input_mask_bits: sh.plan.input_masking.mask_bits,
             first_layer_outputs: 0,
+            ot_setup: None,
         };
         let p = Preprocessing {
             shared: sh.clone(),
