@@ -411,7 +411,7 @@ impl<R: Ring> FullS1<R> {
                 got: reply.corrections.len(),
             });
         }
-        let ot = |e: tandem_ot::OtError| ProtocolError::Malformed(format!("OT corrections: {e}"));
+        let ot = |e: tandem_ot::Error| ProtocolError::Malformed(format!("OT corrections: {e}"));
         let x1 = Zeroizing::new(self.ole.receive(&reply.corrections[0]).map_err(ot)?);
         let x2 = Zeroizing::new(self.ole.receive(&reply.corrections[1]).map_err(ot)?);
         let x3 = if kind == ActivationKind::Relu {
@@ -596,7 +596,7 @@ impl<R: Ring> FullS2<R> {
 
     /// One step of S1's.
     pub(crate) fn on_step(&mut self, step: FullStep, sid: &SessionId) -> Result<S2Answer<R>> {
-        let ot_err = |e: tandem_ot::OtError| ProtocolError::Malformed(format!("OT: {e}"));
+        let ot_err = |e: tandem_ot::Error| ProtocolError::Malformed(format!("OT: {e}"));
         match (step.ole, &self.ole) {
             (Some(req), None) => self.ole = Some(tandem_ot::sender_extend(&self.ot, sid, &req).map_err(ot_err)?),
             (None, Some(_)) => {}
