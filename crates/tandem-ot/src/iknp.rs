@@ -48,6 +48,9 @@ pub(crate) fn receiver(
 ) -> (Vec<u8>, Zeroizing<Vec<u128>>) {
     let cb = 16 * words;
     debug_assert_eq!(choice.len(), cb);
+    if words == 0 {
+        return (Vec::new(), Zeroizing::new(Vec::new()));
+    }
     let mut t = Zeroizing::new(vec![0u8; BASE_OTS * cb]);
     let mut u = vec![0u8; BASE_OTS * cb];
     for (j, (tc, uc)) in t.chunks_exact_mut(cb).zip(u.chunks_exact_mut(cb)).enumerate() {
@@ -67,6 +70,9 @@ pub(crate) fn receiver(
 pub(crate) fn sender(key: &OtSenderKey, sid: &[u8; 16], u: &[u8], words: usize) -> Zeroizing<Vec<u128>> {
     let cb = 16 * words;
     debug_assert_eq!(u.len(), BASE_OTS * cb);
+    if words == 0 {
+        return Zeroizing::new(Vec::new());
+    }
     let mut q = Zeroizing::new(vec![0u8; BASE_OTS * cb]);
     for (j, (qc, uc)) in q.chunks_exact_mut(cb).zip(u.chunks_exact(cb)).enumerate() {
         prg(&key.seeds[j], sid, qc);

@@ -98,7 +98,7 @@ impl Corrections {
     /// Parses 16 bytes LE per value; at most [`MAX_OTS`] values.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let max = 16 * MAX_OTS as usize;
-        if bytes.len() % 16 != 0 || bytes.len() > max {
+        if !bytes.len().is_multiple_of(16) || bytes.len() > max {
             return Err(Error::NotMultiple {
                 what: "corrections",
                 got: bytes.len(),
