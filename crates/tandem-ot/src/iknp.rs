@@ -27,12 +27,8 @@ pub(crate) fn u_len(m: usize) -> usize {
 /// `G(k)`: the first `out.len()` bytes of
 /// `ChaCha20Rng::from_seed(SHA-256("tandem/v1/iknp-prg" ‖ k ‖ sid))`.
 pub(crate) fn prg(seed: &[u8; 32], sid: &[u8; 16], out: &mut [u8]) {
-    let mut key: [u8; 32] = Sha256::new()
-        .chain_update(PRG_DOMAIN)
-        .chain_update(seed)
-        .chain_update(sid)
-        .finalize()
-        .into();
+    let mut key: [u8; 32] =
+        Sha256::new().chain_update(PRG_DOMAIN).chain_update(seed).chain_update(sid).finalize().into();
     let mut rng = ChaCha20Rng::from_seed(key);
     key.zeroize();
     rng.fill_bytes(out);
@@ -92,8 +88,8 @@ mod tests {
     use super::*;
     use crate::base::{s1_setup_finish, s1_setup_request, s2_setup};
     use proptest::prelude::*;
-    use rand_core::RngCore;
     use rand_chacha::ChaCha20Rng;
+    use rand_core::RngCore;
 
     fn keys(seed: u64) -> (OtReceiverKey, OtSenderKey) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

@@ -74,12 +74,7 @@ fn random_batches(rng: &mut ChaCha20Rng, per: usize) -> (Vec<ScalarBatch>, Vec<V
 fn check_products(batches: &[ScalarBatch], values: &[Vec<u128>], got: &[(Vec<u128>, Vec<u128>)]) {
     for ((b, v), (x, y)) in batches.iter().zip(values).zip(got) {
         for p in 0..v.len() {
-            assert_eq!(
-                x[p].wrapping_add(y[p]),
-                b.scalars[p].wrapping_mul(v[p]),
-                "bits {} scalar {p}",
-                b.bits
-            );
+            assert_eq!(x[p].wrapping_add(y[p]), b.scalars[p].wrapping_mul(v[p]), "bits {} scalar {p}", b.bits);
         }
     }
 }
@@ -173,10 +168,7 @@ fn empty_session_and_empty_batch() {
     let tx = sender_extend(&sk, &[0; 16], &req).unwrap();
     assert_eq!(tx.remaining_ots(), 0);
     assert!(matches!(rx.receive(&Corrections(vec![])), Err(Error::NoBatchLeft { batches: 0 })));
-    let batches = vec![
-        ScalarBatch { bits: 5, scalars: vec![] },
-        ScalarBatch { bits: 3, scalars: vec![7] },
-    ];
+    let batches = vec![ScalarBatch { bits: 5, scalars: vec![] }, ScalarBatch { bits: 3, scalars: vec![7] }];
     let got = session(&rk, &sk, &[1; 16], &[1; 16], &batches, &[vec![], vec![6]]);
     assert!(got[0].0.is_empty());
     assert_eq!(got[1].0[0].wrapping_add(got[1].1[0]), 42);
@@ -269,10 +261,7 @@ fn extend_errors() {
 fn batch_errors() {
     let (rk, sk) = setup(3);
     let sid = [4u8; 16];
-    let batches = vec![
-        ScalarBatch { bits: 4, scalars: vec![1, 2, 3] },
-        ScalarBatch { bits: 2, scalars: vec![3] },
-    ];
+    let batches = vec![ScalarBatch { bits: 4, scalars: vec![1, 2, 3] }, ScalarBatch { bits: 2, scalars: vec![3] }];
     let (mut rx, req) = receiver_extend(&rk, &sid, &batches).unwrap();
     assert_eq!(req.ots, 14);
     let mut tx = sender_extend(&sk, &sid, &req).unwrap();
