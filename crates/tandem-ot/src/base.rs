@@ -75,11 +75,7 @@ impl SetupReply {
     /// [`s1_setup_finish`].
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() != Self::LEN {
-            return Err(Error::Length {
-                what: "base-OT setup reply",
-                got: bytes.len(),
-                expected: Self::LEN,
-            });
+            return Err(Error::Length { what: "base-OT setup reply", got: bytes.len(), expected: Self::LEN });
         }
         let mut id = [0u8; 16];
         id.copy_from_slice(&bytes[..16]);
@@ -162,17 +158,13 @@ impl Drop for OtReceiverKey {
 
 impl fmt::Debug for OtSenderKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtSenderKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("OtSenderKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
 impl fmt::Debug for OtReceiverKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OtReceiverKey")
-            .field("id", &self.id)
-            .finish_non_exhaustive()
+        f.debug_struct("OtReceiverKey").field("id", &self.id).finish_non_exhaustive()
     }
 }
 
@@ -192,23 +184,14 @@ fn h_base(j: usize, a: &[u8; 32], b: &[u8; 32], p: &RistrettoPoint) -> [u8; 32] 
 }
 
 fn decode(bytes: &[u8; 32], what: &'static str, index: usize) -> Result<RistrettoPoint> {
-    CompressedRistretto(*bytes)
-        .decompress()
-        .ok_or(Error::MalformedPoint {
-            what,
-            index,
-            extra: "",
-        })
+    CompressedRistretto(*bytes).decompress().ok_or(Error::MalformedPoint { what, index, extra: "" })
 }
 
 /// S1, first step: draws the secret scalar `a` and sends `A = a·G`.
 pub fn s1_setup_request<R: RngCore + CryptoRng>(rng: &mut R) -> (S1SetupPending, SetupRequest) {
     let a = Scalar::random(rng);
     let a_bytes = RistrettoPoint::mul_base(&a).compress().to_bytes();
-    (
-        S1SetupPending { a, a_bytes },
-        SetupRequest { a_point: a_bytes },
-    )
+    (S1SetupPending { a, a_bytes }, SetupRequest { a_point: a_bytes })
 }
 
 /// S2: draws `Δ` and the setup id, answers with `B_j = b_j·G + Δ_j·A` and
@@ -216,17 +199,10 @@ pub fn s1_setup_request<R: RngCore + CryptoRng>(rng: &mut R) -> (S1SetupPending,
 ///
 /// Refuses an `A` that is not a canonical Ristretto255 encoding or is the
 /// identity.
-pub fn s2_setup<R: RngCore + CryptoRng>(
-    req: &SetupRequest,
-    rng: &mut R,
-) -> Result<(OtSenderKey, SetupReply)> {
+pub fn s2_setup<R: RngCore + CryptoRng>(req: &SetupRequest, rng: &mut R) -> Result<(OtSenderKey, SetupReply)> {
     let a = decode(&req.a_point, "A", 0)?;
     if a == RistrettoPoint::identity() {
-        return Err(Error::MalformedPoint {
-            what: "A",
-            index: 0,
-            extra: ", the identity is refused",
-        });
+        return Err(Error::MalformedPoint { what: "A", index: 0, extra: ", the identity is refused" });
     }
     let mut id = [0u8; 16];
     rng.fill_bytes(&mut id);
@@ -253,17 +229,10 @@ pub fn s2_setup<R: RngCore + CryptoRng>(
 /// is not a canonical Ristretto255 encoding.
 pub fn s1_setup_finish(pending: S1SetupPending, reply: &SetupReply) -> Result<OtReceiverKey> {
     if reply.b_points.len() != BASE_OTS {
-        return Err(Error::PointCount {
-            got: reply.b_points.len(),
-            expected: BASE_OTS,
-        });
+        return Err(Error::PointCount { got: reply.b_points.len(), expected: BASE_OTS });
     }
-    let b: Vec<RistrettoPoint> = reply
-        .b_points
-        .iter()
-        .enumerate()
-        .map(|(j, p)| decode(p, "B", j))
-        .collect::<Result<_>>()?;
+    let b: Vec<RistrettoPoint> =
+        reply.b_points.iter().enumerate().map(|(j, p)| decode(p, "B", j)).collect::<Result<_>>()?;
     let a_times_a = RistrettoPoint::mul_base(&pending.a) * pending.a;
     let mut seeds0 = Box::new([[0u8; 32]; BASE_OTS]);
     let mut seeds1 = Box::new([[0u8; 32]; BASE_OTS]);
@@ -273,11 +242,7 @@ pub fn s1_setup_finish(pending: S1SetupPending, reply: &SetupReply) -> Result<Ot
         seeds0[j] = h_base(j, &pending.a_bytes, &reply.b_points[j], &p0);
         seeds1[j] = h_base(j, &pending.a_bytes, &reply.b_points[j], &p1);
     }
-    Ok(OtReceiverKey {
-        id: reply.id,
-        seeds0,
-        seeds1,
-    })
+    Ok(OtReceiverKey { id: reply.id, seeds0, seeds1 })
 }
 
 #[cfg(test)]
@@ -300,11 +265,8 @@ mod tests {
         assert!((32..=96).contains(&ones), "Δ should look random, has {ones} ones");
         for j in 0..BASE_OTS {
             let bit = (sk.delta >> j) & 1;
-            let (chosen, other) = if bit == 0 {
-                (&rk.seeds0[j], &rk.seeds1[j])
-            } else {
-                (&rk.seeds1[j], &rk.seeds0[j])
-            };
+            let (chosen, other) =
+                if bit == 0 { (&rk.seeds0[j], &rk.seeds1[j]) } else { (&rk.seeds1[j], &rk.seeds0[j]) };
             assert_eq!(&sk.seeds[j], chosen, "base OT {j}: S2's seed must equal k_j^Δj");
             assert_ne!(&sk.seeds[j], other, "base OT {j}: S2's seed must differ from k_j^(1-Δj)");
         }

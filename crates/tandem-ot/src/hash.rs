@@ -33,16 +33,10 @@ pub(crate) struct Tccr {
 impl Tccr {
     pub(crate) fn new(sid: &[u8; 16]) -> Self {
         let aes = Aes128::new(&fixed_key().into());
-        let d = Sha256::new()
-            .chain_update(TWEAK_DOMAIN)
-            .chain_update(sid)
-            .finalize();
+        let d = Sha256::new().chain_update(TWEAK_DOMAIN).chain_update(sid).finalize();
         let mut t = [0u8; 8];
         t.copy_from_slice(&d[..8]);
-        Self {
-            aes,
-            tag: u128::from(u64::from_le_bytes(t)) << 64,
-        }
+        Self { aes, tag: u128::from(u64::from_le_bytes(t)) << 64 }
     }
 
     /// The tweak of the session's OT number `i`.

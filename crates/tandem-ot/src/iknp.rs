@@ -27,12 +27,8 @@ pub(crate) fn u_len(m: usize) -> usize {
 /// `G(k)`: the first `out.len()` bytes of
 /// `ChaCha20Rng::from_seed(SHA-256("tandem/v1/iknp-prg" ‖ k ‖ sid))`.
 pub(crate) fn prg(seed: &[u8; 32], sid: &[u8; 16], out: &mut [u8]) {
-    let mut key: [u8; 32] = Sha256::new()
-        .chain_update(PRG_DOMAIN)
-        .chain_update(seed)
-        .chain_update(sid)
-        .finalize()
-        .into();
+    let mut key: [u8; 32] =
+        Sha256::new().chain_update(PRG_DOMAIN).chain_update(seed).chain_update(sid).finalize().into();
     let mut rng = ChaCha20Rng::from_seed(key);
     key.zeroize();
     rng.fill_bytes(out);
@@ -48,6 +44,9 @@ pub(crate) fn receiver(
 ) -> (Vec<u8>, Zeroizing<Vec<u128>>) {
     let cb = 16 * words;
     debug_assert_eq!(choice.len(), cb);
+    if words == 0 {
+        return (Vec::new(), Zeroizing::new(Vec::new()));
+    }
     let mut t = Zeroizing::new(vec![0u8; BASE_OTS * cb]);
     let mut u = vec![0u8; BASE_OTS * cb];
     for (j, (tc, uc)) in t.chunks_exact_mut(cb).zip(u.chunks_exact_mut(cb)).enumerate() {
@@ -67,6 +66,9 @@ pub(crate) fn receiver(
 pub(crate) fn sender(key: &OtSenderKey, sid: &[u8; 16], u: &[u8], words: usize) -> Zeroizing<Vec<u128>> {
     let cb = 16 * words;
     debug_assert_eq!(u.len(), BASE_OTS * cb);
+    if words == 0 {
+        return Zeroizing::new(Vec::new());
+    }
     let mut q = Zeroizing::new(vec![0u8; BASE_OTS * cb]);
     for (j, (qc, uc)) in q.chunks_exact_mut(cb).zip(u.chunks_exact(cb)).enumerate() {
         prg(&key.seeds[j], sid, qc);
@@ -86,8 +88,8 @@ mod tests {
     use super::*;
     use crate::base::{s1_setup_finish, s1_setup_request, s2_setup};
     use proptest::prelude::*;
-    use rand_core::RngCore;
     use rand_chacha::ChaCha20Rng;
+    use rand_core::RngCore;
 
     fn keys(seed: u64) -> (OtReceiverKey, OtSenderKey) {
         let mut rng = ChaCha20Rng::seed_from_u64(seed);

@@ -56,11 +56,8 @@ mod ole;
 pub mod transpose;
 
 pub use base::{
-    s1_setup_finish, s1_setup_request, s2_setup, OtReceiverKey, OtSenderKey, S1SetupPending,
-    SetupReply, SetupRequest, BASE_OTS,
+    s1_setup_finish, s1_setup_request, s2_setup, OtReceiverKey, OtSenderKey, S1SetupPending, SetupReply, SetupRequest,
+    BASE_OTS,
 };
 pub use error::{Error, Result};
-pub use ole::{
-    receiver_extend, sender_extend, Corrections, OleReceiver, OleRequest, OleSender, ScalarBatch,
-    MAX_OTS,
-};
+pub use ole::{receiver_extend, sender_extend, Corrections, OleReceiver, OleRequest, OleSender, ScalarBatch, MAX_OTS};

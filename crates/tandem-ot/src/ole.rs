@@ -27,10 +27,7 @@ pub struct OleRequest {
 
 impl fmt::Debug for OleRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OleRequest")
-            .field("ots", &self.ots)
-            .field("u_len", &self.u.len())
-            .finish()
+        f.debug_struct("OleRequest").field("ots", &self.ots).field("u_len", &self.u.len()).finish()
     }
 }
 
@@ -52,26 +49,15 @@ impl OleRequest {
     /// before allocating anything.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         if bytes.len() < 4 {
-            return Err(Error::Length {
-                what: "OLE request header (OT count)",
-                got: bytes.len(),
-                expected: 4,
-            });
+            return Err(Error::Length { what: "OLE request header (OT count)", got: bytes.len(), expected: 4 });
         }
         let ots = u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
         check_ots(u64::from(ots))?;
         let expected = 4 + Self::u_len(ots);
         if bytes.len() != expected {
-            return Err(Error::Length {
-                what: "OLE request",
-                got: bytes.len(),
-                expected,
-            });
+            return Err(Error::Length { what: "OLE request", got: bytes.len(), expected });
         }
-        Ok(Self {
-            ots,
-            u: bytes[4..].to_vec(),
-        })
+        Ok(Self { ots, u: bytes[4..].to_vec() })
     }
 }
 
@@ -98,20 +84,10 @@ impl Corrections {
     /// Parses 16 bytes LE per value; at most [`MAX_OTS`] values.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self> {
         let max = 16 * MAX_OTS as usize;
-        if bytes.len() % 16 != 0 || bytes.len() > max {
-            return Err(Error::NotMultiple {
-                what: "corrections",
-                got: bytes.len(),
-                unit: 16,
-                max,
-            });
+        if !bytes.len().is_multiple_of(16) || bytes.len() > max {
+            return Err(Error::NotMultiple { what: "corrections", got: bytes.len(), unit: 16, max });
         }
-        Ok(Self(
-            bytes
-                .chunks_exact(16)
-                .map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes")))
-                .collect(),
-        ))
+        Ok(Self(bytes.chunks_exact(16).map(|c| u128::from_le_bytes(c.try_into().expect("16 bytes"))).collect()))
     }
 }
 
@@ -151,10 +127,7 @@ fn check_bits(bits: u32) -> Result<()> {
 
 fn check_ots(requested: u64) -> Result<()> {
     if requested > u64::from(MAX_OTS) {
-        Err(Error::TooManyOts {
-            requested,
-            max: MAX_OTS,
-        })
+        Err(Error::TooManyOts { requested, max: MAX_OTS })
     } else {
         Ok(())
     }
@@ -207,11 +180,7 @@ pub fn receiver_extend(
         check_bits(batch.bits)?;
         if batch.bits < 128 {
             if let Some(index) = batch.scalars.iter().position(|&a| a >> batch.bits != 0) {
-                return Err(Error::ScalarTooLarge {
-                    batch: b,
-                    index,
-                    bits: batch.bits,
-                });
+                return Err(Error::ScalarTooLarge { batch: b, index, bits: batch.bits });
             }
         }
         total = total.saturating_add(u64::from(batch.bits).saturating_mul(batch.scalars.len() as u64));
@@ -233,12 +202,7 @@ pub fn receiver_extend(
     let tccr = Tccr::new(sid);
     let mut h = vec![0u128; m];
     tccr.hash_seq(0, &t[..m], &mut h);
-    let rx = OleReceiver {
-        batches: batches.to_vec(),
-        h,
-        next: 0,
-        offset: 0,
-    };
+    let rx = OleReceiver { batches: batches.to_vec(), h, next: 0, offset: 0 };
     Ok((rx, OleRequest { ots: m as u32, u }))
 }
 
@@ -250,9 +214,7 @@ impl OleReceiver {
     /// On error the state is unchanged.
     pub fn receive(&mut self, corrections: &Corrections) -> Result<Vec<u128>> {
         let Some(batch) = self.batches.get(self.next) else {
-            return Err(Error::NoBatchLeft {
-                batches: self.batches.len(),
-            });
+            return Err(Error::NoBatchLeft { batches: self.batches.len() });
         };
         let bits = batch.bits as usize;
         let expected = bits * batch.scalars.len();
@@ -314,10 +276,7 @@ impl Drop for OleSender {
 
 impl fmt::Debug for OleSender {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("OleSender")
-            .field("ots", &self.m)
-            .field("used", &self.next)
-            .finish_non_exhaustive()
+        f.debug_struct("OleSender").field("ots", &self.m).field("used", &self.next).finish_non_exhaustive()
     }
 }
 
@@ -330,22 +289,12 @@ pub fn sender_extend(key: &OtSenderKey, sid: &[u8; 16], req: &OleRequest) -> Res
     let m = req.ots as usize;
     let expected = iknp::u_len(m);
     if req.u.len() != expected {
-        return Err(Error::Length {
-            what: "OLE request matrix U",
-            got: req.u.len(),
-            expected,
-        });
+        return Err(Error::Length { what: "OLE request matrix U", got: req.u.len(), expected });
     }
     let words = iknp::words_for(m);
     let mut q = iknp::sender(key, sid, &req.u, words);
     q.truncate(m);
-    Ok(OleSender {
-        delta: key.delta,
-        q,
-        m,
-        next: 0,
-        tccr: Tccr::new(sid),
-    })
+    Ok(OleSender { delta: key.delta, q, m, next: 0, tccr: Tccr::new(sid) })
 }
 
 impl OleSender {
@@ -361,11 +310,7 @@ impl OleSender {
         let needed = u64::from(bits) * values.len() as u64;
         let remaining = (self.m - self.next) as u64;
         if needed > remaining {
-            return Err(Error::OtsExhausted {
-                needed,
-                remaining,
-                total: self.m as u64,
-            });
+            return Err(Error::OtsExhausted { needed, remaining, total: self.m as u64 });
         }
         let n = needed as usize;
         let bits = bits as usize;
@@ -386,8 +331,7 @@ impl OleSender {
                 qi.zeroize();
             }
             let first = (start + k0) as u64;
-            self.tccr
-                .hash_chunk(&xs[..2 * len], |k| first + (k / 2) as u64, &mut hs[..2 * len]);
+            self.tccr.hash_chunk(&xs[..2 * len], |k| first + (k / 2) as u64, &mut hs[..2 * len]);
             for e in 0..len {
                 let k = k0 + e;
                 let (p, l) = (k / bits, k % bits);
