@@ -1,8 +1,8 @@
-//! PROTOCOL §9 conformance for the lattice engine (§4.2b): private
-//! inference equals the integer reference bit for bit, with the first
-//! layer's product over RLWE (test parameters: N = 1024, insecure, the
-//! production q and noise analysis), and the engine refuses what is out of
-//! order or malformed.
+//! PROTOCOL §9 conformance for the lattice engine: private inference
+//! equals the integer reference bit for bit with every layer on RLWE and OT
+//! (§4.2c), and with only the first layer on RLWE when S1 has no OT setup
+//! (§4.2b) (test parameters: N = 1024, insecure, the production q and noise
+//! analysis); the engine refuses what is out of order or malformed.
 
 use proptest::prelude::*;
 use rand::rngs::StdRng;
@@ -27,8 +27,13 @@ fn check_all_modes(h: &mut Harness<LatticeEngine>, x: &[f64]) -> Result<(), Test
     Ok(())
 }
 
+/// Every layer on RLWE and OT (§4.2c): no Paillier between the servers.
 fn on_lattice(h: &Harness<LatticeEngine>) -> bool {
-    h.s1_128.as_ref().is_some_and(|s1| s1.first_layer_on_lattice().is_ok())
+    h.s1_128.as_ref().is_some_and(|s1| s1.all_layers_on_lattice().is_ok())
+}
+
+fn why_not(h: &Harness<LatticeEngine>) -> Option<String> {
+    h.s1_128.as_ref().and_then(|s| s.all_layers_on_lattice().err().map(str::to_string))
 }
 
 proptest! {
@@ -51,7 +56,7 @@ proptest! {
         dims.push(outputs);
         let m = random_mlp(&mut rng, &dims, &acts, scale, OutputMode::Label);
         let mut h = Harness::lattice(&m, test_key_1024()).unwrap();
-        prop_assert!(on_lattice(&h), "{:?}", h.s1_128.as_ref().map(|s| s.first_layer_on_lattice().err().map(str::to_string)));
+        prop_assert!(on_lattice(&h), "{:?}", why_not(&h));
         let x = random_input(&mut rng, &m);
         check_all_modes(&mut h, &x)?;
     }
@@ -67,7 +72,7 @@ proptest! {
         let mut rng = StdRng::seed_from_u64(seed);
         let m = random_cnn(&mut rng, act, outputs, OutputMode::Label);
         let mut h = Harness::lattice(&m, test_key_1024()).unwrap();
-        prop_assert!(on_lattice(&h));
+        prop_assert!(on_lattice(&h), "{:?}", why_not(&h));
         let x = random_input(&mut rng, &m);
         check_all_modes(&mut h, &x)?;
     }
@@ -94,6 +99,7 @@ proptest! {
         let mut rng = StdRng::seed_from_u64(seed);
         let m = random_maxpool_cnn(&mut rng, act, outputs, OutputMode::Label);
         let mut h = Harness::lattice(&m, test_key_1024()).unwrap();
+        prop_assert!(on_lattice(&h), "{:?}", why_not(&h));
         let x = random_input(&mut rng, &m);
         check_all_modes(&mut h, &x)?;
     }
@@ -129,11 +135,32 @@ fn lattice_seed_session_queries_are_exact() {
     }
 }
 
+/// Without an OT setup S1 runs only the first layer on RLWE and the rest
+/// on Paillier (§4.2b): still exact in every mode.
+#[test]
+fn lattice_first_layer_only_without_ot_setup_is_exact() {
+    use tandem_lattice_engine::LatticeModel;
+    let mut rng = StdRng::seed_from_u64(13);
+    let m = random_mlp(&mut rng, &[5, 6, 4, 3], &[ActivationKind::Relu, ActivationKind::Sigmoid], 1.0, OutputMode::Label);
+    let mut h = Harness::lattice(&m, test_key_1024()).unwrap();
+    let keys = h.s2.keys().clone();
+    let ctx = h.s2.engine().context().clone();
+    let p = keys.paillier();
+    let s1 = LatticeModel::new(&ctx, h.model.clone(), p.public_key().clone(), keys.lattice_public_key().clone(), p.pool().clone())
+        .unwrap();
+    assert!(s1.first_layer_on_lattice().is_ok());
+    assert!(s1.all_layers_on_lattice().unwrap_err().contains("no OT setup"));
+    h.0.s1_128 = Some(s1);
+    let x = random_input(&mut rng, &m);
+    check_all_modes(&mut h, &x).unwrap();
+}
+
 /// S1 refuses replies out of order or of the wrong count, S2 refuses
-/// products it did not expect or of the wrong count: typed errors, never a
+/// steps it did not expect or of the wrong count: typed errors, never a
 /// panic.
 #[test]
 fn lattice_messages_out_of_order_are_typed_errors() {
+    use tandem_lattice_engine::{FullStep, Next};
     let mut rng = StdRng::seed_from_u64(11);
     let m = random_mlp(&mut rng, &[5, 6, 3], &[ActivationKind::Relu], 1.0, OutputMode::Label);
     let x = random_input(&mut rng, &m);
@@ -148,17 +175,45 @@ fn lattice_messages_out_of_order_are_typed_errors() {
     let (_, req) = client.prepare::<u128, _>(info, &x, OutputMode::Label, rng).unwrap();
     let (mut prep, start) = engine.s1_start(s1, OutputMode::Label, &req.seed, rng).unwrap();
     assert_eq!(start.first_layer_outputs, 6, "S1 tells S2 the first layer's width");
+    assert!(start.ot_setup.is_some(), "S1 names its OT setup");
     let err = engine.s1_step(&mut prep, LatticeReply::Products(vec![])).err().unwrap();
+    assert!(matches!(err, ProtocolError::OutOfOrder { .. }), "{err}");
+    let err = engine.s1_step(&mut prep, LatticeReply::FullReady).err().unwrap();
     assert!(matches!(err, ProtocolError::OutOfOrder { .. }), "{err}");
     let err = engine.s1_step(&mut prep, LatticeReply::Inputs(vec![])).err().unwrap();
     assert!(err.to_string().contains("input ciphertexts"), "{err}");
 
+    // S2 refuses an OT setup it does not hold (the gRPC shell checks this
+    // before it decrypts the seed, like the RLWE key's fingerprint).
+    let (_, req2) = client.prepare::<u128, _>(info, &x, OutputMode::Label, rng).unwrap();
+    let (_, mut unknown) = engine.s1_start(s1, OutputMode::Label, &req2.seed, rng).unwrap();
+    unknown.ot_setup = Some([0xab; 16]);
+    let err = s2.start_session::<u128>(&unknown, std::time::Duration::ZERO).err().unwrap();
+    assert!(matches!(err, ProtocolError::UnknownOtSetup), "{err}");
+
     let (mut pre, first) = s2.start_session::<u128>(&start, std::time::Duration::ZERO).unwrap();
     assert!(matches!(first, LatticeReply::Inputs(ref c) if !c.is_empty()), "{first:?}");
     let err = engine.s2_step(&mut pre, LatticeStep::Products(vec![])).err().unwrap();
-    assert!(err.to_string().contains("output ciphertexts"), "{err}");
-    let err = engine.s2_step(&mut pre, LatticeStep::Products(vec![])).err().unwrap();
     assert!(matches!(err, ProtocolError::OutOfOrder { .. }), "{err}");
+    let step = FullStep { ole: None, x: vec![], products: vec![], next: Some(Next::Linear { outputs: 3 }) };
+    let err = engine.s2_step(&mut pre, LatticeStep::Full(step)).err().unwrap();
+    assert!(matches!(err, ProtocolError::OutOfOrder { .. }), "a step before the OT request: {err}");
+    let LatticeReply::Inputs(cts) = first else { unreachable!() };
+    let LatticeStep::Full(good) = (match engine.s1_step(&mut prep, LatticeReply::Inputs(cts)).unwrap() {
+        tandem_core::engine::S1Step::Send(m) => m,
+        _ => panic!("S1 answers the inputs"),
+    }) else {
+        panic!("a full-lattice step")
+    };
+    let mut short = good.clone();
+    short.products.pop();
+    let err = engine.s2_step(&mut pre, LatticeStep::Full(short)).err().unwrap();
+    assert!(err.to_string().contains("output ciphertexts"), "{err}");
+    let mut extra_x = good.clone();
+    extra_x.ole = None;
+    extra_x.x = vec![1];
+    let err = engine.s2_step(&mut pre, LatticeStep::Full(extra_x)).err().unwrap();
+    assert!(matches!(err, ProtocolError::LengthMismatch { .. }), "X values before any round: {err}");
 }
 
 proptest! {

@@ -504,6 +504,10 @@ impl<R: Ring> FullS1<R> {
         Ok(Prepared::new(self.online.clone(), self.mode, self.session_id, rounds, output))
     }
 
+    /// Whether S1 waits for the next layer's `Enc(β)`.
+    pub(crate) fn awaits_inputs(&self) -> bool {
+        matches!(self.stage, S1Stage::AwaitInputs)
+    }
     /// Whether S1 waits for a hidden round's corrections.
     pub(crate) fn awaits_round(&self) -> bool {
         matches!(self.stage, S1Stage::AwaitRound { .. })

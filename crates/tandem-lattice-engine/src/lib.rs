@@ -753,6 +753,9 @@ impl PreprocessingEngine for LatticeEngine {
         if let Some(full) = prep.full.as_mut() {
             return match msg {
                 LatticeReply::Inputs(cts) => Ok(S1Step::Send(LatticeStep::Full(full.on_inputs(&cts)?))),
+                LatticeReply::Full(r) if full.awaits_inputs() && r.corrections.is_empty() => {
+                    Ok(S1Step::Send(LatticeStep::Full(full.on_inputs(&r.inputs)?)))
+                }
                 LatticeReply::Full(r) if full.awaits_round() => Ok(S1Step::Send(LatticeStep::Full(full.on_round(r)?))),
                 LatticeReply::Full(r) if full.awaits_output() => Ok(S1Step::Send(LatticeStep::Full(full.on_output(r)?))),
                 LatticeReply::FullReady => Ok(S1Step::Ready(full.on_ready()?)),
