@@ -378,6 +378,22 @@ impl ActivationService for ActivationSvc {
         }
     }
 
+    async fn setup_ot(&self, req: Request<pb::SetupOtRequest>) -> Result<Response<pb::SetupOtReply>, Status> {
+        let Some(l) = &self.state.lattice else {
+            return Err(Status::failed_precondition(
+                "this activation server runs the paillier engine; start it with --engine lattice to serve model servers on --engine lattice",
+            ));
+        };
+        let req = tandem_grpc::setup_ot_request_from_proto(req.get_ref()).or_status()?;
+        let keys = l.keys.clone();
+        let (reply, d) = tandem_grpc::server::blocking("activation server", move || {
+            keys.setup_ot(&req, &mut rand_core::OsRng).map_err(|e| status_from_protocol(&e))
+        })
+        .await?;
+        info!(setup = %short_id(&reply.id), compute_ms = d.as_millis() as u64, "OT setup made (lattice engine)");
+        Ok(Response::new(tandem_grpc::setup_ot_reply_to_proto(&reply)))
+    }
+
     async fn get_public_key(
         &self,
         _: Request<pb::GetPublicKeyRequest>,
@@ -538,7 +554,7 @@ async fn preprocess(
             state.fingerprint
         )));
     }
-    if start.first_layer_outputs > 0 {
+    if start.first_layer_outputs > 0 || !start.ot_setup_id.is_empty() {
         let Some(l) = &state.lattice else {
             return Err(Status::failed_precondition(
                 "the model server runs the lattice engine, this activation server the paillier engine (start it with --engine lattice)",
@@ -549,6 +565,19 @@ async fn preprocess(
                 "the model server rerandomizes with RLWE key {}, but this activation server's is {} (it draws a new one at every start; the model server must fetch the keys again)",
                 if start.lattice_key_fingerprint.is_empty() { "(none given)" } else { &start.lattice_key_fingerprint },
                 l.fingerprint
+            )));
+        }
+    }
+    // §4.2c: the OT setup is public; one S2 does not hold (it restarted, or
+    // dropped the oldest) is refused before the seed is admitted or
+    // decrypted, so the model server can run SetupOt and retry at no cost.
+    if !start.ot_setup_id.is_empty() {
+        let l = state.lattice.as_ref().expect("checked above");
+        let id = tandem_grpc::session_id_from_bytes(&start.ot_setup_id, "session_start.ot_setup_id").or_status()?;
+        if l.keys.ot_setup(&id).is_none() {
+            return Err(Status::failed_precondition(format!(
+                "unknown OT setup {}: this activation server restarted or dropped it; the model server must run SetupOt again and retry",
+                short_id(&id)
             )));
         }
     }
@@ -594,6 +623,9 @@ async fn preprocess_ring<R: Ring>(
             seed
         }
     };
+    if msg.ot_setup.is_some() {
+        return lattice_full::<R>(state, msg, seed, &mut inbound, tx, log, wrap, slot).await;
+    }
     let mut session = if msg.first_layer_outputs == 0 {
         let keys = state.keys.clone();
         let ((session, masks), _) = blocking(log, move || {
@@ -642,6 +674,11 @@ async fn preprocess_ring<R: Ring>(
                     "LatticeProducts out of order: expected BlindedRound or BlindedOutput",
                 ))
             }
+            Some(pb::preprocess_msg::Msg::FullStep(_)) => {
+                return Err(Status::invalid_argument(
+                    "FullStep in a session that is not on the full lattice path (its SessionStart named no ot_setup_id)",
+                ))
+            }
             None => return Err(Status::invalid_argument("empty message; expected BlindedRound or BlindedOutput")),
         }
     }
@@ -684,6 +721,67 @@ async fn lattice_first_layer<R: Ring>(
     log.rounds += 1;
     reply(tx, pre_reply(pb::preprocess_reply::Msg::FirstProducts(enc_s))).await?;
     Ok(pre.into_paillier())
+}
+
+/// §4.2c: every layer on RLWE and OT. `r` under RLWE to S1, then one
+/// `FullStep` → `FullReply` per linear layer until S1's last step, which
+/// completes S2's half: stored like the other paths', answered with
+/// `SessionReady`.
+#[allow(clippy::too_many_arguments)]
+async fn lattice_full<R: Ring>(
+    state: &Arc<ActivationState>,
+    msg: tandem_core::SessionStart,
+    seed: tandem_core::Seed,
+    inbound: &mut Streaming<pb::PreprocessMsg>,
+    tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
+    log: &mut SessionLog,
+    wrap: fn(ActivationSession<R>) -> AnySession,
+    slot: Slot,
+) -> Result<(), Status> {
+    let Some(l) = &state.lattice else {
+        return Err(Status::failed_precondition("this activation server runs the paillier engine"));
+    };
+    let (ctx, keys) = (l.engine.context().clone(), l.keys.clone());
+    let ((mut pre, inputs), _) = blocking(log, move || {
+        let (pre, cts) = tandem_lattice_engine::s2_open_full::<R, _>(&keys, &msg, seed, &mut rand_core::OsRng)
+            .map_err(|e| status_from_protocol(&e))?;
+        Ok((pre, tandem_grpc::lattice_inputs_to_proto(&ctx, &cts)))
+    })
+    .await?;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::LatticeInputs(inputs))).await?;
+    loop {
+        let step = match next(inbound, "FullStep").await?.msg {
+            Some(pb::preprocess_msg::Msg::FullStep(s)) => s,
+            Some(_) => {
+                return Err(Status::invalid_argument(
+                    "a session on the full lattice path takes FullStep messages only after its SessionStart",
+                ))
+            }
+            None => return Err(Status::invalid_argument("empty message; expected FullStep")),
+        };
+        let ctx = l.engine.context().clone();
+        let ((p, answer), _) = blocking(log, move || {
+            let layout = pre.full_awaiting();
+            let step = tandem_grpc::full_step_from_proto(&ctx, layout.as_ref(), &step).or_status()?;
+            let answer = match pre.on_full_step(step).map_err(|e| status_from_protocol(&e))? {
+                Ok(r) => Ok(tandem_grpc::full_reply_to_proto(&ctx, &r)),
+                Err(session) => Err(session),
+            };
+            Ok((pre, answer))
+        })
+        .await?;
+        pre = p;
+        log.rounds += 1;
+        match answer {
+            Ok(r) => reply(tx, pre_reply(pb::preprocess_reply::Msg::FullReply(r))).await?,
+            Err(session) => {
+                let s = *session;
+                state.store(s.session_id(), wrap(s), slot)?;
+                reply(tx, pre_reply(pb::preprocess_reply::Msg::Ready(pb::SessionReady {}))).await?;
+                return Ok(());
+            }
+        }
+    }
 }
 
 async fn evaluate(
