@@ -68,6 +68,21 @@ fn main() {
     if let Err(why) = s1.all_layers_on_lattice() {
         panic!("this model does not run every layer on the lattice: {why}");
     }
+    // Per linear layer: the flooding bound (SECURITY.md) and the bytes.
+    for l in &h.model.layers {
+        if let tandem_model::QLayer::Linear(l) = l {
+            let lay = tandem_lattice_engine::tandem_lattice::Layout::new(&ctx, l.in_dim, l.out_dim).expect("a layout");
+            println!(
+                "layer {}×{}: {} input and {} output ciphertexts, flooding distance 2^{:.1}, worst-case noise 2^{:.2}",
+                l.out_dim,
+                l.in_dim,
+                lay.n_blocks,
+                lay.n_groups,
+                lay.flooding_distance_log2(&ctx),
+                lay.total_noise_bound_log2(&ctx)
+            );
+        }
+    }
     let mode = OutputMode::Label;
     let mut steps: Vec<(String, Vec<f64>, usize)> = Vec::new();
     let mut online = Vec::new();
