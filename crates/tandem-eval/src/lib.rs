@@ -54,9 +54,10 @@ pub struct Args {
     /// Paillier key size of the activation server.
     #[arg(long, default_value_t = 2048)]
     pub key_bits: u32,
-    /// The preprocessing engine: `paillier`, or `lattice` (the first linear
-    /// layer's product over Ring-LWE, production parameters; docs/PROTOCOL.md
-    /// §4.2b).
+    /// The preprocessing engine: `paillier`, or `lattice` (every layer's
+    /// product over Ring-LWE and the per-neuron products by OT
+    /// multiplication, production parameters; docs/PROTOCOL.md §4.2c, or
+    /// §4.2b where the model cannot take it).
     #[arg(long, value_parser = ["paillier", "lattice"], default_value = "paillier")]
     pub engine: String,
     /// Write the summary and per-sample records to this JSON file.
@@ -155,8 +156,14 @@ impl Runner {
             Inner::Paillier(_) => None,
             Inner::Lattice(l) => {
                 let why = match (&l.s1_128, &l.s1_256) {
-                    (Some(s), _) => s.first_layer_on_lattice().err().map(str::to_string),
-                    (_, Some(s)) => s.first_layer_on_lattice().err().map(str::to_string),
+                    (Some(s), _) => s.all_layers_on_lattice().err().map(|why| match s.first_layer_on_lattice() {
+                        Ok(()) => format!("only the first layer runs on RLWE, the rest on Paillier, because {why}"),
+                        Err(first) => format!("every layer runs on Paillier, because {first}"),
+                    }),
+                    (_, Some(s)) => Some(format!(
+                        "every layer runs on Paillier, because {}",
+                        s.first_layer_on_lattice().err().unwrap_or("its ring is k = 256")
+                    )),
                     _ => None,
                 };
                 why
@@ -423,7 +430,7 @@ fn run_keyed(args: &Args, key: impl FnOnce() -> Result<SecretKey>) -> Result<(Re
     let mut runner =
         Runner::with_engine(&model, sk, args.weight_bits, args.engine == "lattice").map_err(|e| anyhow!("{e}"))?;
     if let Some(why) = runner.lattice_fallback() {
-        eprintln!("lattice engine: the first layer runs on Paillier, because {why}");
+        eprintln!("lattice engine: {why}");
     }
     let drift_samples = args.drift_samples.unwrap_or_else(|| tandem_model::drift::default_samples(&runner.model));
     let drift = (drift_samples > 0).then(|| {
