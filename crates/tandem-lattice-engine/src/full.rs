@@ -36,7 +36,7 @@ use tandem_model::{ActivationKind, OutputMode, QLayer, QuantizedModel, TAU};
 use tandem_ot::{Corrections, OleReceiver, OleRequest, OleSender, OtReceiverKey, OtSenderKey, ScalarBatch};
 use zeroize::Zeroizing;
 
-use crate::{lattice_error, MAX_MESSAGE_BYTES};
+use crate::{lattice_error, u128_of, MAX_MESSAGE_BYTES};
 
 /// OTs per hidden ReLU neuron: `t + 2^τ` (τ + 1 bits), `b` (1), `m` (τ).
 pub const OTS_PER_RELU: u32 = 2 * TAU + 2;
@@ -174,13 +174,6 @@ pub(crate) fn check_model(ctx: &Context, model: &QuantizedModel, ring_bits: u32)
         }
     }
     Ok(())
-}
-
-fn u128_of<R: Ring>(v: R) -> u128 {
-    let b = v.to_le_bytes();
-    let mut le = [0u8; 16];
-    le.copy_from_slice(&b[..16]);
-    u128::from_le_bytes(le)
 }
 
 fn ring_of<R: Ring>(v: u128) -> R {

@@ -82,6 +82,12 @@ impl LatticeEngine {
         Ok(LatticeEngine { ctx: Context::new(params).map_err(lattice_error)? })
     }
 
+    /// The engine for a context already built (S1's shell drives sessions
+    /// through the trait with the context its models use).
+    pub fn from_context(ctx: Arc<Context>) -> Self {
+        LatticeEngine { ctx }
+    }
+
     /// The RLWE context.
     pub fn context(&self) -> &Arc<Context> {
         &self.ctx
@@ -250,6 +256,8 @@ pub struct LatticeModel<R: Ring> {
     /// Every layer on RLWE and OT (§4.2c), when the model and S2 allow it.
     full: Option<Arc<full::FullModel>>,
     full_fallback: Option<String>,
+    /// Of the RLWE key on the full path (sent in `SessionStart`).
+    full_fingerprint: Option<String>,
 }
 
 impl<R: Ring> Clone for LatticeModel<R> {
@@ -260,6 +268,7 @@ impl<R: Ring> Clone for LatticeModel<R> {
             fallback: self.fallback.clone(),
             full: self.full.clone(),
             full_fallback: self.full_fallback.clone(),
+            full_fingerprint: self.full_fingerprint.clone(),
         }
     }
 }
@@ -302,7 +311,9 @@ impl<R: Ring> LatticeModel<R> {
             (None, _) => (None, Some("no OT setup with the activation server".to_string())),
             (_, Err(why)) => (None, Some(why)),
         };
+        let fingerprint = full.as_ref().map(|_| PublicKeyInfo::of(&lattice_pk).fingerprint);
         let mut m = Self::first_only(ctx, model, paillier_pk, lattice_pk, pool)?;
+        m.full_fingerprint = fingerprint;
         m.full = full;
         m.full_fallback = full_fallback;
         Ok(m)
@@ -327,6 +338,7 @@ impl<R: Ring> LatticeModel<R> {
                 fallback: None,
                 full: None,
                 full_fallback: None,
+                full_fingerprint: None,
             }),
             Err(why) => Ok(LatticeModel {
                 paillier: ModelServer::new(model, paillier_pk, pool)?,
@@ -334,6 +346,7 @@ impl<R: Ring> LatticeModel<R> {
                 fallback: Some(why.clone()),
                 full: None,
                 full_fallback: Some(why),
+                full_fingerprint: None,
             }),
         }
     }
@@ -367,14 +380,15 @@ impl<R: Ring> LatticeModel<R> {
         &self.paillier
     }
 
-    /// The RLWE context, when the first layer runs on RLWE.
+    /// The RLWE context, when the first layer (or every layer) runs on
+    /// RLWE.
     pub fn lattice_context(&self) -> Option<&Arc<Context>> {
-        self.first.as_ref().map(|f| &f.ctx)
+        self.first.as_ref().map(|f| &f.ctx).or(self.full.as_ref().map(|f| &f.ctx))
     }
 
     /// The fingerprint of S2's RLWE key this model rerandomizes with.
     pub fn lattice_key_fingerprint(&self) -> Option<&str> {
-        self.first.as_ref().map(|f| f.fingerprint.as_str())
+        self.first.as_ref().map(|f| f.fingerprint.as_str()).or(self.full_fingerprint.as_deref())
     }
 
     /// S1 under the Paillier engine, wrapped: every session takes §4.2's
@@ -386,6 +400,7 @@ impl<R: Ring> LatticeModel<R> {
             fallback: Some("the engine is paillier".into()),
             full: None,
             full_fallback: Some("the engine is paillier".into()),
+            full_fingerprint: None,
         }
     }
 
@@ -701,7 +716,7 @@ impl<R: Ring> LatticeActivationPreprocessing<R> {
     }
 }
 
-fn u128_of<R: Ring>(v: R) -> u128 {
+pub(crate) fn u128_of<R: Ring>(v: R) -> u128 {
     let b = v.to_le_bytes();
     let mut le = [0u8; 16];
     le.copy_from_slice(&b[..16]);

@@ -310,8 +310,9 @@ impl ModelState {
         info!(fingerprint = %key.fingerprint(), bits = key.bits(), "activation server key");
         let lattice = match settings.engine {
             EngineKind::Lattice => {
-                let l = fetch_lattice_key(&s2, retries, settings.deadlines.step).await?;
+                let mut l = fetch_lattice_key(&s2, retries, settings.deadlines.step).await?;
                 info!(fingerprint = %l.fingerprint, "activation server RLWE key (lattice engine)");
+                l.ot = setup_ot_or_warn(&s2, settings.deadlines.step).await;
                 Some(l)
             }
             EngineKind::Paillier => None,
@@ -356,13 +357,18 @@ impl ModelState {
 
     /// After S2 reported a different key or refused a seed epoch: fetch both
     /// and, if the key changed, rebuild the models.
-    async fn refresh_key(self: Arc<Self>) {
+    async fn refresh_key(self: Arc<Self>, redo_ot: bool) {
+        // The OT setup the failed query named, before waiting: a refresh
+        // that ran meanwhile may already have replaced it.
+        let failed_ot = self.registry().lattice.as_ref().and_then(|l| l.ot.as_ref().map(|o| o.0));
         // Waits for a refresh already running rather than skipping it: the
         // caller answers its client only afterwards, so that a client that
         // refetches the model info at once gets the new key and epoch.
         let _guard = self.refreshing.lock().await;
         let old = self.registry().key.fingerprint();
         let old_lattice = self.registry().lattice.as_ref().map(|l| l.fingerprint.clone());
+        let old_ot = self.registry().lattice.as_ref().and_then(|l| l.ot.clone());
+        let redo_ot = redo_ot && old_ot.as_ref().map(|o| o.0) == failed_ot;
         let (key, epoch) = match fetch_key(&self.s2, 1, self.settings.deadlines.step).await {
             Ok(k) => k,
             Err(e) => {
@@ -385,10 +391,22 @@ impl ModelState {
             info!(epoch = %epoch.to_hex(), "the activation server started a new seed epoch (restart or replay-log rotation)");
         }
         let new_lattice = lattice.as_ref().map(|l| l.fingerprint.clone());
-        if key.fingerprint() == old && new_lattice == old_lattice {
+        if key.fingerprint() == old && new_lattice == old_lattice && !redo_ot {
             return;
         }
-        if key.fingerprint() == old {
+        // §4.2c: a new RLWE key means S2 restarted and holds no OT setup of
+        // ours; an unknown setup (S2 dropped it) needs a new one too.
+        let mut lattice = lattice;
+        if let Some(l) = lattice.as_mut() {
+            l.ot = if new_lattice == old_lattice && !redo_ot {
+                old_ot
+            } else {
+                setup_ot_or_warn(&self.s2, self.settings.deadlines.step).await
+            };
+        }
+        if key.fingerprint() == old && new_lattice == old_lattice {
+            info!("the activation server dropped our OT setup; ran a new one, rebuilding the models' lattice state");
+        } else if key.fingerprint() == old {
             // S2 draws a new RLWE key at every start; the Paillier key and
             // the model infos clients hold stay valid.
             info!("the activation server's RLWE key changed (it restarted); rebuilding the models' lattice state");
@@ -435,7 +453,7 @@ pub async fn fetch_lattice_key(
             Ok(Ok(r)) => {
                 let r = r.into_inner();
                 let pk = tandem_grpc::lattice_key_from_proto(&ctx, &r).map_err(|e| anyhow::anyhow!("{e}"))?;
-                return Ok(models::LatticeKey { ctx, pk, fingerprint: r.fingerprint });
+                return Ok(models::LatticeKey { ctx, pk, fingerprint: r.fingerprint, ot: None });
             }
             Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition || s.code() == tonic::Code::Unimplemented => {
                 bail!("--engine lattice needs an activation server on --engine lattice: {}", s.message())
@@ -449,6 +467,45 @@ pub async fn fetch_lattice_key(
         }
     }
     bail!("cannot fetch the activation server's RLWE key after {attempts} attempt(s): {last}")
+}
+
+/// `SetupOt` with a deadline (§4.2c): S1's half of a new OT setup with S2.
+pub async fn setup_ot(
+    s2: &ActivationServiceClient<Channel>,
+    deadline: Duration,
+) -> anyhow::Result<tandem_lattice_engine::LocalOt> {
+    let (pending, req) = tandem_lattice_engine::tandem_ot::s1_setup_request(&mut rand_core::OsRng);
+    let mut c = s2.clone();
+    let mut r = Request::new(tandem_grpc::setup_ot_request_to_proto(&req));
+    r.set_timeout(deadline);
+    let reply = match tokio::time::timeout(deadline, c.setup_ot(r)).await {
+        Ok(Ok(r)) => r.into_inner(),
+        Ok(Err(s)) => bail!("SetupOt refused ({:?}): {}", s.code(), s.message()),
+        Err(_) => bail!("SetupOt: no answer within {} s", deadline.as_secs()),
+    };
+    let reply = tandem_grpc::setup_ot_reply_from_proto(&reply).map_err(|e| anyhow::anyhow!("SetupOt reply: {e}"))?;
+    let key = tokio::task::spawn_blocking(move || tandem_lattice_engine::tandem_ot::s1_setup_finish(pending, &reply))
+        .await?
+        .map_err(|e| anyhow::anyhow!("SetupOt reply: {e}"))?;
+    Ok((key.id(), Arc::new(key)))
+}
+
+/// [`setup_ot`], or `None` with a warning: the models then run the first
+/// layer only on RLWE (§4.2b).
+async fn setup_ot_or_warn(
+    s2: &ActivationServiceClient<Channel>,
+    deadline: Duration,
+) -> Option<tandem_lattice_engine::LocalOt> {
+    match setup_ot(s2, deadline).await {
+        Ok(ot) => {
+            info!(setup = %hex::encode(&ot.0[..8]), "OT setup with the activation server (full lattice path)");
+            Some(ot)
+        }
+        Err(e) => {
+            warn!("no OT setup with the activation server, so no model runs every layer on the lattice: {e:#}");
+            None
+        }
+    }
 }
 
 /// `GetPublicKey` with a deadline, `attempts` times one second apart: S2's
@@ -699,7 +756,7 @@ impl ModelService for ModelSvc {
             Err(f) => {
                 warn!(client = %caller, code = ?f.status.code(), "seed session refused: {}", f.status.message());
                 if f.key_changed {
-                    state.clone().refresh_key().await;
+                    state.clone().refresh_key(f.ot_stale).await;
                 }
                 Err(f.status)
             }
@@ -792,7 +849,7 @@ impl ModelSvc {
             Err(f) => {
                 warn!(model = %served.id, %mode, what, client = %caller, code = ?f.status.code(), wall_ms = wall.as_millis() as u64, "failed: {}", f.status.message());
                 if f.key_changed {
-                    self.state.clone().refresh_key().await;
+                    self.state.clone().refresh_key(f.ot_stale).await;
                 }
                 Err(f.status)
             }

@@ -29,6 +29,9 @@ pub struct LatticeKey {
     pub ctx: Arc<LatticeContext>,
     pub pk: tandem_lattice_engine::tandem_lattice::PublicKey,
     pub fingerprint: String,
+    /// S1's half of the OT setup with S2 (`SetupOt`), for the full lattice
+    /// path (§4.2c); `None` if S2 would not make one.
+    pub ot: Option<tandem_lattice_engine::LocalOt>,
 }
 
 /// One model as served.
@@ -94,13 +97,23 @@ impl Registry {
             };
             let engine = match (q.ring_bits, lattice) {
                 (128, Some(l)) => {
-                    LatticeModel::<u128>::new(&l.ctx, q.clone(), key.clone(), l.pk.clone(), pool.clone()).map(|m| {
-                        match m.first_layer_on_lattice() {
-                            Ok(()) => info!(model = %id, "lattice engine: the first layer's product runs on RLWE"),
-                            Err(why) => warn!(model = %id, "lattice engine: the first layer runs on Paillier, because {why}"),
-                        }
-                        Engine::K128(m)
-                    })
+                    LatticeModel::<u128>::with_ot(&l.ctx, q.clone(), key.clone(), l.pk.clone(), l.ot.clone(), pool.clone())
+                        .map(|m| {
+                            match (m.all_layers_on_lattice(), m.first_layer_on_lattice()) {
+                                (Ok(()), _) => info!(
+                                    model = %id,
+                                    "lattice engine: every layer runs on RLWE and OT, no Paillier between the servers (full lattice path)"
+                                ),
+                                (Err(all), Ok(())) => info!(
+                                    model = %id,
+                                    "lattice engine: the first layer's product runs on RLWE, the rest on Paillier, because {all}"
+                                ),
+                                (Err(_), Err(why)) => {
+                                    warn!(model = %id, "lattice engine: the first layer runs on Paillier, because {why}")
+                                }
+                            }
+                            Engine::K128(m)
+                        })
                 }
                 (128, None) => ModelServer::<u128>::new(q.clone(), key.clone(), pool.clone())
                     .map(|m| Engine::K128(LatticeModel::paillier_only(m))),

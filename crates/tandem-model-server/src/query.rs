@@ -12,7 +12,8 @@ use tandem_grpc::v1 as pb;
 use tandem_grpc::v1::activation_service_client::ActivationServiceClient;
 use tandem_grpc::{status_from_protocol, wire_len};
 use tandem_model::OutputMode;
-use tandem_lattice_engine::{LatticeModel, LatticePreprocessing};
+use tandem_core::engine::{PreprocessingEngine, S1Step};
+use tandem_lattice_engine::{LatticeEngine, LatticeModel, LatticePreprocessing, LatticeReply, LatticeStep};
 use tandem_paillier::{Preprocessing, PreprocessingStep, SessionReady};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,11 +45,14 @@ pub struct Costs {
 pub struct QueryFailure {
     pub status: Status,
     pub key_changed: bool,
+    /// S2 does not hold the OT setup the session named (§4.2c): the
+    /// refresh also runs a new `SetupOt`.
+    pub ot_stale: bool,
 }
 
 impl From<Status> for QueryFailure {
     fn from(status: Status) -> Self {
-        QueryFailure { status, key_changed: false }
+        QueryFailure { status, key_changed: false, ot_stale: false }
     }
 }
 
@@ -87,7 +91,23 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
         // The client opens a new one after fetching the model info again,
         // so S1 refetches S2's epoch first (a restart changed it).
         Code::FailedPrecondition if m.starts_with("unknown seed session") => {
-            return QueryFailure { status: Status::failed_precondition(format!("activation server: {m}")), key_changed: true }
+            return QueryFailure {
+                status: Status::failed_precondition(format!("activation server: {m}")),
+                key_changed: true,
+                ot_stale: false,
+            }
+        }
+        // §4.2c: S2 restarted or dropped our OT setup. It refused before
+        // touching the seed; S1 runs a new setup (with the keys' refresh)
+        // and the client retries.
+        Code::FailedPrecondition if m.starts_with("unknown OT setup") => {
+            return QueryFailure {
+                status: Status::failed_precondition(format!(
+                    "the activation server lost the model server's OT setup ({m}); the model server made a new one: retry"
+                )),
+                key_changed: true,
+                ot_stale: true,
+            }
         }
         Code::FailedPrecondition => {
             return QueryFailure {
@@ -95,11 +115,12 @@ fn from_s2(st: Status, started: bool) -> QueryFailure {
                     "the activation server's key or seed epoch changed ({m}); fetch the model info again and retry with a fresh seed"
                 )),
                 key_changed: true,
+                ot_stale: false,
             }
         }
         c => Status::new(c, format!("activation server: {m}")),
     };
-    QueryFailure { status, key_changed: false }
+    QueryFailure { status, key_changed: false, ot_stale: false }
 }
 
 /// A reply message of S2's streams.
@@ -256,6 +277,12 @@ pub async fn preprocess<R: Ring>(
     };
     let first = pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::Start(start)) };
     let mut link = open(first, deadlines, costs, "preprocessing", |r| s2.preprocess(r)).await?;
+    if pre.uses_full_lattice() {
+        let Some((ctx, _)) = lattice else {
+            return Err(Status::internal("a full-lattice session without an RLWE context").into());
+        };
+        return preprocess_full(pre, ctx, link, deadlines, costs).await;
+    }
     // The first answer may still be S2 refusing the session start.
     let expecting = if pre.uses_lattice() { "LatticeInputs" } else { "InputMasks" };
     let (pre, mut next, mut n) = match (link.recv(deadlines.step, costs, expecting, false).await?, lattice) {
@@ -326,6 +353,68 @@ pub async fn preprocess<R: Ring>(
             Ok((pre, tandem_grpc::preprocessing_step_to_proto(&pk, &next), n))
         })
         .await?;
+    }
+}
+
+/// S2's messages on the full lattice path, as received.
+enum FullIncoming {
+    Inputs(pb::LatticeInputs),
+    Reply(pb::FullReply),
+    Ready,
+}
+
+/// §4.2c over the stream: S2's `LatticeInputs`, then `FullStep` ⇄
+/// `FullReply` until S2's `SessionReady`; each of S1's steps is the
+/// engine's `s1_step`, on the blocking pool.
+async fn preprocess_full<R: Ring>(
+    mut pre: LatticePreprocessing<R>,
+    ctx: std::sync::Arc<tandem_lattice_engine::tandem_lattice::Context>,
+    mut link: Link<pb::PreprocessMsg, pb::PreprocessReply>,
+    deadlines: Deadlines,
+    costs: &mut Costs,
+) -> Result<Prepared<R>, QueryFailure> {
+    let engine = LatticeEngine::from_context(ctx.clone());
+    // The first answer may still be S2 refusing the session start.
+    let mut incoming = match link.recv(deadlines.step, costs, "LatticeInputs", false).await? {
+        pb::preprocess_reply::Msg::LatticeInputs(i) => FullIncoming::Inputs(i),
+        _ => return Err(unexpected("LatticeInputs")),
+    };
+    costs.rounds += 1;
+    loop {
+        let (engine, ctx) = (engine.clone(), ctx.clone());
+        let (p, out) = blocking(costs, move || {
+            let msg = match incoming {
+                FullIncoming::Inputs(i) => {
+                    let r = pb::FullReply { corrections: Vec::new(), inputs: i.ciphertexts };
+                    LatticeReply::Inputs(tandem_grpc::full_reply_from_proto(&ctx, &r).map_err(from_s2_data)?.inputs)
+                }
+                FullIncoming::Reply(r) => {
+                    LatticeReply::Full(tandem_grpc::full_reply_from_proto(&ctx, &r).map_err(from_s2_data)?)
+                }
+                FullIncoming::Ready => LatticeReply::FullReady,
+            };
+            let out = match engine.s1_step(&mut pre, msg).map_err(from_s2_data)? {
+                S1Step::Send(LatticeStep::Full(step)) => Ok(tandem_grpc::full_step_to_proto(&ctx, &step)),
+                S1Step::Send(other) => {
+                    return Err(Status::internal(format!("the full lattice path produced {other:?}")));
+                }
+                S1Step::Ready(prepared) => Err(prepared),
+            };
+            Ok((pre, out))
+        })
+        .await?;
+        pre = p;
+        let step = match out {
+            Ok(step) => step,
+            Err(prepared) => return Ok(prepared),
+        };
+        link.send(pb::PreprocessMsg { msg: Some(pb::preprocess_msg::Msg::FullStep(step)) }, costs).await?;
+        costs.rounds += 1;
+        incoming = match link.recv(deadlines.step, costs, "FullReply or SessionReady", true).await? {
+            pb::preprocess_reply::Msg::FullReply(r) => FullIncoming::Reply(r),
+            pb::preprocess_reply::Msg::Ready(_) => FullIncoming::Ready,
+            _ => return Err(unexpected("FullReply or SessionReady")),
+        };
     }
 }
 
