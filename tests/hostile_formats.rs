@@ -1053,6 +1053,46 @@ proptest! {
         });
     }
 
+    /// The full lattice path's messages (§4.2c) and `SetupOt`'s, with
+    /// hostile lengths, counts and enums: typed errors, never a panic.
+    #[test]
+    fn full_lattice_messages(
+        ots in prop_oneof![0u32..400, Just(tandem_lattice_engine::tandem_ot::MAX_OTS + 1), any::<u32>()],
+        u in near_multiple(2048, 2),
+        x in near_multiple(16, 8),
+        (n_products, delta, fill) in (0usize..4, -1i64..=1, any::<u8>()),
+        (n_inputs, in_delta) in (0usize..4, -1i64..=1),
+        corrections in prop::collection::vec(near_multiple(16, 8), 0..5),
+        (next, kind, scale, keep, outs) in (0u8..5, -1i32..6, any::<u32>(), prop_oneof![0u32..12, any::<u32>()], prop_oneof![0u32..12, any::<u32>()]),
+        (a_point, setup_id, b_points) in (near_multiple(32, 1), near_multiple(16, 1), near_multiple(4096, 1)),
+    ) {
+        use tandem_lattice_engine::tandem_lattice::{Ciphertext, Layout, SeededCiphertext};
+        let ctx = tandem::test_lattice_engine().context().clone();
+        let layout = Layout::new(&ctx, 9, 4).unwrap();
+        let sized = |len: usize, d: i64| vec![fill; (len as i64 + d).max(0) as usize];
+        let products: Vec<Vec<u8>> =
+            (0..n_products).map(|g| sized(Ciphertext::byte_len(&ctx, layout.rows_in_group(g.min(layout.n_groups - 1))), delta)).collect();
+        let inputs: Vec<Vec<u8>> = (0..n_inputs).map(|_| sized(SeededCiphertext::byte_len(&ctx), in_delta)).collect();
+        let mut ole_request = ots.to_le_bytes().to_vec();
+        ole_request.extend_from_slice(&u);
+        let next = match next {
+            0 => None,
+            1 => Some(pb::FullNext { next: None }),
+            2 => Some(pb::FullNext { next: Some(pb::full_next::Next::Linear(pb::FullNextLinear { outputs: outs })) }),
+            3 => Some(pb::FullNext { next: Some(pb::full_next::Next::Round(pb::FullNextRound { kind, scale, keep, next_outputs: outs })) }),
+            _ => Some(pb::FullNext { next: Some(pb::full_next::Next::Output(pb::FullNextOutput { mode: kind, scale })) }),
+        };
+        let len = ole_request.len() + x.len() + products.iter().chain(&inputs).chain(&corrections).map(Vec::len).sum::<usize>() + b_points.len() + 64;
+        bounded("full lattice messages", message_heap_bound(len), || {
+            let step = pb::FullStep { ole_request, x, products, next };
+            let _ = tandem_grpc::full_step_from_proto(&ctx, Some(&layout), &step);
+            let _ = tandem_grpc::full_step_from_proto(&ctx, None, &step);
+            let _ = tandem_grpc::full_reply_from_proto(&ctx, &pb::FullReply { corrections, inputs });
+            let _ = tandem_grpc::setup_ot_request_from_proto(&pb::SetupOtRequest { a_point });
+            let _ = tandem_grpc::setup_ot_reply_from_proto(&pb::SetupOtReply { setup_id, b_points });
+        });
+    }
+
     #[test]
     fn peer_messages_from_random_bytes(bytes in prop::collection::vec(any::<u8>(), 0..1200)) {
         let pk = pk();
@@ -1067,6 +1107,12 @@ proptest! {
                         let ctx = tandem::test_lattice_engine().context().clone();
                         let layout = tandem_lattice_engine::tandem_lattice::Layout::new(&ctx, 9, 4).unwrap();
                         let _ = tandem_grpc::lattice_products_from_proto(&ctx, &layout, &p);
+                    }
+                    Some(preprocess_msg::Msg::FullStep(f)) => {
+                        let ctx = tandem::test_lattice_engine().context().clone();
+                        let layout = tandem_lattice_engine::tandem_lattice::Layout::new(&ctx, 9, 4).unwrap();
+                        let _ = tandem_grpc::full_step_from_proto(&ctx, Some(&layout), &f);
+                        let _ = tandem_grpc::full_step_from_proto(&ctx, None, &f);
                     }
                     None => {}
                 }
@@ -1091,6 +1137,16 @@ proptest! {
                 if let Some(pb::preprocess_reply::Msg::FirstProducts(f)) = &m.msg {
                     let _ = tandem_grpc::first_products_from_proto(pk, f, 3);
                 }
+                if let Some(pb::preprocess_reply::Msg::FullReply(r)) = &m.msg {
+                    let ctx = tandem::test_lattice_engine().context().clone();
+                    let _ = tandem_grpc::full_reply_from_proto(&ctx, r);
+                }
+            }
+            if let Ok(m) = <pb::SetupOtRequest as prost::Message>::decode(&bytes[..]) {
+                let _ = tandem_grpc::setup_ot_request_from_proto(&m);
+            }
+            if let Ok(m) = <pb::SetupOtReply as prost::Message>::decode(&bytes[..]) {
+                let _ = tandem_grpc::setup_ot_reply_from_proto(&m);
             }
             let _ = <pb::EvaluateReply as prost::Message>::decode(&bytes[..]);
         });

@@ -1,4 +1,5 @@
-//! The lattice engine (docs/PROTOCOL.md §4.2b) through the real servers:
+//! The lattice engine (docs/PROTOCOL.md §4.2b, and §4.2c: every layer on
+//! RLWE and OT for the k = 128 MLPs) through the real servers:
 //! `--engine lattice` on both, production RLWE parameters, 1024-bit Paillier
 //! test keys. Answers equal the integer reference; a `k = 256` model falls
 //! back to Paillier with a logged reason; mismatched engines are refused
@@ -56,6 +57,16 @@ async fn lattice_engine_through_the_servers() {
     let s1 = model_server(dir.path(), &models_dir, &s2.url(), &["--engine", "lattice", "--allow-modes", "mlp_sigmoid=label,probabilities"]);
     let log = s1.log_text();
     assert!(log.contains("model=mlp_relu") && log.contains("runs on RLWE"), "{log}");
+    // §4.2c: S1 made an OT setup with S2, and the k = 128 MLPs run every
+    // layer on RLWE and OT.
+    assert_eq!(log.matches("OT setup with the activation server (full lattice path)").count(), 1, "{log}");
+    for id in ["mlp_relu", "mlp_sigmoid"] {
+        assert!(
+            log.lines().any(|l| l.contains(&format!("model={id}")) && l.contains("every layer runs on RLWE and OT")),
+            "{id} should be on the full lattice path: {log}"
+        );
+    }
+    assert!(s2.log_text().contains("OT setup made"), "{}", s2.log_text());
     assert!(log.contains("Paillier, because the model's ring is k = 256"), "{log}");
 
     for seed_sessions in [false, true] {
@@ -103,6 +114,12 @@ async fn lattice_engine_through_the_servers() {
     }
     assert!(ok, "no answer after the activation server came back");
     assert!(s1.log_text().contains("RLWE key changed"), "{}", s1.log_text());
+    // The restarted S2 holds no OT setup: S1 made a new one with the new
+    // keys, and the answer above came through the full lattice path.
+    let log = s1.log_text();
+    assert_eq!(log.matches("OT setup with the activation server (full lattice path)").count(), 2, "{log}");
+    assert!(s2.log_text().contains("OT setup made"), "{}", s2.log_text());
+    assert!(!s2.log_text().contains("panicked"), "{}", s2.log_text());
     drop(s1);
 
     // A lattice model server needs a lattice activation server: refused at

@@ -1307,6 +1307,12 @@ impl tandem_grpc::v1::activation_service_server::ActivationService for DeafActiv
     ) -> Result<tonic::Response<pb::LatticePublicKey>, tonic::Status> {
         Err(tonic::Status::failed_precondition("this deaf server runs the paillier engine"))
     }
+    async fn setup_ot(
+        &self,
+        _: tonic::Request<pb::SetupOtRequest>,
+    ) -> Result<tonic::Response<pb::SetupOtReply>, tonic::Status> {
+        Err(tonic::Status::failed_precondition("this deaf server runs the paillier engine"))
+    }
     async fn get_status(
         &self,
         _: tonic::Request<pb::GetStatusRequest>,
