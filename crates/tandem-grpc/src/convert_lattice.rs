@@ -48,9 +48,12 @@ pub fn lattice_products_from_proto(
     layout: &Layout,
     p: &pb::LatticeProducts,
 ) -> Result<Vec<Ciphertext>, ProtocolError> {
-    check_count("lattice_products.ciphertexts", layout.n_groups, p.ciphertexts.len())?;
-    p.ciphertexts
-        .iter()
+    products_from_bytes(ctx, layout, &p.ciphertexts)
+}
+
+fn products_from_bytes(ctx: &Context, layout: &Layout, cts: &[Vec<u8>]) -> Result<Vec<Ciphertext>, ProtocolError> {
+    check_count("lattice_products.ciphertexts", layout.n_groups, cts.len())?;
+    cts.iter()
         .enumerate()
         .map(|(g, b)| Ciphertext::from_bytes(ctx, b, layout.rows_in_group(g)).map_err(|e| bad("lattice_products", e)))
         .collect()
@@ -213,10 +216,7 @@ pub fn full_step_from_proto(ctx: &Context, awaiting: Option<&Layout>, p: &pb::Fu
     };
     let x = x_from_bytes(&p.x)?;
     let products = match awaiting {
-        Some(layout) => {
-            lattice_products_from_proto(ctx, layout, &pb::LatticeProducts { ciphertexts: p.products.clone() })
-                .map_err(|e| bad("full_step.products", e))?
-        }
+        Some(layout) => products_from_bytes(ctx, layout, &p.products).map_err(|e| bad("full_step.products", e))?,
         None => {
             check_count("full_step.products (none expected after the output round)", 0, p.products.len())?;
             Vec::new()
