@@ -205,6 +205,12 @@ fn lattice_messages_out_of_order_are_typed_errors() {
     }) else {
         panic!("a full-lattice step")
     };
+    // The query's one OT request covers every per-neuron product: 6 ReLU
+    // neurons at OTS_PER_RELU each and the 3 outputs' multiplier (the OT
+    // count PROTOCOL §4.2c and BENCHMARKS quote).
+    use tandem_lattice_engine::{output_bits, OTS_PER_RELU};
+    let ots = good.ole.as_ref().expect("the first step carries the OT request").ots;
+    assert_eq!(ots, 6 * OTS_PER_RELU + 3 * output_bits(OutputMode::Label, 3));
     let mut short = good.clone();
     short.products.pop();
     let err = engine.s2_step(&mut pre, LatticeStep::Full(short)).err().unwrap();

@@ -26,6 +26,7 @@ use tandem_grpc::v1::activation_service_server::{ActivationService, ActivationSe
 use tandem_grpc::{status_from_protocol, wire_len};
 use tandem_paillier::activation_server::{open_session, ActivationKeys};
 use tandem_grpc::server::EngineKind;
+use tandem_lattice_engine::tandem_lattice::{Context as RlweContext, SeededCiphertext};
 use tandem_lattice_engine::{LatticeEngine, LatticeKeys, PublicKeyInfo};
 use tandem_paillier::PaillierEngine;
 use tandem_paillier::{Ring, SecretKey, U256};
@@ -573,7 +574,7 @@ async fn preprocess(
     // decrypted, so the model server can run SetupOt and retry at no cost.
     if !start.ot_setup_id.is_empty() {
         let l = state.lattice.as_ref().expect("checked above");
-        let id = tandem_grpc::session_id_from_bytes(&start.ot_setup_id, "session_start.ot_setup_id").or_status()?;
+        let id = tandem_grpc::ot_setup_id_from_bytes(&start.ot_setup_id, "session_start.ot_setup_id").or_status()?;
         if l.keys.ot_setup(&id).is_none() {
             return Err(Status::failed_precondition(format!(
                 "unknown OT setup {}: this activation server restarted or dropped it; the model server must run SetupOt again and retry",
@@ -697,14 +698,10 @@ async fn lattice_first_layer<R: Ring>(
     let Some(l) = &state.lattice else {
         return Err(Status::failed_precondition("this activation server runs the paillier engine"));
     };
-    let (ctx, keys) = (l.engine.context().clone(), l.keys.clone());
-    let ((pre, inputs), _) = blocking(log, move || {
-        let (pre, cts) = tandem_lattice_engine::s2_open::<R, _>(&ctx, &keys, &msg, seed, &mut rand_core::OsRng)
-            .map_err(|e| status_from_protocol(&e))?;
-        Ok((pre, tandem_grpc::lattice_inputs_to_proto(&ctx, &cts)))
+    let pre = open_lattice(l, log, tx, move |ctx, keys| {
+        tandem_lattice_engine::s2_open::<R, _>(ctx, keys, &msg, seed, &mut rand_core::OsRng)
     })
     .await?;
-    reply(tx, pre_reply(pb::preprocess_reply::Msg::LatticeInputs(inputs))).await?;
     let products = match next(inbound, "LatticeProducts").await?.msg {
         Some(pb::preprocess_msg::Msg::LatticeProducts(p)) => p,
         _ => return Err(Status::invalid_argument("after LatticeInputs the model server must send LatticeProducts")),
@@ -721,6 +718,27 @@ async fn lattice_first_layer<R: Ring>(
     log.rounds += 1;
     reply(tx, pre_reply(pb::preprocess_reply::Msg::FirstProducts(enc_s))).await?;
     Ok(pre.into_paillier())
+}
+
+/// Opens S2's half of a lattice session on the blocking pool (the seed's
+/// decryption, `r` under RLWE) and sends S1 the input ciphertexts: the
+/// same first move on both lattice paths.
+async fn open_lattice<P: Send + 'static>(
+    l: &LatticeS2,
+    log: &mut SessionLog,
+    tx: &mpsc::Sender<Result<pb::PreprocessReply, Status>>,
+    open: impl FnOnce(&Arc<RlweContext>, &Arc<LatticeKeys>) -> tandem_core::Result<(P, Vec<SeededCiphertext>)>
+        + Send
+        + 'static,
+) -> Result<P, Status> {
+    let (ctx, keys) = (l.engine.context().clone(), l.keys.clone());
+    let ((pre, inputs), _) = blocking(log, move || {
+        let (pre, cts) = open(&ctx, &keys).map_err(|e| status_from_protocol(&e))?;
+        Ok((pre, tandem_grpc::lattice_inputs_to_proto(&ctx, &cts)))
+    })
+    .await?;
+    reply(tx, pre_reply(pb::preprocess_reply::Msg::LatticeInputs(inputs))).await?;
+    Ok(pre)
 }
 
 /// §4.2c: every layer on RLWE and OT. `r` under RLWE to S1, then one
@@ -741,14 +759,10 @@ async fn lattice_full<R: Ring>(
     let Some(l) = &state.lattice else {
         return Err(Status::failed_precondition("this activation server runs the paillier engine"));
     };
-    let (ctx, keys) = (l.engine.context().clone(), l.keys.clone());
-    let ((mut pre, inputs), _) = blocking(log, move || {
-        let (pre, cts) = tandem_lattice_engine::s2_open_full::<R, _>(&keys, &msg, seed, &mut rand_core::OsRng)
-            .map_err(|e| status_from_protocol(&e))?;
-        Ok((pre, tandem_grpc::lattice_inputs_to_proto(&ctx, &cts)))
+    let mut pre = open_lattice(l, log, tx, move |_, keys| {
+        tandem_lattice_engine::s2_open_full::<R, _>(keys, &msg, seed, &mut rand_core::OsRng)
     })
     .await?;
-    reply(tx, pre_reply(pb::preprocess_reply::Msg::LatticeInputs(inputs))).await?;
     loop {
         let step = match next(inbound, "FullStep").await?.msg {
             Some(pb::preprocess_msg::Msg::FullStep(s)) => s,

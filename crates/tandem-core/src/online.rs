@@ -143,10 +143,6 @@ impl<R: Ring> HiddenSecrets<R> {
     pub fn m_inv(&self, j: usize) -> R {
         self.m_inv[j]
     }
-    /// `μ_j mod 2^k`.
-    pub fn mu(&self, j: usize) -> R {
-        self.mu[j]
-    }
     /// Sets the per-position offsets S1 adds to `h` before unblinding (the
     /// lattice engine's OT shares; PROTOCOL §4.2c).
     pub fn set_offset(&mut self, offset: Vec<R>) -> Result<()> {

@@ -87,7 +87,17 @@ pub fn decode_ring<R: Ring>(b: &[u8], expected: Option<usize>, field: &str) -> R
 }
 
 pub fn session_id_from_bytes(b: &[u8], field: &str) -> Result<SessionId, ProtocolError> {
-    b.try_into().map_err(|_| invalid(format!("{field} has {} bytes; a session id is exactly 16", b.len())))
+    id16(b, field, "a session id")
+}
+
+/// An OT setup id (from `SetupOt`): exactly 16 bytes. Its own function so
+/// that a wrong length names the OT setup, not a session.
+pub fn ot_setup_id_from_bytes(b: &[u8], field: &str) -> Result<[u8; 16], ProtocolError> {
+    id16(b, field, "an OT setup id (from SetupOt)")
+}
+
+fn id16(b: &[u8], field: &str, what: &str) -> Result<[u8; 16], ProtocolError> {
+    b.try_into().map_err(|_| invalid(format!("{field} has {} bytes; {what} is exactly 16", b.len())))
 }
 
 // ---------------------------------------------------------------- keys
@@ -361,7 +371,7 @@ pub fn session_start_from_proto(ciphertext_bytes: usize, s: &pb::SessionStart) -
         ot_setup: if s.ot_setup_id.is_empty() {
             None
         } else {
-            Some(session_id_from_bytes(&s.ot_setup_id, "ot_setup_id")?)
+            Some(ot_setup_id_from_bytes(&s.ot_setup_id, "ot_setup_id")?)
         },
     })
 }
