@@ -11,7 +11,7 @@
 use rand_core::OsRng;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use tandem_core::paillier_pk::PublicKey;
+use tandem_core::paillier_pk::{NoiseTable, PublicKey};
 use std::sync::Arc;
 use tandem_core::{Client, ModelInfo, PendingQuery, PendingTicket, ProtocolError, SeedSession, Ticket};
 use tandem_core::{Ring, SeedEpoch, U256};
@@ -122,6 +122,13 @@ pub struct ClientOptions {
     /// per session instead of per query. Off: every query encrypts its own
     /// seed (a session of length 1), which costs less for a single query.
     pub seed_sessions: bool,
+    /// Short-exponent (DJN) noise for the one-shot encryptions (default
+    /// off): the first encryption under a key builds a 2 MiB table (about
+    /// two encryptions' work), each later one costs about a tenth of a
+    /// full-size encryption. For a client that sends many one-shot queries
+    /// (`seed_sessions` off, or many session openings); S1 rerandomizes
+    /// with full-size noise before S2 sees the ciphertext (SECURITY.md).
+    pub noise_table: bool,
 }
 
 // By hand, so that the token never ends up in a log line.
@@ -138,6 +145,7 @@ impl std::fmt::Debug for ClientOptions {
             .field("max_response_bytes", &self.max_response_bytes)
             .field("api_token", &self.api_token.as_ref().map(|_| "<redacted>"))
             .field("seed_sessions", &self.seed_sessions)
+            .field("noise_table", &self.noise_table)
             .finish()
     }
 }
@@ -156,6 +164,7 @@ impl ClientOptions {
             max_response_bytes: 64 << 20,
             api_token: None,
             seed_sessions: true,
+            noise_table: false,
         }
     }
 }
@@ -228,6 +237,9 @@ pub struct TandemClient {
     /// The seed session this connection (and its clones) draws seeds from;
     /// `None` with sessions off.
     session: Option<Arc<std::sync::Mutex<Option<HeldSession>>>>,
+    /// The noise table (and the fingerprint of the key it was built for)
+    /// shared by this connection's clones; `None` with `noise_table` off.
+    noise: Option<Arc<std::sync::Mutex<Option<(String, Arc<NoiseTable>)>>>>,
 }
 
 /// An open seed session and what it was opened under.
@@ -317,7 +329,28 @@ impl TandemClient {
             timeout: opts.timeout,
             authorization,
             session: opts.seed_sessions.then(|| Arc::new(std::sync::Mutex::new(None))),
+            noise: opts.noise_table.then(|| Arc::new(std::sync::Mutex::new(None))),
         })
+    }
+
+    /// The core client for `model`'s key, with this connection's noise
+    /// table when `noise_table` is on (built at the first use of a key).
+    fn core_client(&self, model: &RemoteModel) -> Result<Client, ClientError> {
+        let client = Client::new(model.key.clone(), model.epoch);
+        let Some(noise) = &self.noise else { return Ok(client) };
+        let mut held = noise.lock().unwrap_or_else(|e| e.into_inner());
+        let table = match &*held {
+            Some((fp, t)) if *fp == model.fingerprint => t.clone(),
+            _ => {
+                let t = Arc::new(
+                    NoiseTable::new(&model.key, &mut OsRng)
+                        .map_err(|e| ClientError::Config(format!("building the noise table: {e}")))?,
+                );
+                *held = Some((model.fingerprint.clone(), t.clone()));
+                t
+            }
+        };
+        Ok(client.with_noise_table(table))
     }
 
     /// The generated gRPC client, for callers that need raw access. Its
@@ -411,7 +444,7 @@ impl TandemClient {
         mode: OutputMode,
     ) -> Result<Inference, ClientError> {
         let t0 = Instant::now();
-        let client = Client::new(model.key.clone(), model.epoch);
+        let client = self.core_client(model)?;
         let info = model.info.clone();
         let x = x.to_vec();
         let (opened, mut seed) = self.session_seed(model).await?;
@@ -474,7 +507,7 @@ impl TandemClient {
     async fn open_seed_session(&mut self, model: &RemoteModel) -> Result<(SeedSession, u32, Cost), ClientError> {
         self.check_pin(model)?;
         let t0 = Instant::now();
-        let client = Client::new(model.key.clone(), model.epoch);
+        let client = self.core_client(model)?;
         let ((pending, req), prepare_cpu) = on_worker(move || {
             let (pending, req) = client.open_session(&mut OsRng)?;
             Ok((pending, tandem_grpc::open_seed_session_to_proto(&req)))
@@ -548,7 +581,7 @@ impl TandemClient {
         let mode = mode.unwrap_or(model.info.default_mode);
         model.info.check_mode(mode)?;
         let t0 = Instant::now();
-        let client = Client::new(model.key.clone(), model.epoch);
+        let client = self.core_client(model)?;
         let info = model.info.clone();
         if !matches!(model.info.ring_bits, 128 | 256) {
             let k = model.info.ring_bits;

@@ -11,13 +11,18 @@ use crate::seed::{Seed, SeedEpoch, SeedSecret, SessionKey};
 use rand_core::{CryptoRng, RngCore};
 use std::marker::PhantomData;
 use tandem_model::{quantize_input, Output, OutputMode};
-use tandem_paillier_pk::PublicKey;
+use std::sync::Arc;
+use tandem_paillier_pk::{NoiseTable, PublicKey};
 
 /// A client bound to one activation-server key (pin it: see SECURITY.md)
 /// and the seed epoch S2 currently holds (public, from the model info).
 pub struct Client {
     pk: PublicKey,
     epoch: SeedEpoch,
+    /// Short-exponent noise for the `[secret]` (toward S1 only; S1
+    /// rerandomizes with full-size noise before S2 sees it). `None`: the
+    /// full-size `r^N` of [`PublicKey::encrypt`].
+    noise: Option<Arc<NoiseTable>>,
 }
 
 /// The client's secret state between request and response.
@@ -33,7 +38,15 @@ pub struct PendingQuery<R> {
 impl Client {
     /// A client for S2's key `pk` (pinned by its fingerprint) and epoch.
     pub fn new(pk: PublicKey, epoch: SeedEpoch) -> Self {
-        Client { pk, epoch }
+        Client { pk, epoch, noise: None }
+    }
+    /// Encrypts with `table`'s short-exponent noise from now on: about a
+    /// tenth of the cost of an encryption, for a client that sends many
+    /// one-shot queries under this key (building the table costs about two
+    /// encryptions). `table` must be built for this client's key.
+    pub fn with_noise_table(mut self, table: Arc<NoiseTable>) -> Self {
+        self.noise = Some(table);
+        self
     }
     /// The seed epoch this client derives seeds under.
     pub fn epoch(&self) -> SeedEpoch {
@@ -119,9 +132,11 @@ impl Client {
     }
 
     fn encrypt<G: RngCore + CryptoRng + ?Sized>(&self, secret: &SeedSecret, rng: &mut G) -> Result<EncryptedSeed> {
-        self.pk
-            .encrypt(secret.plaintext_be(), rng)
-            .map(EncryptedSeed)
+        match &self.noise {
+            Some(t) => self.pk.encrypt_with_table(secret.plaintext_be(), t, rng),
+            None => self.pk.encrypt(secret.plaintext_be(), rng),
+        }
+        .map(EncryptedSeed)
             .map_err(|e| CryptoError::InvalidKey(e.to_string()).into())
     }
 }

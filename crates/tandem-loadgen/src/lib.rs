@@ -120,6 +120,13 @@ pub struct Cli {
     /// figures stay those of one-shot queries.
     #[arg(long)]
     pub seed_sessions: bool,
+    /// Encrypt every seed with full-size `r^N` (a client that sends one
+    /// query). By default each connection builds a short-exponent noise
+    /// table once and then encrypts at about a tenth of the cost, as a
+    /// gateway sending many one-shot queries would (`noise_table` in the
+    /// client library).
+    #[arg(long)]
+    pub full_noise: bool,
     /// Tickets each worker keeps ready in ticket mode.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub ticket_reserve: u64,
@@ -392,6 +399,7 @@ pub fn run(cli: Cli) -> Result<Outcome, String> {
     client.timeout = Duration::from_secs(cli.timeout_secs.max(1));
     client.api_token = cli.api_token.clone();
     client.seed_sessions = cli.seed_sessions;
+    client.noise_table = !cli.full_noise;
     let plan = Plan {
         client,
         model_id,
@@ -544,8 +552,13 @@ async fn run_async(
         Stop::Queries(q) => format!("{q} queries per level"),
     };
     println!(
-        "{} mode, concurrency {:?}, {stop_desc}{}",
+        "{} mode ({}), concurrency {:?}, {stop_desc}{}",
         if plan.tickets { "ticket" } else { "one-shot" },
+        match (plan.client.seed_sessions, plan.client.noise_table) {
+            (true, _) => "seed sessions",
+            (false, true) => "each seed encrypted with a per-connection DJN noise table",
+            (false, false) => "each seed encrypted with full-size r^N",
+        },
         plan.levels,
         if plan.s1_pid.is_none() && plan.s2_pid.is_none() {
             "; no server pids (--s1-pid/--s2-pid or --spawn): no server CPU, memory or syscall bytes"

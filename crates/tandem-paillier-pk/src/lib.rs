@@ -49,7 +49,7 @@
 
 use crypto_bigint::modular::{BoxedMontyForm, BoxedMontyParams};
 use crypto_bigint::subtle::{ConstantTimeEq, ConstantTimeLess};
-use crypto_bigint::{BoxedUint, Gcd, NonZero, Odd};
+use crypto_bigint::{BoxedUint, ConstantTimeSelect, Gcd, NonZero, Odd};
 use rand_core::{CryptoRng, RngCore};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -89,6 +89,9 @@ pub enum Error {
     /// The RNG produced no acceptable `r` in [`MAX_NOISE_DRAWS`] draws.
     #[error("the RNG produced no usable randomness in {MAX_NOISE_DRAWS} draws (is it broken?)")]
     RngFailure,
+    /// A [`NoiseTable`] was used with a key it was not built for.
+    #[error("the noise table was built for another Paillier key")]
+    NoiseTableMismatch,
     /// A ciphertext to rerandomize is not `ciphertext_bytes` long, or not a
     /// unit below `N²`.
     #[error("ciphertext out of range: it must be exactly 2|N|/8 bytes, big-endian, a unit mod N^2")]
@@ -205,6 +208,34 @@ impl PublicKey {
         result
     }
 
+    /// [`PublicKey::encrypt`] with short-exponent noise from `table`
+    /// (Damgård–Jurik–Nielsen): `c = (1 + m·N)·h_s^x mod N²` with a fresh
+    /// `x` of `⌈|N|/2⌉` bits from `rng`. About a tenth of the cost of
+    /// [`PublicKey::encrypt`] once the table is built. Sound toward a party
+    /// without the secret key only (S1, to whom the client sends its
+    /// `[secret]`; S1 rerandomizes it with full-size noise before S2, the
+    /// key holder, sees it): see [`NoiseTable`].
+    pub fn encrypt_with_table<R: RngCore + CryptoRng + ?Sized>(
+        &self,
+        m: &[u8],
+        table: &NoiseTable,
+        rng: &mut R,
+    ) -> Result<Vec<u8>> {
+        if table.n != *self.n.as_ref() {
+            return Err(Error::NoiseTableMismatch);
+        }
+        let mut m = self.plaintext(m)?;
+        let mut gm = m.mul(self.n.as_ref()).wrapping_add(&BoxedUint::one());
+        m.zeroize();
+        let mut gm_monty = BoxedMontyForm::new_with_arc(gm.clone(), self.nn_params.clone());
+        gm.zeroize();
+        let mut noise = table.sample(rng);
+        let c = (&gm_monty * &noise).retrieve();
+        gm_monty.zeroize();
+        noise.zeroize();
+        Ok(tail(&c.to_be_bytes(), self.ciphertext_bytes()))
+    }
+
     /// Rerandomizes a ciphertext `c` (big-endian, exactly
     /// [`PublicKey::ciphertext_bytes`]): `c·r^N mod N²` with a fresh full-size
     /// `r` drawn exactly as [`PublicKey::encrypt`] draws it. The result
@@ -290,6 +321,142 @@ impl PublicKey {
         } else {
             Err(Error::PlaintextOutOfRange)
         }
+    }
+}
+
+/// Bits of a [`NoiseTable`] window: `⌈1024/4⌉ = 256` multiplications per
+/// sample at 2048 bits, each after a constant-time scan of its window's 16
+/// entries; 256·16 entries of 512 bytes (2 MiB) built once in about 4,600
+/// multiplications (about two full-size encryptions).
+pub const NOISE_TABLE_WINDOW: u32 = 4;
+// `NoiseTable::sample` reads the exponent two windows per byte.
+const _: () = assert!(NOISE_TABLE_WINDOW == 4);
+
+/// Short-exponent encryption noise for a client that encrypts many times
+/// under one key (a gateway, the load generator): `h_s = (−y²)^N mod N²`
+/// for a uniform unit `y` drawn once from the caller's RNG (so only this
+/// table's owner knows the discrete logarithms), and a fixed-base table of
+/// `h_s^{d·2^{4i}}` in Montgomery form. Each [`NoiseTable::sample`] is
+/// `h_s^x` for a fresh uniform `x` of `⌈|N|/2⌉` bits.
+///
+/// This is the Damgård–Jurik–Nielsen variant the servers already use toward
+/// S1 (`tandem_paillier::NoiseSource`, the same `h_s` and exponent length):
+/// semantically secure under DCR plus the assumption that `h_s^x` with a
+/// `|N|/2`-bit `x` is indistinguishable from a uniform `N`-th residue, **for
+/// a party that does not know the factorization**. The client's `[secret]`
+/// goes to S1, which rerandomizes it with full-size `r^N` before S2 sees it
+/// (SECURITY.md, "Cryptographic parameters and assumptions").
+///
+/// Timing: the window digits of `x` select table entries by a constant-time
+/// scan over the whole window, and the multiplications are crypto-bigint's
+/// constant-time Montgomery products, so the time does not depend on `x`.
+pub struct NoiseTable {
+    n: BoxedUint,
+    exp_bits: u32,
+    nn_params: Arc<BoxedMontyParams>,
+    /// `windows × 16` entries, Montgomery form: `[i·16 + d] = h_s^{d·16^i}`.
+    table: Vec<BoxedUint>,
+}
+
+impl std::fmt::Debug for NoiseTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NoiseTable {{ exp_bits: {}, entries: {} }}", self.exp_bits, self.table.len())
+    }
+}
+
+impl Drop for NoiseTable {
+    fn drop(&mut self) {
+        // The entries are powers of a secret-exponent-free public value, but
+        // h_s's root y is this table's secret: keep nothing of it around.
+        self.table.iter_mut().for_each(|e| e.zeroize());
+    }
+}
+
+impl NoiseTable {
+    /// Draws `y` (as [`PublicKey::encrypt`] draws `r`) and builds the
+    /// table: one full-size exponentiation and about 4,600 multiplications
+    /// mod `N²`.
+    pub fn new<R: RngCore + CryptoRng + ?Sized>(pk: &PublicKey, rng: &mut R) -> Result<Self> {
+        let prec = pk.n.bits_precision();
+        let width = pk.modulus_bytes();
+        let top_mask = 0xffu8 >> (8 * width - pk.bits as usize);
+        let one = BoxedUint::one_with_precision(prec);
+        let n_params = BoxedMontyParams::new_vartime(pk.n.clone());
+        let mut buf = vec![0u8; width];
+        let mut hs = None;
+        for _ in 0..MAX_NOISE_DRAWS {
+            rng.fill_bytes(&mut buf);
+            buf[0] &= top_mask;
+            let Ok(mut y) = BoxedUint::from_be_slice(&buf, prec) else { continue };
+            // Once per table, so a variable-time unit check is acceptable
+            // here only because a rejected y is discarded and an accepted
+            // one's gcd is 1 whatever y is.
+            let ok = bool::from(one.ct_lt(&y) & y.ct_lt(pk.n.as_ref())) && bool::from(pk.n.gcd_vartime(&y).is_one());
+            if !ok {
+                y.zeroize();
+                continue;
+            }
+            let mut y_m = BoxedMontyForm::new(y.clone(), n_params.clone());
+            y.zeroize();
+            // h = −y² mod N, in [0, N).
+            let mut sq = y_m.square().retrieve();
+            y_m.zeroize();
+            let mut h = pk.n.as_ref().wrapping_sub(&sq);
+            sq.zeroize();
+            let mut h_wide = h.widen(2 * prec);
+            h.zeroize();
+            let h_s = BoxedMontyForm::new_with_arc(h_wide.clone(), pk.nn_params.clone())
+                .pow_bounded_exp(pk.n.as_ref(), pk.bits);
+            h_wide.zeroize();
+            hs = Some(h_s);
+            break;
+        }
+        buf.zeroize();
+        let mut base = hs.ok_or(Error::RngFailure)?;
+        let exp_bits = pk.bits.div_ceil(2);
+        let windows = exp_bits.div_ceil(NOISE_TABLE_WINDOW) as usize;
+        let digits = 1usize << NOISE_TABLE_WINDOW;
+        let mut table = Vec::with_capacity(windows * digits);
+        let one_m = BoxedMontyForm::new_with_arc(BoxedUint::one_with_precision(2 * prec), pk.nn_params.clone());
+        for _ in 0..windows {
+            let mut acc = one_m.clone();
+            for _ in 0..digits {
+                table.push(acc.to_montgomery());
+                acc = &acc * &base;
+            }
+            // acc = base^16: the next window's base.
+            base.zeroize();
+            base = acc;
+        }
+        base.zeroize();
+        Ok(NoiseTable { n: pk.n.as_ref().clone(), exp_bits, nn_params: pk.nn_params.clone(), table })
+    }
+
+    /// `h_s^x mod N²` (Montgomery form) for a fresh uniform `x` of
+    /// `⌈|N|/2⌉` bits.
+    fn sample<R: RngCore + CryptoRng + ?Sized>(&self, rng: &mut R) -> BoxedMontyForm {
+        let mut x = vec![0u8; (self.exp_bits as usize).div_ceil(8)];
+        rng.fill_bytes(&mut x);
+        let extra = 8 * x.len() as u32 - self.exp_bits;
+        if let Some(last) = x.last_mut() {
+            *last &= 0xff >> extra;
+        }
+        let digits = 1usize << NOISE_TABLE_WINDOW;
+        let prec = self.nn_params.bits_precision();
+        let mut acc = BoxedMontyForm::from_montgomery(self.table[0].clone(), (*self.nn_params).clone());
+        let mut sel = BoxedUint::zero_with_precision(prec);
+        for (i, window) in self.table.chunks(digits).enumerate() {
+            // x read little-endian, NOISE_TABLE_WINDOW (4) bits per window.
+            let byte = x[i / 2];
+            let d = if i % 2 == 0 { byte & 0x0f } else { byte >> 4 };
+            for (j, e) in window.iter().enumerate() {
+                sel.ct_assign(e, (j as u8).ct_eq(&d));
+            }
+            acc = &acc * &BoxedMontyForm::from_montgomery(sel.clone(), (*self.nn_params).clone());
+        }
+        sel.zeroize();
+        x.zeroize();
+        acc
     }
 }
 
