@@ -83,7 +83,7 @@ async fn lattice_engine_through_the_servers() {
     }
 
     // A model server on the Paillier engine is served by a lattice S2.
-    let s1p = model_server(dir.path(), &models_dir, &s2.url(), &[]);
+    let s1p = model_server(dir.path(), &models_dir, &s2.url(), &["--engine", "paillier"]);
     let mut c = client(&s1p.url(), false).await;
     let (id, m) = &ms[0];
     let x = random_input(&mut StdRng::seed_from_u64(7), m);
@@ -125,7 +125,7 @@ async fn lattice_engine_through_the_servers() {
     // A lattice model server needs a lattice activation server: refused at
     // start with what to do.
     drop(s2);
-    let s2 = activation_server(dir.path(), &key, &[], "127.0.0.1:0");
+    let s2 = activation_server(dir.path(), &key, &["--engine", "paillier"], "127.0.0.1:0");
     let out = std::process::Command::new(bin("model-server"))
         .args(["--listen", "127.0.0.1:0", "--models", models_dir.to_str().unwrap(), "--activation-server"])
         .arg(s2.url())

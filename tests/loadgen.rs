@@ -114,9 +114,11 @@ fn loadgen_measures_real_servers_and_checks_every_answer() {
     }
     std::fs::write(&data, csv).unwrap();
 
-    let s2 = activation_server(dir.path(), &dir.path().join("key.json"), &[], "127.0.0.1:0");
+    // On Paillier, so that the servers' non-default engine keeps a test
+    // through the real binaries (the spawn test below runs the default).
+    let s2 = activation_server(dir.path(), &dir.path().join("key.json"), &["--engine", "paillier"], "127.0.0.1:0");
     // The owner allows logits as well (label only otherwise): one run below uses it.
-    let s1 = model_server(dir.path(), &models, &s2.url(), &["--allow-modes", "mlp=label,logits"]);
+    let s1 = model_server(dir.path(), &models, &s2.url(), &["--engine", "paillier", "--allow-modes", "mlp=label,logits"]);
     let fp = s2
         .banner
         .iter()

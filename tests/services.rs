@@ -1378,7 +1378,10 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
         &e.models_dir,
         &stub_url,
         // Workers for all four calls of a round: none waits in line behind a stuck one.
+        // The stub speaks the Paillier engine's messages only.
         &[
+            "--engine",
+            "paillier",
             "--activation-timeout-secs",
             "2",
             "--query-timeout-secs",
@@ -1444,7 +1447,7 @@ async fn a_peer_that_stops_reading_cannot_hang_the_model_server() {
         e.dir.path(),
         &e.models_dir,
         &stub_url,
-        &["--activation-timeout-secs", "2", "--workers", "4", "--max-streams-per-connection", "2"],
+        &["--engine", "paillier", "--activation-timeout-secs", "2", "--workers", "4", "--max-streams-per-connection", "2"],
     );
     let c = client(&s1.url(), None).await;
     let remote = c.clone().model("mlp_relu").await.unwrap();

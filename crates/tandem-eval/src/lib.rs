@@ -54,11 +54,11 @@ pub struct Args {
     /// Paillier key size of the activation server.
     #[arg(long, default_value_t = 2048)]
     pub key_bits: u32,
-    /// The preprocessing engine: `paillier`, or `lattice` (every layer's
-    /// product over Ring-LWE and the per-neuron products by OT
+    /// The preprocessing engine: `lattice` (default, as the servers': every
+    /// layer's product over Ring-LWE and the per-neuron products by OT
     /// multiplication, production parameters; docs/PROTOCOL.md §4.2c, or
-    /// §4.2b where the model cannot take it).
-    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "paillier")]
+    /// §4.2b or Paillier where the model cannot take it), or `paillier`.
+    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "lattice")]
     pub engine: String,
     /// Write the summary and per-sample records to this JSON file.
     #[arg(long)]

@@ -40,12 +40,14 @@ pub struct ServerFlags {
         default_value_t = crate::DEFAULT_MAX_INTERNAL_MESSAGE_BYTES
     )]
     pub max_internal_message_bytes: usize,
-    /// The preprocessing engine: `paillier`, or `lattice` (the first linear
-    /// layer's product over Ring-LWE, docs/PROTOCOL.md §4.2b; the other
-    /// steps stay on Paillier). An activation server on `lattice` also
-    /// serves model servers on `paillier`; a model server on `lattice`
-    /// needs an activation server on `lattice`.
-    #[arg(long, env = "TANDEM_ENGINE", value_enum, default_value_t = EngineKind::Paillier)]
+    /// The preprocessing engine: `lattice` (default: every layer's product
+    /// over Ring-LWE and the per-neuron products by OT multiplication,
+    /// docs/PROTOCOL.md §4.2c; models it cannot take, such as 256-bit
+    /// rings, run on Paillier), or `paillier` (every step on Paillier). An
+    /// activation server on `lattice` also serves model servers on
+    /// `paillier`; a model server on `lattice` needs an activation server
+    /// on `lattice`.
+    #[arg(long, env = "TANDEM_ENGINE", value_enum, default_value_t = EngineKind::Lattice)]
     pub engine: EngineKind,
 }
 
@@ -53,9 +55,11 @@ pub struct ServerFlags {
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum EngineKind {
     /// Paillier for every homomorphic step (docs/PROTOCOL.md §4.2–§4.8).
-    #[default]
     Paillier,
-    /// The first linear layer's product over Ring-LWE (§4.2b).
+    /// Every linear layer on Ring-LWE and every per-neuron product by OT
+    /// multiplication (§4.2c); the first layer only (§4.2b) without an OT
+    /// setup; Paillier for what neither can take. The servers' default.
+    #[default]
     Lattice,
 }
 

@@ -182,10 +182,10 @@ pub struct Cli {
     /// directory holding only --model-file).
     #[arg(long)]
     pub models: Option<PathBuf>,
-    /// --spawn: the preprocessing engine both servers run (`paillier`, or
-    /// `lattice`: the first layer's product over Ring-LWE). Without --spawn
-    /// the servers' own --engine decides.
-    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "paillier")]
+    /// --spawn: the preprocessing engine both servers run (`lattice`, the
+    /// servers' default: every layer over Ring-LWE and OT; or `paillier`).
+    /// Without --spawn the servers' own --engine decides.
+    #[arg(long, value_parser = ["paillier", "lattice"], default_value = "lattice")]
     pub engine: String,
     /// --spawn: Paillier key size of the activation server.
     #[arg(long, default_value_t = 2048)]

@@ -5,7 +5,10 @@
 //! - `crypto-bigint-u4096`: the same arithmetic on crypto-bigint's fixed-size
 //!   `MontyForm<U4096>` (stack limbs, one type per key size), for comparison;
 //! - `num-bigint`: num-bigint 0.4's `BigUint::modpow` (variable-time);
-//! - `gmp`: tandem-paillier's `PublicKey::encrypt` (kzen-paillier / GMP `mpz_powm`).
+//! - `gmp`: tandem-paillier's `PublicKey::encrypt` (kzen-paillier / GMP `mpz_powm`);
+//! - `crypto-bigint-noise-table`: this crate's `encrypt_with_table`
+//!   (short-exponent DJN noise from a prebuilt table), and
+//!   `noise-table-build`, the one-off cost of that table.
 //!
 //! Every variant includes drawing `r` (with its gcd check) and the final
 //! multiplication by `1 + m·N`. Two groups time the same four functions:
@@ -196,6 +199,18 @@ mod x86_64 {
         });
         g.bench_function(BenchmarkId::from_parameter("gmp"), |b| {
             b.iter(|| gmp.encrypt(black_box(&secret_gmp), &mut rng))
+        });
+        // Short-exponent noise from a table built once (not timed here;
+        // `noise-table-build` times it).
+        let table = tandem_paillier_pk::NoiseTable::new(&ours, &mut rng).unwrap();
+        let c = ours.encrypt_with_table(&secret, &table, &mut rng).unwrap();
+        assert_eq!(sk.decrypt_raw(&gmp.ciphertext_from_bytes(&c).unwrap()), secret_gmp);
+        g.bench_function(BenchmarkId::from_parameter("crypto-bigint-noise-table"), |b| {
+            b.iter(|| ours.encrypt_with_table(black_box(&secret), &table, &mut rng).unwrap())
+        });
+        g.sample_size(10);
+        g.bench_function(BenchmarkId::from_parameter("noise-table-build"), |b| {
+            b.iter(|| tandem_paillier_pk::NoiseTable::new(&ours, &mut rng).unwrap())
         });
         g.finish();
     }

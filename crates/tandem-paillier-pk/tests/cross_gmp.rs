@@ -270,3 +270,33 @@ fn rerandomized_ciphertexts_decrypt_the_same_and_bad_ones_are_refused() {
         assert_eq!(pk.rerandomize(&bad, &mut rng), Err(Error::CiphertextOutOfRange));
     }
 }
+
+/// The noise table's short-exponent encryptions decrypt under GMP's key,
+/// at the boundaries and on random plaintexts, two encryptions of the same
+/// plaintext differ, and a table is refused under another key.
+#[test]
+fn gmp_decrypts_noise_table_encryptions() {
+    use tandem_paillier_pk::NoiseTable;
+    let sk = key1024();
+    let pk = ours(sk);
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let table = NoiseTable::new(&pk, &mut rng).expect("a working RNG");
+    let mut messages: Vec<Vec<u8>> = vec![vec![], vec![0], vec![1], n_minus(sk, 1)];
+    for _ in 0..8 {
+        let mut m = vec![0u8; 32];
+        rng.fill_bytes(&mut m);
+        messages.push(m);
+    }
+    for m in &messages {
+        let c = pk.encrypt_with_table(m, &table, &mut rng).expect("m < N");
+        assert_eq!(c.len(), sk.public().ciphertext_bytes());
+        let parsed = sk.public().ciphertext_from_bytes(&c).expect("a well-formed ciphertext");
+        assert_eq!(sk.decrypt_raw(&parsed), BigInt::from_bytes(m), "plaintext {}", hex_short(m));
+    }
+    let a = pk.encrypt_with_table(&[5], &table, &mut rng).unwrap();
+    let b = pk.encrypt_with_table(&[5], &table, &mut rng).unwrap();
+    assert_ne!(a, b, "fresh noise per encryption");
+    assert_eq!(pk.encrypt_with_table(&n_minus(sk, 0), &table, &mut rng), Err(Error::PlaintextOutOfRange));
+    let other = ours(&SecretKey::generate(1024).unwrap());
+    assert_eq!(other.encrypt_with_table(&[5], &table, &mut rng), Err(Error::NoiseTableMismatch));
+}
