@@ -239,8 +239,11 @@ pub struct TandemClient {
     session: Option<Arc<std::sync::Mutex<Option<HeldSession>>>>,
     /// The noise table (and the fingerprint of the key it was built for)
     /// shared by this connection's clones; `None` with `noise_table` off.
-    noise: Option<Arc<std::sync::Mutex<Option<(String, Arc<NoiseTable>)>>>>,
+    noise: Option<Arc<std::sync::Mutex<Option<KeyedNoiseTable>>>>,
 }
+
+/// A noise table and the fingerprint of the key it was built for.
+type KeyedNoiseTable = (String, Arc<NoiseTable>);
 
 /// An open seed session and what it was opened under.
 struct HeldSession {

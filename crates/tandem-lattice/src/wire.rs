@@ -126,7 +126,7 @@ mod tests {
             assert_eq!(unpack(&ctx, &out[1..], per_limb, "t").unwrap(), data);
             // A set padding bit, a residue ≥ p, a short or long field: refused.
             let bits: usize = (0..ctx.limbs()).map(|l| ctx.residue_bits(l) as usize * per_limb).sum();
-            if bits % 8 != 0 {
+            if !bits.is_multiple_of(8) {
                 let mut bad = out[1..].to_vec();
                 *bad.last_mut().unwrap() |= 0x80;
                 assert!(matches!(unpack(&ctx, &bad, per_limb, "t"), Err(LatticeError::NonZeroPadding { .. })));

@@ -336,7 +336,7 @@ const _: () = assert!(NOISE_TABLE_WINDOW == 4);
 /// under one key (a gateway, the load generator): `h_s = (−y²)^N mod N²`
 /// for a uniform unit `y` drawn once from the caller's RNG (so only this
 /// table's owner knows the discrete logarithms), and a fixed-base table of
-/// `h_s^{d·2^{4i}}` in Montgomery form. Each [`NoiseTable::sample`] is
+/// `h_s^{d·2^{4i}}` in Montgomery form. Each encryption uses
 /// `h_s^x` for a fresh uniform `x` of `⌈|N|/2⌉` bits.
 ///
 /// This is the Damgård–Jurik–Nielsen variant the servers already use toward
